@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Golden-test fixtures for alibi-explorer, produced with Hugging Face transformers (CPU, float32).
+
+Modes
+-----
+  python scripts/make_fixtures.py [--out tests/fixtures] [--cases bloom-h4,mpt-h4,...]
+      Writes one folder per case: config.json, model.safetensors, expected.json.
+
+  python scripts/make_fixtures.py --shape bloom-560m --out DIR
+      Writes a randomly initialised model with bloom-560m's exact architecture
+      (config.json + model.safetensors, ~2.2 GB float32, no expected.json) for benchmarks.
+
+  python scripts/make_fixtures.py --bench-transformers DIR --lengths 512,2048
+      Loads DIR with transformers and prints one JSON line per length with forward
+      tokens/s and peak RSS (torch.set_num_threads(2)).
+
+See scripts/FIXTURES.md for what the fixtures contain and for notes on what the
+transformers reference implementations do (slope ordering, fused QKV layouts, which
+MPT config options are honoured).
+
+Notes on transformers' MPT (checked against transformers 5.24.0, models/mpt/modeling_mpt.py):
+  * alibi_bias_max is NOT honoured: MptModel.forward calls
+    self.build_mpt_alibi_tensor(self.num_heads, self.config.max_seq_len, device=...) without
+    passing attn_config.alibi_bias_max, so the default 8 is always used. (attn_config.alibi is
+    also ignored: the alibi bias is always added.)
+  * clip_qkv IS honoured: MptAttention.forward clamps the fused Wqkv output to
+    [-clip_qkv, clip_qkv] before splitting into Q, K, V.
+  * qk_ln is NOT honoured (never read by the modeling code; no q/k LayerNorm parameters exist).
+  * softmax_scale IS honoured (default 1/sqrt(head_dim)).
+  * LayerNorms (norm_1, norm_2, norm_f) have no bias (bias set to None); no_bias is ignored and all
+    Linear layers are bias-free; expansion_ratio is ignored (MLP width is hard-coded 4*d_model);
+    learned_pos_emb / logit_scale / attn_type are ignored.
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+T = 24  # tokens per fixture sequence
+
+# name -> (family, seed, config kwargs)
+CASES = {
+    "bloom-h4": ("bloom", 1004, dict(vocab_size=96, hidden_size=64, n_layer=2, n_head=4, layer_norm_epsilon=1e-5)),
+    "bloom-h6": ("bloom", 1006, dict(vocab_size=96, hidden_size=72, n_layer=2, n_head=6, layer_norm_epsilon=1e-5)),
+    "mpt-h4": ("mpt", 2004, dict(d_model=64, n_heads=4, n_layers=2, vocab_size=96, max_seq_len=64, expansion_ratio=4,
+                                 attn_config=dict(alibi=True, alibi_bias_max=8))),
+    "mpt-h6": ("mpt", 2006, dict(d_model=72, n_heads=6, n_layers=2, vocab_size=96, max_seq_len=64, expansion_ratio=4,
+                                 attn_config=dict(alibi=True, alibi_bias_max=8))),
+    "mpt-h12": ("mpt", 2012, dict(d_model=96, n_heads=12, n_layers=2, vocab_size=96, max_seq_len=64,
+                                  expansion_ratio=4, attn_config=dict(alibi=True, alibi_bias_max=8))),
+    # transformers' MPT honours clip_qkv (clamp of the fused Wqkv output), so one case exercises it.
+    "mpt-h4-clip": ("mpt", 2104, dict(d_model=64, n_heads=4, n_layers=2, vocab_size=96, max_seq_len=64,
+                                      expansion_ratio=4,
+                                      attn_config=dict(alibi=True, alibi_bias_max=8, clip_qkv=0.5))),
+}
+
+# Noise added to every parameter after HF's own initialisation (which sets biases to 0 and
+# LayerNorm weights to 1, hiding bugs).  Standard deviations:
+NOISE_MATRIX = 0.08  # 2-D tensors: embeddings and Linear weights
+NOISE_NORM_WEIGHT = 0.2  # LayerNorm gains
+NOISE_BIAS = 0.1  # Linear biases and LayerNorm biases
+
+# bloom-560m architecture (bigscience/bloom-560m config.json), minus fields the modeling code ignores.
+BLOOM_560M = dict(
+    vocab_size=250880,
+    hidden_size=1024,
+    n_layer=24,
+    n_head=16,
+    layer_norm_epsilon=1e-5,
+    initializer_range=0.02,
+    apply_residual_connection_post_layernorm=False,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    pretraining_tp=1,
+    slow_but_exact=False,
+    use_cache=True,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
+    tie_word_embeddings=True,
+)
+
+
+def _imports():
+    import torch
+    import transformers
+
+    return torch, transformers
+
+
+def build_model(family, config_kwargs, seed):
+    """Randomly initialised float32 causal-LM with eager attention, in eval mode."""
+    torch, transformers = _imports()
+    if family == "bloom":
+        config = transformers.BloomConfig(**config_kwargs)
+    elif family == "mpt":
+        config = transformers.MptConfig(**config_kwargs)
+    else:
+        raise ValueError(family)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    model = model.to(torch.float32).eval()
+    assert model.config._attn_implementation == "eager", model.config._attn_implementation
+    return model
+
+
+def perturb_(model, seed):
+    """Adds seeded Gaussian noise to every (unique) parameter, in sorted-name order."""
+    torch, _ = _imports()
+    gen = torch.Generator().manual_seed(seed)
+    seen = set()
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(remove_duplicate=True), key=lambda kv: kv[0]):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.dim() >= 2:
+                std = NOISE_MATRIX
+            elif name.endswith("weight"):  # 1-D weight => LayerNorm gain
+                std = NOISE_NORM_WEIGHT
+            else:
+                std = NOISE_BIAS
+            p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
+
+
+def token_ids_for(seed, vocab):
+    torch, _ = _imports()
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (T,), generator=gen, dtype=torch.int64)
+
+
+def reference_slopes(model):
+    """Per-head ALiBi slopes exactly as the transformers implementation computes them (float32)."""
+    torch, _ = _imports()
+    mt = model.config.model_type
+    if mt == "bloom":
+        from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+        slopes = _get_alibi_slopes(model.config.n_head, torch.device("cpu"))
+    elif mt == "mpt":
+        from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+        # Same call as MptModel.forward (alibi_bias_max is not passed there, so it is the default 8).
+        n = model.config.n_heads
+        bias = build_mpt_alibi_tensor(n, 2)  # [heads, 1, 2] = slope * [-1, 0]
+        slopes = -bias[:, 0, 0]
+    else:
+        raise ValueError(mt)
+    return [float(s) for s in slopes.to(torch.float32).tolist()]
+
+
+def count_clipped(model, ids):
+    """Number of fused-QKV activations that transformers' MPT clamps, per layer (0 if clip_qkv unset)."""
+    torch, _ = _imports()
+    if model.config.model_type != "mpt" or not model.config.attn_config.clip_qkv:
+        return None
+    clip = model.config.attn_config.clip_qkv
+    counts, total, hooks = [], [], []
+    for blk in model.transformer.blocks:
+        def hook(_m, _inp, out):
+            counts.append(int((out.abs() > clip).sum()))
+            total.append(out.numel())
+        hooks.append(blk.attn.Wqkv.register_forward_hook(hook))
+    with torch.no_grad():
+        model(ids[None, :])
+    for h in hooks:
+        h.remove()
+    return list(zip(counts, total))
+
+
+def make_case(name, out_root):
+    torch, transformers = _imports()
+    family, seed, kwargs = CASES[name]
+    model = build_model(family, kwargs, seed)
+    perturb_(model, seed + 1)
+    ids = token_ids_for(seed + 2, model.config.vocab_size)
+
+    folder = os.path.join(out_root, name)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    for extra in os.listdir(folder):  # keep only config.json + model.safetensors
+        if extra not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(folder, extra))
+
+    with torch.no_grad():
+        out = model(ids[None, :], output_attentions=True, use_cache=False, return_dict=True)
+    logits = out.logits[0].to(torch.float32)  # [T, vocab]
+    # loss[p] = -log softmax(logits[p])[ids[p+1]], computed in float64 from the float32 logits.
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    losses = -logp[torch.arange(T - 1), ids[1:]]
+    attentions = {str(i): a[0].to(torch.float32).tolist() for i, a in enumerate(out.attentions)}
+    assert len(attentions) == model.config.num_hidden_layers
+
+    expected = {
+        "model_type": model.config.model_type,
+        "token_ids": [int(t) for t in ids.tolist()],
+        "logits": logits.tolist(),
+        "losses": [float(x) for x in losses.tolist()],
+        "attentions": attentions,
+        "alibi_slopes": reference_slopes(model),
+        "transformers_version": transformers.__version__,
+    }
+    with open(os.path.join(folder, "expected.json"), "w") as f:
+        json.dump(expected, f)
+        f.write("\n")
+
+    info = {"case": name, "params": sum(p.numel() for p in model.parameters())}
+    clipped = count_clipped(model, ids)
+    if clipped is not None:
+        info["clipped_qkv_per_layer"] = clipped
+        assert all(c > 0 for c, _ in clipped), "clip_qkv too large: nothing clipped"
+    print(json.dumps(info))
+
+
+def make_shape(shape, out_dir):
+    torch, transformers = _imports()
+    if shape != "bloom-560m":
+        raise SystemExit(f"unknown --shape {shape!r} (known: bloom-560m)")
+    config = transformers.BloomConfig(**BLOOM_560M)
+    config.architectures = ["BloomForCausalLM"]
+    torch.manual_seed(560)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    model = model.to(torch.float32).eval()
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True, max_shard_size="100GB")
+    for extra in os.listdir(out_dir):
+        if extra not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(out_dir, extra))
+    print(json.dumps({"shape": shape, "out": out_dir, "params": sum(p.numel() for p in model.parameters())}))
+
+
+def bench_transformers(model_dir, lengths, threads, repeats, logits_to_keep):
+    torch, transformers = _imports()
+    torch.set_num_threads(threads)
+
+    def peak_rss_mib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+    t0 = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="eager")
+    model = model.eval()
+    load_s = time.perf_counter() - t0
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # small warm-up so one-time allocator/threadpool costs are not timed
+        model(torch.randint(0, vocab, (1, 8), generator=gen), use_cache=False)
+    for L in lengths:
+        ids = torch.randint(0, vocab, (1, L), generator=gen)
+        times = []
+        with torch.no_grad():
+            for _ in range(repeats):
+                t = time.perf_counter()
+                out = model(ids, use_cache=False, logits_to_keep=logits_to_keep)
+                times.append(time.perf_counter() - t)
+                del out
+        best = min(times)
+        print(json.dumps({
+            "impl": "transformers",
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+            "model_dir": model_dir,
+            "threads": threads,
+            "length": L,
+            "logits_to_keep": logits_to_keep,
+            "load_s": round(load_s, 3),
+            "forward_s": round(best, 4),
+            "forward_s_all": [round(x, 4) for x in times],
+            "tokens_per_s": L / best,
+            "peak_rss_mib": round(peak_rss_mib(), 1),  # process-wide peak so far (ru_maxrss)
+        }), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="output folder (default tests/fixtures for fixture mode)")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated fixture cases")
+    ap.add_argument("--shape", default=None, help="write a random model of this shape (bloom-560m) into --out")
+    ap.add_argument("--bench-transformers", metavar="DIR", default=None, help="benchmark transformers on DIR")
+    ap.add_argument("--lengths", default="512,2048", help="comma-separated sequence lengths for the benchmark")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the benchmark")
+    ap.add_argument("--repeats", type=int, default=1, help="timed forwards per length (best is reported)")
+    ap.add_argument("--logits-to-keep", type=int, default=0,
+                    help="benchmark: 0 = logits for every position (default), N = last N only")
+    args = ap.parse_args(argv)
+
+    if args.bench_transformers:
+        lengths = [int(x) for x in args.lengths.split(",") if x]
+        bench_transformers(args.bench_transformers, lengths, args.threads, args.repeats, args.logits_to_keep)
+        return
+    if args.shape:
+        if not args.out:
+            ap.error("--shape needs --out DIR")
+        make_shape(args.shape, args.out)
+        return
+
+    torch, transformers = _imports()
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    out_root = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+    out_root = os.path.normpath(out_root)
+    for name in args.cases.split(","):
+        if name not in CASES:
+            raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}")
+        make_case(name, out_root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+//! Command-line definitions (clap) and the dispatch of headless commands.
+//!
+//! Parsing is clap's; each command then resolves its arguments into validated settings before
+//! doing any work (ripgrep splits "parse" from "resolve" the same way).
+
+use crate::alibi::{self, Preset, SlopeSpec};
+use crate::model::load::{self, ChosenDevice, DeviceSpec, LoadedModel};
+use crate::model::{Position, init};
+use clap::{Args, Parser, Subcommand};
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Exit code for bad input (files, arguments): the same code clap uses for usage errors.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// Explore ALiBi (Attention with Linear Biases) language models in the terminal.
+#[derive(Debug, Parser)]
+#[command(name = "alibi-explorer", version, about, long_about = None)]
+pub struct Cli {
+    /// The command; without one the TUI opens.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The headless commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print ALiBi slopes and per-head reach for a head count (no model needed).
+    Slopes(SlopesArgs),
+    /// Describe a model: architecture, sizes, position scheme, slopes with reach.
+    Inspect(InspectArgs),
+}
+
+/// Which model to load and where.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// A checkpoint folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// auto | cpu | cuda[:N] | metal. auto picks a GPU when built with one and present.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceSpec,
+    /// f32 | f16 | bf16: the dtype the weights are converted to.
+    #[arg(long, default_value = "f32", value_parser = load::parse_dtype)]
+    pub dtype: candle_core::DType,
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse()
+}
+
+/// Arguments of `slopes`.
+#[derive(Debug, Args)]
+pub struct SlopesArgs {
+    /// Number of attention heads.
+    #[arg(long)]
+    pub heads: usize,
+    /// geometric | equal | linear | reversed | zero.
+    #[arg(long, default_value = "geometric")]
+    pub preset: Preset,
+    /// Maximum bias of the geometric sequence (the paper uses 8: slopes start at 2^(-8/n)).
+    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS)]
+    pub max_bias: f64,
+    /// Multiply every slope by this.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Slopes(a)) => slopes(&a),
+        Some(Command::Inspect(a)) => inspect(&a),
+        None => bail!("no command given (hint: run `alibi-explorer --help` to list the commands)"),
+    }
+}
+
+/// A reach as JSON: `null` when infinite (zero slope).
+fn reach_json(r: f64) -> serde_json::Value {
+    if r.is_finite() {
+        json!(r)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn fmt_reach(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.1}")
+    } else {
+        "inf".to_string()
+    }
+}
+
+fn slopes(a: &SlopesArgs) -> Result<()> {
+    let spec = SlopeSpec {
+        preset: a.preset,
+        max_bias: a.max_bias,
+        scale: a.scale,
+    };
+    let slopes = spec.slopes(a.heads)?;
+    let reach: Vec<f64> = slopes.iter().map(|&m| alibi::reach(m)).collect();
+    if a.json {
+        let out = json!({
+            "heads": a.heads,
+            "preset": a.preset.name(),
+            "slopes": slopes,
+            "reach": reach.iter().map(|&r| reach_json(r)).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} heads, preset {}, max bias {}, scale {}",
+            a.heads, a.preset, a.max_bias, a.scale
+        );
+        println!(
+            "reach = ln(100)/slope: the distance at which the bias alone divides attention by 100"
+        );
+        println!("{:>5}  {:>14}  {:>10}", "head", "slope", "reach");
+        for (h, (m, r)) in slopes.iter().zip(&reach).enumerate() {
+            println!("{h:>5}  {m:>14.8}  {:>10}", fmt_reach(*r));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the model named by `args`, with the error's context naming the folder.
+pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
+    let device: ChosenDevice = load::choose_device(args.device)?;
+    Ok(load::load_model(&args.model, device, args.dtype)?)
+}
+
+fn inspect(a: &InspectArgs) -> Result<()> {
+    let loaded = load_model(&a.model)?;
+    let cfg = loaded.model.config();
+    let params = init::param_count(cfg);
+    let slopes = cfg.default_slopes();
+    let alibi = cfg.position == Position::Alibi;
+    let device = load::device_name(&loaded.device.device);
+    let dtype = load::dtype_name(loaded.model.dtype());
+    if a.json {
+        let heads: Vec<_> = slopes
+            .iter()
+            .enumerate()
+            .map(|(h, &m)| json!({"head": h, "slope": m, "reach": reach_json(alibi::reach(m))}))
+            .collect();
+        let out = json!({
+            "model": loaded.name,
+            "folder": loaded.folder,
+            "architecture": cfg.arch.name(),
+            "layers": cfg.n_layers,
+            "heads": cfg.n_heads,
+            "d_model": cfg.d_model,
+            "d_ff": cfg.d_ff,
+            "parameters": params,
+            "position": cfg.position.name(),
+            "train_len": cfg.train_len,
+            "max_len": cfg.max_len,
+            "vocab_size": cfg.vocab_size,
+            "dtype": dtype,
+            "saved_dtype": cfg.saved_dtype,
+            "device": device,
+            "device_note": loaded.device.note,
+            "tokenizer": loaded.tokenizer.is_some(),
+            "slopes": if alibi { json!(heads) } else { serde_json::Value::Null },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "model         {} ({})",
+        loaded.name,
+        loaded.folder.display()
+    );
+    println!("architecture  {}", cfg.arch.name());
+    println!(
+        "size          {} layers, {} heads, d_model {}, d_ff {}, {} parameters ({:.2} M)",
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_model,
+        cfg.d_ff,
+        params,
+        params as f64 / 1e6
+    );
+    println!("position      {}", cfg.position);
+    println!("train_len     {} tokens", cfg.train_len);
+    if let Some(m) = cfg.max_len {
+        println!("max_len       {m} tokens (hard limit)");
+    }
+    println!(
+        "vocab         {} ({})",
+        cfg.vocab_size,
+        if loaded.tokenizer.is_some() {
+            "tokenizer.json present"
+        } else {
+            "no tokenizer: use --token-ids"
+        }
+    );
+    println!(
+        "dtype         {dtype} (saved as {})",
+        cfg.saved_dtype.as_deref().unwrap_or("unknown")
+    );
+    println!("device        {device} ({})", loaded.device.note);
+    if alibi {
+        println!(
+            "slopes        head  slope         reach (tokens until the bias divides attention by 100)"
+        );
+        for (h, m) in slopes.iter().enumerate() {
+            println!(
+                "              {h:>4}  {m:<12.8}  {}",
+                fmt_reach(alibi::reach(*m))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a slope override: a preset name or a JSON file with a `slopes` array (such as the output
+/// of `slopes --json`). The count must match the model's heads.
+pub fn resolve_slopes(spec: &str, heads: usize) -> Result<Vec<f64>> {
+    if let Ok(preset) = spec.parse::<Preset>() {
+        return Ok(SlopeSpec {
+            preset,
+            ..SlopeSpec::default()
+        }
+        .slopes(heads)?);
+    }
+    let path = Path::new(spec);
+    if !path.is_file() {
+        bail!(
+            "--slopes '{spec}' is neither a preset (geometric, equal, linear, reversed, zero) nor a file"
+        );
+    }
+    let text = std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read '{spec}'"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        eyre!(
+            "'{spec}' is not valid JSON: {} (expected {{\"slopes\": [..]}})",
+            load::one_line(e)
+        )
+    })?;
+    let arr = value
+        .get("slopes")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| eyre!("'{spec}' has no \"slopes\" array (expected {{\"slopes\": [..]}})"))?;
+    let slopes: Vec<f64> = arr
+        .iter()
+        .map(|v| v.as_f64().filter(|x| x.is_finite()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| eyre!("'{spec}': every slope must be a finite number"))?;
+    if slopes.len() != heads {
+        bail!(
+            "'{spec}' has {} slopes but the model has {heads} heads",
+            slopes.len()
+        );
+    }
+    Ok(slopes)
+}

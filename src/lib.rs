@@ -1,0 +1,13 @@
+//! alibi-explorer: see how ALiBi works and why it lets a language model read past its training
+//! length.
+//!
+//! Data flows one way:
+//! `text --tokenizer--> tokens --model (worker)--> losses, attention --> App state --> widgets`.
+//!
+//! - [`alibi`]: slopes, presets, bias rows, reach. Pure numbers.
+//! - [`model`]: config, transformer with attention capture, position schemes, loading/saving.
+//! - [`cli`]: command-line definitions and the headless commands.
+
+pub mod alibi;
+pub mod cli;
+pub mod model;

@@ -1,0 +1,11 @@
+//! The model engine: one normalised config, the transformer, position schemes, loading.
+
+pub mod config;
+pub mod init;
+pub mod load;
+pub mod position;
+pub mod transformer;
+
+pub use config::{Config, Position};
+pub use load::{LoadError, LoadedModel};
+pub use transformer::{ForwardOptions, Transformer};

@@ -1,0 +1,306 @@
+//! The one normalised model configuration every architecture is read into.
+//!
+//! Our own checkpoints store this struct as `config.json`; BLOOM and MPT configs are parsed into
+//! their own raw structs (see `bloom.rs`, `mpt.rs`) and converted into it, so the transformer
+//! knows a single shape (after candle-transformers' `Config` habit).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The value of `format` in our own `config.json`.
+pub const OUR_FORMAT: &str = "alibi-explorer";
+
+/// How positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// Attention with Linear Biases: a per-head bias `-m*(i-j)` on the attention scores.
+    Alibi,
+    /// Fixed sinusoidal embeddings added to the token embeddings (Vaswani et al. 2017).
+    Sinusoidal,
+    /// Rotary embeddings applied to queries and keys (Su et al. 2021).
+    Rotary,
+    /// No position information (the causal mask alone).
+    None,
+}
+
+impl Position {
+    /// Every scheme, in the order the docs list them.
+    pub const ALL: [Position; 4] = [
+        Position::Alibi,
+        Position::Sinusoidal,
+        Position::Rotary,
+        Position::None,
+    ];
+
+    /// The name used in `config.json` and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Position::Alibi => "alibi",
+            Position::Sinusoidal => "sinusoidal",
+            Position::Rotary => "rotary",
+            Position::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Position::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown position scheme '{s}' (expected alibi, sinusoidal, rotary or none)"
+                )
+            })
+    }
+}
+
+/// Which family of checkpoint the weights came from; decides tensor names and slope order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Models trained by this program.
+    #[default]
+    Ours,
+    /// BigScience BLOOM (`model_type: bloom`).
+    Bloom,
+    /// MosaicML MPT (`model_type: mpt`).
+    Mpt,
+}
+
+impl Arch {
+    /// A human name for `inspect` and the status bar.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Ours => "alibi-explorer",
+            Arch::Bloom => "bloom",
+            Arch::Mpt => "mpt",
+        }
+    }
+}
+
+/// The MLP non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// GELU, tanh approximation (BLOOM's `bloom_gelu_forward`; also ours).
+    #[default]
+    GeluTanh,
+    /// Exact GELU with erf (MPT).
+    GeluErf,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_rotary_base() -> f64 {
+    10_000.0
+}
+fn default_format() -> String {
+    OUR_FORMAT.to_string()
+}
+
+/// The normalised configuration of a decoder-only, pre-LayerNorm transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Always `"alibi-explorer"` in our files.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Where the weights came from.
+    #[serde(default)]
+    pub arch: Arch,
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Attention heads per block.
+    pub n_heads: usize,
+    /// Hidden width of the MLP.
+    pub d_ff: usize,
+    /// How positions enter the model.
+    pub position: Position,
+    /// The input length the model was trained on, in tokens.
+    pub train_len: usize,
+    /// A hard limit on the input length, if the architecture has one (MPT's `max_seq_len`).
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Whether linear layers carry biases.
+    #[serde(default = "default_true")]
+    pub linear_bias: bool,
+    /// Whether LayerNorms carry biases.
+    #[serde(default = "default_true")]
+    pub norm_bias: bool,
+    /// A LayerNorm right after the token embedding (BLOOM's `word_embeddings_layernorm`).
+    #[serde(default)]
+    pub embed_norm: bool,
+    /// Token embeddings are multiplied by this (fairseq scales by `sqrt(d_model)`).
+    #[serde(default = "default_one")]
+    pub embed_scale: f64,
+    /// The output projection shares the token-embedding matrix.
+    #[serde(default = "default_true")]
+    pub tie_embeddings: bool,
+    /// The MLP non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// The per-head ALiBi slopes the model was trained with (learned or preset), in head order.
+    /// `None` means the paper's geometric slopes for `n_heads`.
+    #[serde(default)]
+    pub slopes: Option<Vec<f64>>,
+    /// Clamp q, k and v to `[-c, c]` (MPT's `clip_qkv`).
+    #[serde(default)]
+    pub clip_qkv: Option<f64>,
+    /// LayerNorm on queries and keys before attention (MPT's `qk_ln`).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Base of the rotary frequencies.
+    #[serde(default = "default_rotary_base")]
+    pub rotary_base: f64,
+    /// The dtype the weights were saved in (informational).
+    #[serde(default)]
+    pub saved_dtype: Option<String>,
+}
+
+impl Config {
+    /// A config for our own architecture with the given sizes.
+    pub fn ours(
+        vocab_size: usize,
+        d_model: usize,
+        n_layers: usize,
+        n_heads: usize,
+        d_ff: usize,
+        position: Position,
+        train_len: usize,
+    ) -> Self {
+        Self {
+            format: OUR_FORMAT.to_string(),
+            arch: Arch::Ours,
+            vocab_size,
+            d_model,
+            n_layers,
+            n_heads,
+            d_ff,
+            position,
+            train_len,
+            max_len: None,
+            layer_norm_eps: default_eps(),
+            linear_bias: true,
+            norm_bias: true,
+            embed_norm: false,
+            embed_scale: (d_model as f64).sqrt(),
+            tie_embeddings: true,
+            activation: Activation::GeluTanh,
+            slopes: None,
+            clip_qkv: None,
+            qk_norm: false,
+            rotary_base: default_rotary_base(),
+            saved_dtype: None,
+        }
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Checks the numbers that the transformer relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+            ("train_len", self.train_len),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(format!(
+                "d_model ({}) must be divisible by n_heads ({})",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.position == Position::Rotary && !self.head_dim().is_multiple_of(2) {
+            return Err(format!(
+                "rotary needs an even head width (d_model/n_heads = {})",
+                self.head_dim()
+            ));
+        }
+        if let Some(s) = &self.slopes {
+            if s.len() != self.n_heads {
+                return Err(format!(
+                    "slopes has {} values but the model has {} heads",
+                    s.len(),
+                    self.n_heads
+                ));
+            }
+            if s.iter().any(|m| !m.is_finite()) {
+                return Err("slopes must be finite numbers".to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The slopes the model uses by default: stored ones, else the architecture's formula.
+    pub fn default_slopes(&self) -> Vec<f64> {
+        if let Some(s) = &self.slopes {
+            return s.clone();
+        }
+        crate::alibi::paper_slopes(self.n_heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_names() {
+        let cfg = Config::ours(100, 32, 2, 4, 64, Position::Rotary, 16);
+        let s = serde_json::to_string(&cfg).unwrap();
+        assert!(s.contains("\"position\":\"rotary\""));
+        assert!(s.contains("\"train_len\":16"));
+        let back: Config = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!("sinusoidal".parse::<Position>(), Ok(Position::Sinusoidal));
+        assert!("learned".parse::<Position>().is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_shapes() {
+        let mut cfg = Config::ours(100, 30, 2, 4, 64, Position::Alibi, 16);
+        assert!(cfg.validate().unwrap_err().contains("divisible"));
+        cfg.d_model = 32;
+        assert!(cfg.validate().is_ok());
+        cfg.slopes = Some(vec![0.5; 3]);
+        assert!(cfg.validate().unwrap_err().contains("3 values"));
+        cfg.slopes = None;
+        cfg.n_heads = 0;
+        assert!(cfg.validate().unwrap_err().contains("n_heads"));
+    }
+}
