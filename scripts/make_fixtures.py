@@ -182,9 +182,7 @@ def make_case(name, out_root):
     folder = os.path.join(out_root, name)
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
-    for extra in os.listdir(folder):  # keep only config.json + model.safetensors
-        if extra not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(folder, extra))
+    _keep_only_model_files(folder)
 
     with torch.no_grad():
         out = model(ids[None, :], output_attentions=True, use_cache=False, return_dict=True)
@@ -216,6 +214,16 @@ def make_case(name, out_root):
     print(json.dumps(info))
 
 
+def _keep_only_model_files(folder):
+    """save_pretrained may add other files; keep config.json + model.safetensors, world-readable."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name in ("config.json", "model.safetensors"):
+            os.chmod(path, 0o644)  # safetensors writes the file 0600
+        else:
+            os.remove(path)
+
+
 def make_shape(shape, out_dir):
     torch, transformers = _imports()
     if shape != "bloom-560m":
@@ -227,9 +235,7 @@ def make_shape(shape, out_dir):
     model = model.to(torch.float32).eval()
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True, max_shard_size="100GB")
-    for extra in os.listdir(out_dir):
-        if extra not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(out_dir, extra))
+    _keep_only_model_files(out_dir)
     print(json.dumps({"shape": shape, "out": out_dir, "params": sum(p.numel() for p in model.parameters())}))
 
 

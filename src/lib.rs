@@ -6,8 +6,10 @@
 //!
 //! - [`alibi`]: slopes, presets, bias rows, reach. Pure numbers.
 //! - [`model`]: config, transformer with attention capture, position schemes, loading/saving.
+//! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
 pub mod cli;
 pub mod model;
+pub mod train;

@@ -5,7 +5,23 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (index 15 in v2 and v3 headers).
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
+/// Keep freed memory instead of returning it to the OS after 10 ms: candle allocates a fresh
+/// tensor per op, and re-faulting zeroed pages cost ~20% of training time (measured with perf).
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a global allocator option; called before any other thread starts.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 fn main() {
+    tune_allocator();
     let _ = color_eyre::install();
     let cli = alibi_explorer::cli::Cli::parse();
     if let Err(e) = alibi_explorer::cli::run(cli) {

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod init;
 pub mod load;
+pub mod ops;
 pub mod position;
 pub mod transformer;
 

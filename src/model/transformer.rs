@@ -272,9 +272,10 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.up.forward(x)?;
         let h = match self.activation {
+            Activation::GeluTanh if train => super::ops::gelu_tanh_train(&h)?,
             Activation::GeluTanh => h.gelu()?,
             Activation::GeluErf => h.gelu_erf()?,
         };
@@ -308,7 +309,9 @@ impl Block {
             .attn
             .forward(&self.ln1.forward(x, ctx.train)?, ctx, capture)?;
         let x = (x + a)?;
-        let m = self.mlp.forward(&self.ln2.forward(&x, ctx.train)?)?;
+        let m = self
+            .mlp
+            .forward(&self.ln2.forward(&x, ctx.train)?, ctx.train)?;
         Ok(((x + m)?, probs))
     }
 }
@@ -493,9 +496,13 @@ impl Transformer {
         while start < t {
             let len = LM_HEAD_CHUNK_TOKENS.min(t - start);
             let logits = self.logits(&hidden.narrow(1, start, len)?)?; // (b, len, vocab)
-            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let tgt = targets.narrow(1, start, len)?.unsqueeze(2)?;
-            parts.push(logp.gather(&tgt.contiguous()?, 2)?.squeeze(2)?.neg()?);
+            let (b, _, v) = logits.dims3()?;
+            let tgt = targets
+                .narrow(1, start, len)?
+                .contiguous()?
+                .reshape(b * len)?;
+            let nll = super::ops::cross_entropy_rows(&logits.reshape((b * len, v))?, &tgt)?;
+            parts.push(nll.reshape((b, len))?);
             start += len;
         }
         Tensor::cat(&parts, 1)
