@@ -30,10 +30,76 @@ pub enum Command {
     Slopes(SlopesArgs),
     /// Describe a model: architecture, sizes, position scheme, slopes with reach.
     Inspect(InspectArgs),
+    /// Perplexity versus input length under the paper's protocols (or the one-pass sweep).
+    Eval(Box<EvalArgs>),
+    /// Draw several `eval --json` results into one perplexity-vs-length figure.
+    Plot(PlotArgs),
     /// Tokenizer tools.
     Tokenizer(TokenizerArgs),
     /// Train a model of our own architecture.
     Train(Box<TrainArgs>),
+}
+
+/// Arguments of `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Evaluate this UTF-8 text (tokenized with the model's tokenizer).
+    #[arg(
+        long,
+        conflicts_with = "token_ids",
+        required_unless_present = "token_ids"
+    )]
+    pub text: Option<PathBuf>,
+    /// Evaluate whitespace-separated integer token ids (for models without a tokenizer).
+    #[arg(long)]
+    pub token_ids: Option<PathBuf>,
+    /// Input lengths: a list (64,128,256) or a doubling range (64..4096).
+    #[arg(long)]
+    pub lengths: String,
+    /// nonoverlap | sliding | sweep.
+    #[arg(long, default_value = "nonoverlap")]
+    pub protocol: String,
+    /// Tokens the window moves with --protocol sliding (1 = the paper's sliding evaluation).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Override the ALiBi slopes: a preset name or a JSON file with a "slopes" array.
+    #[arg(long)]
+    pub slopes: Option<String>,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write one CSV row per length.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write every scored token of the largest length as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub per_token: Option<PathBuf>,
+    /// Draw perplexity vs length to an .svg or .png file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Windows per forward pass (default: as many as fit 4096 tokens).
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+/// Arguments of `plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// An `eval --json` file; repeat for several curves.
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Labels for the curves, in order (default: each file's model name).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// The figure: .svg or .png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The figure's title.
+    #[arg(long, default_value = "Perplexity vs input length")]
+    pub title: String,
 }
 
 /// `tokenizer` subcommands.
@@ -169,10 +235,10 @@ pub struct SlopesArgs {
     #[arg(long, default_value = "geometric")]
     pub preset: Preset,
     /// Maximum bias of the geometric sequence (the paper uses 8: slopes start at 2^(-8/n)).
-    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS)]
+    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS, allow_negative_numbers = true)]
     pub max_bias: f64,
     /// Multiply every slope by this.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub scale: f64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -212,6 +278,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Train(a)) => train(&a),
+        Some(Command::Eval(a)) => crate::eval::command::eval(&a),
+        Some(Command::Plot(a)) => crate::eval::command::plot(&a),
         None => bail!("no command given (hint: run `alibi-explorer --help` to list the commands)"),
     }
 }

@@ -6,10 +6,12 @@
 //!
 //! - [`alibi`]: slopes, presets, bias rows, reach. Pure numbers.
 //! - [`model`]: config, transformer with attention capture, position schemes, loading/saving.
+//! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots.
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
 pub mod cli;
+pub mod eval;
 pub mod model;
 pub mod train;

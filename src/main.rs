@@ -23,7 +23,22 @@ fn tune_allocator() {
 fn main() {
     tune_allocator();
     let _ = color_eyre::install();
-    let cli = alibi_explorer::cli::Cli::parse();
+    let cli = match alibi_explorer::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's message without its usage block, on one line, with the help hint.
+            let text = e.render().to_string();
+            let msg: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", msg.join(" "));
+            std::process::exit(alibi_explorer::cli::EXIT_BAD_INPUT);
+        }
+    };
     if let Err(e) = alibi_explorer::cli::run(cli) {
         eprintln!(
             "error: {}",

@@ -13,7 +13,7 @@ pub const OUR_FORMAT: &str = "alibi-explorer";
 
 /// How positions enter the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum Position {
     /// Attention with Linear Biases: a per-head bias `-m*(i-j)` on the attention scores.
     Alibi,
@@ -62,6 +62,19 @@ impl FromStr for Position {
                     "unknown position scheme '{s}' (expected alibi, sinusoidal, rotary or none)"
                 )
             })
+    }
+}
+
+impl TryFrom<String> for Position {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Position> for String {
+    fn from(p: Position) -> String {
+        p.name().to_string()
     }
 }
 

@@ -1,0 +1,488 @@
+//! The perplexity engine: per-position losses over a token stream under the paper's protocols,
+//! and the one-pass `sweep` that yields every length at once.
+//!
+//! A window of `L` input tokens starting at `t` predicts tokens `t+1..=t+L`; position `p` of the
+//! window is the prediction made with `p+1` tokens of context (as in Press et al.'s code).
+
+pub mod command;
+pub mod output;
+pub mod plot;
+
+use crate::model::transformer::{ForwardOptions, Transformer};
+use candle_core::{Result, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Windows of one length are batched until a batch holds this many tokens.
+pub const BATCH_TOKENS: usize = 4096;
+
+/// How windows are laid over the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Consecutive windows of `L`; every token scored with its in-window prefix (the paper's main
+    /// protocol).
+    NonOverlap,
+    /// Windows of `L` moved by `stride`, scoring only the last `stride` tokens of each window
+    /// after the first (stride 1 is the paper's sliding evaluation; stride L is `NonOverlap`).
+    Sliding {
+        /// Tokens the window moves each time.
+        stride: usize,
+    },
+    /// Windows of the largest length scored once; length `L` uses the first `L` positions of each
+    /// window (exact for causal attention).
+    Sweep,
+}
+
+impl Protocol {
+    /// The name used on the command line and in outputs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::NonOverlap => "nonoverlap",
+            Protocol::Sliding { .. } => "sliding",
+            Protocol::Sweep => "sweep",
+        }
+    }
+}
+
+/// Parses `64,128,256` or a doubling range `64..4096`.
+pub fn parse_lengths(spec: &str) -> std::result::Result<Vec<usize>, String> {
+    let bad = |what: &str| {
+        format!(
+            "--lengths '{spec}': {what} (expected a list like 64,128,256 or a doubling range like 64..4096)"
+        )
+    };
+    let mut out = if let Some((a, b)) = spec.split_once("..") {
+        let a: usize = a
+            .trim()
+            .parse()
+            .map_err(|_| bad("the start is not a whole number"))?;
+        let b: usize = b
+            .trim()
+            .parse()
+            .map_err(|_| bad("the end is not a whole number"))?;
+        if a == 0 {
+            return Err(bad("a length must be at least 1"));
+        }
+        if b < a {
+            return Err(bad("the end is smaller than the start"));
+        }
+        let mut v = Vec::new();
+        let mut l = a;
+        while l <= b {
+            v.push(l);
+            l *= 2;
+        }
+        v
+    } else {
+        spec.split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad(&format!("'{}' is not a whole number", s.trim())))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    if out.contains(&0) {
+        return Err(bad("a length must be at least 1"));
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err(bad("no lengths"));
+    }
+    Ok(out)
+}
+
+/// Summary statistics of a set of per-token losses.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// Input length `L`.
+    pub length: usize,
+    /// Tokens scored.
+    pub tokens: usize,
+    /// Mean negative log-likelihood, nats per token.
+    pub nll: f64,
+    /// Token perplexity `exp(nll)`.
+    pub ppl: f64,
+    /// Standard error of the perplexity (delta method: `ppl * sd(nll)/sqrt(tokens)`).
+    pub ppl_stderr: f64,
+    /// Bits per UTF-8 byte of the scored text, when the text is known.
+    pub bits_per_byte: Option<f64>,
+}
+
+/// Running sums for a [`Point`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    n: usize,
+    sum: f64,
+    sum_sq: f64,
+    bytes: u64,
+    has_bytes: bool,
+}
+
+impl Stats {
+    /// Adds one token's loss and its byte count.
+    pub fn add(&mut self, nll: f32, bytes: Option<u32>) {
+        let x = f64::from(nll);
+        self.n += 1;
+        self.sum += x;
+        self.sum_sq += x * x;
+        if let Some(b) = bytes {
+            self.bytes += u64::from(b);
+            self.has_bytes = true;
+        }
+    }
+
+    /// The summary for length `length`.
+    pub fn point(&self, length: usize) -> Point {
+        let n = self.n.max(1) as f64;
+        let mean = self.sum / n;
+        let var = if self.n > 1 {
+            ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
+        let ppl = mean.exp();
+        Point {
+            length,
+            tokens: self.n,
+            nll: mean,
+            ppl,
+            ppl_stderr: ppl * (var / n).sqrt(),
+            bits_per_byte: (self.has_bytes && self.bytes > 0)
+                .then(|| self.sum / std::f64::consts::LN_2 / self.bytes as f64),
+        }
+    }
+}
+
+/// The token stream being evaluated.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// UTF-8 bytes each token covers, when the text is known.
+    pub bytes: Option<Vec<u32>>,
+}
+
+impl Stream {
+    fn bytes_of(&self, i: usize) -> Option<u32> {
+        self.bytes.as_ref().map(|b| b[i])
+    }
+
+    /// How many windows of `len` input tokens fit without overlap (each needs `len + 1` tokens).
+    pub fn windows(&self, len: usize) -> usize {
+        self.ids.len().saturating_sub(1) / len.max(1)
+    }
+}
+
+/// Tokenizes `text` and records how many bytes each token covers (differences of the end
+/// offsets, so multi-byte characters split across tokens still sum to the text's length).
+pub fn tokenize(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+) -> std::result::Result<Stream, String> {
+    let enc = tokenizer
+        .encode(text, false)
+        .map_err(|e| format!("cannot tokenize: {e}"))?;
+    let mut bytes = Vec::with_capacity(enc.len());
+    let mut prev_end = 0usize;
+    for &(_, end) in enc.get_offsets() {
+        let end = end.max(prev_end);
+        bytes.push((end - prev_end) as u32);
+        prev_end = end;
+    }
+    if let Some(last) = bytes.last_mut() {
+        *last += (text.len().saturating_sub(prev_end)) as u32;
+    }
+    Ok(Stream {
+        ids: enc.get_ids().to_vec(),
+        bytes: Some(bytes),
+    })
+}
+
+/// What can stop an evaluation early.
+#[derive(Default)]
+pub struct Control<'a> {
+    /// Set to stop between batches.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Called with (windows done, windows total).
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
+    /// Windows per batch (default: as many as fit [`BATCH_TOKENS`]).
+    pub batch: Option<usize>,
+}
+
+/// Raised when [`Control::cancel`] is set.
+pub const CANCELLED: &str = "cancelled";
+
+/// Per-position NLL for windows of `len` starting at each of `starts` (batched).
+pub fn window_losses(
+    model: &Transformer,
+    stream: &Stream,
+    starts: &[usize],
+    len: usize,
+    slopes: Option<&Tensor>,
+    ctl: &Control,
+    mut each: impl FnMut(usize, Vec<f32>),
+) -> Result<()> {
+    let batch = ctl.batch.unwrap_or(BATCH_TOKENS / len.max(1)).max(1);
+    let dev = model.device();
+    let mut done = 0;
+    for chunk in starts.chunks(batch) {
+        if ctl.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            candle_core::bail!("{CANCELLED}");
+        }
+        let mut x = Vec::with_capacity(chunk.len() * len);
+        let mut y = Vec::with_capacity(chunk.len() * len);
+        for &s in chunk {
+            x.extend_from_slice(&stream.ids[s..s + len]);
+            y.extend_from_slice(&stream.ids[s + 1..=s + len]);
+        }
+        let x = Tensor::from_vec(x, (chunk.len(), len), dev)?;
+        let y = Tensor::from_vec(y, (chunk.len(), len), dev)?;
+        let opts = ForwardOptions {
+            slopes: slopes.cloned(),
+            ..Default::default()
+        };
+        let out = model.forward_hidden(&x, &opts)?;
+        let nll = model.nll(&out.hidden, &y)?.to_vec2::<f32>()?;
+        for (row, &s) in nll.into_iter().zip(chunk) {
+            each(s, row);
+        }
+        done += chunk.len();
+        if let Some(p) = ctl.progress {
+            p(done, starts.len());
+        }
+    }
+    Ok(())
+}
+
+/// One scored token, for `--per-token`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TokenLoss {
+    /// Window index.
+    pub window: usize,
+    /// Position in the window (context = position + 1 tokens).
+    pub position: usize,
+    /// The predicted token id.
+    pub token: u32,
+    /// Its NLL in nats.
+    pub nll: f32,
+}
+
+/// Everything one evaluation produces.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// One point per length, ascending.
+    pub points: Vec<Point>,
+    /// Mean NLL by window position for the largest length (loss-by-position curve).
+    pub position_nll: Vec<f64>,
+    /// Every scored token of the largest length.
+    pub per_token: Vec<TokenLoss>,
+}
+
+/// Accumulates whole windows of `lmax` tokens and derives every length `<= lmax` from them:
+/// the engine behind `sweep` and the TUI's live curve.
+#[derive(Debug, Clone)]
+pub struct SweepAccumulator {
+    lmax: usize,
+    /// Per-position running stats.
+    positions: Vec<Stats>,
+    windows: usize,
+}
+
+impl SweepAccumulator {
+    /// Empty, for windows of `lmax`.
+    pub fn new(lmax: usize) -> Self {
+        Self {
+            lmax,
+            positions: vec![Stats::default(); lmax],
+            windows: 0,
+        }
+    }
+
+    /// Adds one window's losses (starting at stream index `start`).
+    pub fn add(&mut self, stream: &Stream, start: usize, nll: &[f32]) {
+        for (p, &x) in nll.iter().enumerate().take(self.lmax) {
+            self.positions[p].add(x, stream.bytes_of(start + p + 1));
+        }
+        self.windows += 1;
+    }
+
+    /// Windows added so far.
+    pub fn windows(&self) -> usize {
+        self.windows
+    }
+
+    /// The largest length.
+    pub fn lmax(&self) -> usize {
+        self.lmax
+    }
+
+    /// The point for length `len <= lmax`: the first `len` positions of every window.
+    pub fn point(&self, len: usize) -> Point {
+        let mut total = Stats::default();
+        for s in &self.positions[..len.min(self.lmax)] {
+            total.n += s.n;
+            total.sum += s.sum;
+            total.sum_sq += s.sum_sq;
+            total.bytes += s.bytes;
+            total.has_bytes |= s.has_bytes;
+        }
+        total.point(len)
+    }
+
+    /// Mean NLL at each position.
+    pub fn position_nll(&self) -> Vec<f64> {
+        self.positions
+            .iter()
+            .map(|s| s.sum / s.n.max(1) as f64)
+            .collect()
+    }
+}
+
+/// Checks that every length fits the stream and the model.
+pub fn check_lengths(
+    stream: &Stream,
+    lengths: &[usize],
+    max_len: Option<usize>,
+) -> std::result::Result<(), String> {
+    let n = stream.ids.len();
+    if n < 2 {
+        return Err(format!(
+            "the text has {n} token(s); at least 2 are needed to score anything"
+        ));
+    }
+    let smallest = lengths.first().copied().unwrap_or(1);
+    let largest = lengths.last().copied().unwrap_or(1);
+    if let Some(m) = max_len
+        && largest > m
+    {
+        return Err(format!(
+            "length {largest} exceeds the model's limit of {m} tokens (hint: use lengths up to {m})"
+        ));
+    }
+    if n <= largest {
+        return Err(format!(
+            "the text has {n} tokens but length {largest} needs at least {} (hint: use lengths up to {}, or a longer text; smallest asked: {smallest})",
+            largest + 1,
+            n - 1
+        ));
+    }
+    Ok(())
+}
+
+/// Evaluates `lengths` under `protocol`.
+pub fn evaluate(
+    model: &Transformer,
+    stream: &Stream,
+    lengths: &[usize],
+    protocol: Protocol,
+    slopes: Option<&Tensor>,
+    ctl: &Control,
+) -> Result<Evaluation> {
+    if let Err(e) = check_lengths(stream, lengths, model.config().max_len) {
+        candle_core::bail!("{e}");
+    }
+    let lmax = lengths.last().copied().unwrap_or(1);
+    let mut per_token = Vec::new();
+    let mut position_nll = Vec::new();
+    let mut points = Vec::with_capacity(lengths.len());
+    match protocol {
+        Protocol::Sweep => {
+            let starts: Vec<usize> = (0..stream.windows(lmax)).map(|w| w * lmax).collect();
+            let mut acc = SweepAccumulator::new(lmax);
+            window_losses(model, stream, &starts, lmax, slopes, ctl, |s, nll| {
+                acc.add(stream, s, &nll);
+                push_tokens(&mut per_token, stream, s / lmax, s, 0, &nll);
+            })?;
+            points.extend(lengths.iter().map(|&l| acc.point(l)));
+            position_nll = acc.position_nll();
+        }
+        Protocol::NonOverlap | Protocol::Sliding { .. } => {
+            let total: usize = lengths
+                .iter()
+                .map(|&l| starts_for(stream, l, protocol).len())
+                .sum();
+            let mut done_before = 0;
+            for &len in lengths {
+                let starts = starts_for(stream, len, protocol);
+                let mut stats = Stats::default();
+                let mut positions = vec![Stats::default(); len];
+                let last = len == lmax;
+                let prog = |d: usize, _: usize| {
+                    if let Some(p) = ctl.progress {
+                        p(done_before + d, total);
+                    }
+                };
+                let inner = Control {
+                    cancel: ctl.cancel,
+                    progress: Some(&prog),
+                    batch: ctl.batch,
+                };
+                window_losses(model, stream, &starts, len, slopes, &inner, |s, nll| {
+                    let first = match protocol {
+                        Protocol::Sliding { stride } if s > 0 => len - stride,
+                        _ => 0,
+                    };
+                    for (p, &x) in nll.iter().enumerate().skip(first) {
+                        stats.add(x, stream.bytes_of(s + p + 1));
+                        positions[p].add(x, None);
+                    }
+                    if last {
+                        let w = starts.iter().position(|&t| t == s).unwrap_or(0);
+                        push_tokens(&mut per_token, stream, w, s, first, &nll);
+                    }
+                })?;
+                done_before += starts.len();
+                points.push(stats.point(len));
+                if last {
+                    position_nll = positions
+                        .iter()
+                        .map(|s| s.sum / s.n.max(1) as f64)
+                        .collect();
+                }
+            }
+        }
+    }
+    Ok(Evaluation {
+        protocol,
+        points,
+        position_nll,
+        per_token,
+    })
+}
+
+fn push_tokens(
+    out: &mut Vec<TokenLoss>,
+    stream: &Stream,
+    window: usize,
+    start: usize,
+    first: usize,
+    nll: &[f32],
+) {
+    for (p, &x) in nll.iter().enumerate().skip(first) {
+        out.push(TokenLoss {
+            window,
+            position: p,
+            token: stream.ids[start + p + 1],
+            nll: x,
+        });
+    }
+}
+
+/// Window starts of length `len` under `protocol` (not `Sweep`).
+pub fn starts_for(stream: &Stream, len: usize, protocol: Protocol) -> Vec<usize> {
+    let n = stream.ids.len();
+    let step = match protocol {
+        Protocol::Sliding { stride } => stride.clamp(1, len),
+        _ => len,
+    };
+    let mut v = Vec::new();
+    let mut s = 0;
+    while s + len < n {
+        v.push(s);
+        s += step;
+    }
+    v
+}

@@ -1,0 +1,173 @@
+//! Writing evaluation results: the stdout table, JSON, CSV, per-token JSON lines. Every file is
+//! written next to its final name and renamed into place, so a failure leaves no partial file.
+
+use super::{Evaluation, Point};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the outputs say about the run besides the points.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInfo {
+    /// Model name.
+    pub model: String,
+    /// The model's training length.
+    pub train_len: usize,
+    /// Protocol name.
+    pub protocol: String,
+    /// Stride for `sliding`.
+    pub stride: Option<usize>,
+    /// Where the tokens came from.
+    pub input: String,
+    /// Tokens in the stream.
+    pub stream_tokens: usize,
+    /// The slopes used, when overridden or ALiBi.
+    pub slopes: Option<Vec<f64>>,
+    /// Device name.
+    pub device: String,
+    /// dtype name.
+    pub dtype: String,
+}
+
+/// A file that is written to `path.tmp` and renamed into place by [`AtomicFile::commit`].
+pub struct AtomicFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl AtomicFile {
+    /// Opens the temporary file; fails early when the folder is missing or not writable.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("'{}' is not a file path", path.display()))?;
+        let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+        let file = std::fs::File::create(&tmp).map_err(|e| {
+            format!(
+                "cannot write '{}': {e} (hint: check that the folder exists and is writable)",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            tmp,
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    /// The writer.
+    pub fn writer(&mut self) -> &mut impl Write {
+        &mut self.file
+    }
+
+    /// Flushes and renames into place.
+    pub fn commit(mut self) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("cannot write '{}': {e}", self.path.display());
+        self.file.flush().map_err(err)?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| format!("cannot write '{}': {e}", self.path.display()))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // Removes the temporary file when not committed (no-op after the rename).
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+fn fmt_opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// The stdout table; the training length is marked and lengths beyond it are flagged.
+pub fn table(info: &RunInfo, points: &[Point]) -> String {
+    let mut s = format!(
+        "model {} · protocol {}{} · train_len {} · {} tokens from {}\n",
+        info.model,
+        info.protocol,
+        info.stride
+            .map_or(String::new(), |st| format!(" (stride {st})")),
+        info.train_len,
+        info.stream_tokens,
+        info.input
+    );
+    s.push_str(&format!(
+        "{:>8}  {:>9}  {:>9}  {:>22}  {:>13}\n",
+        "length", "tokens", "nll", "perplexity ± s.e.", "bits/byte"
+    ));
+    for p in points {
+        let mark = match p.length.cmp(&info.train_len) {
+            std::cmp::Ordering::Equal => "  ← train_len",
+            std::cmp::Ordering::Greater => "  (extrapolation)",
+            std::cmp::Ordering::Less => "",
+        };
+        s.push_str(&format!(
+            "{:>8}  {:>9}  {:>9.4}  {:>22}  {:>13}{mark}\n",
+            p.length,
+            p.tokens,
+            p.nll,
+            format!("{:.3} ± {:.3}", p.ppl, p.ppl_stderr),
+            fmt_opt(p.bits_per_byte, 4),
+        ));
+    }
+    s
+}
+
+/// The `--json` document.
+pub fn json(info: &RunInfo, eval: &Evaluation) -> serde_json::Value {
+    serde_json::json!({
+        "model": info.model,
+        "train_len": info.train_len,
+        "protocol": info.protocol,
+        "stride": info.stride,
+        "input": info.input,
+        "stream_tokens": info.stream_tokens,
+        "device": info.device,
+        "dtype": info.dtype,
+        "slopes": info.slopes,
+        "points": eval.points,
+        "position_nll": eval.position_nll,
+    })
+}
+
+/// Writes `--json`.
+pub fn write_json(path: &Path, info: &RunInfo, eval: &Evaluation) -> Result<(), String> {
+    let mut f = AtomicFile::create(path)?;
+    serde_json::to_writer_pretty(f.writer(), &json(info, eval)).map_err(|e| e.to_string())?;
+    writeln!(f.writer()).map_err(|e| e.to_string())?;
+    f.commit()
+}
+
+/// Writes `--csv`: one row per length.
+pub fn write_csv(path: &Path, eval: &Evaluation) -> Result<(), String> {
+    let mut f = AtomicFile::create(path)?;
+    let w = f.writer();
+    let io = |e: std::io::Error| e.to_string();
+    writeln!(w, "length,tokens,nll,ppl,ppl_stderr,bits_per_byte").map_err(io)?;
+    for p in &eval.points {
+        writeln!(
+            w,
+            "{},{},{},{},{},{}",
+            p.length,
+            p.tokens,
+            p.nll,
+            p.ppl,
+            p.ppl_stderr,
+            p.bits_per_byte.map_or(String::new(), |b| b.to_string())
+        )
+        .map_err(io)?;
+    }
+    f.commit()
+}
+
+/// Writes `--per-token`: one JSON object per line for the largest length.
+pub fn write_per_token(path: &Path, eval: &Evaluation) -> Result<(), String> {
+    let mut f = AtomicFile::create(path)?;
+    let w = f.writer();
+    for t in &eval.per_token {
+        serde_json::to_writer(&mut *w, t).map_err(|e| e.to_string())?;
+        writeln!(w).map_err(|e| e.to_string())?;
+    }
+    f.commit()
+}

@@ -1,0 +1,209 @@
+//! The perplexity-vs-length figure for slides and papers (plotters; SVG or PNG by extension):
+//! log-scale length axis, training length marked, the extrapolation region shaded and labelled.
+
+use super::Point;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Environment variable naming a TrueType font for the figure's labels.
+pub const FONT_ENV: &str = "ALIBI_EXPLORER_FONT";
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+];
+
+/// One curve of the figure.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Its points.
+    pub points: Vec<Point>,
+}
+
+fn register_font() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let from_env = std::env::var(FONT_ENV).ok();
+        let candidates = from_env.iter().map(String::as_str).chain(FONT_CANDIDATES.iter().copied());
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "no TrueType font found for the plot's labels (hint: set {FONT_ENV}=/path/to/font.ttf, or install fonts-dejavu-core)"
+        ))
+    })
+    .clone()
+}
+
+/// Draws the figure to `path` (`.svg` or `.png`).
+pub fn draw(path: &Path, title: &str, train_len: usize, series: &[Series]) -> Result<(), String> {
+    let ext = check_extension(path)?;
+    register_font()?;
+    let size = (960, 600);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{ext}"));
+    let drawn = if ext == "svg" {
+        render(
+            &SVGBackend::new(&tmp, size).into_drawing_area(),
+            title,
+            train_len,
+            series,
+        )
+    } else {
+        render(
+            &BitMapBackend::new(&tmp, size).into_drawing_area(),
+            title,
+            train_len,
+            series,
+        )
+    };
+    let done = drawn.and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write '{}': {e}", path.display()))
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
+/// Checks that `path` ends in `.svg` or `.png` and returns the extension.
+pub fn check_extension(path: &Path) -> Result<&'static str, String> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("svg") => Ok("svg"),
+        Some("png") => Ok("png"),
+        _ => Err(format!(
+            "--plot '{}': the file name must end in .svg or .png",
+            path.display()
+        )),
+    }
+}
+
+fn render<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    train_len: usize,
+    series: &[Series],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: &dyn std::fmt::Display| format!("cannot draw the plot: {e}");
+    let all: Vec<&Point> = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .filter(|p| p.ppl.is_finite())
+        .collect();
+    if all.is_empty() {
+        return Err("nothing to plot".to_string());
+    }
+    let xmin = all
+        .iter()
+        .map(|p| p.length)
+        .min()
+        .unwrap_or(1)
+        .min(train_len) as f64
+        / 1.2;
+    let xmax = all
+        .iter()
+        .map(|p| p.length)
+        .max()
+        .unwrap_or(1)
+        .max(train_len) as f64
+        * 1.2;
+    let ymin = all.iter().map(|p| p.ppl).fold(f64::INFINITY, f64::min) / 1.15;
+    let ymax = all.iter().map(|p| p.ppl).fold(0.0, f64::max) * 1.15;
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(18)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..ymax).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("input length (tokens, log scale)")
+        .y_desc("token perplexity (log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let tl = train_len as f64;
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(tl, ymin), (xmax, ymax)],
+            RGBColor(250, 235, 215).mix(0.6).filled(),
+        )))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(tl, ymin), (tl, ymax)],
+            BLACK.mix(0.7).stroke_width(2),
+        ))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(std::iter::once(Text::new(
+            format!("train_len = {train_len}  →  extrapolation"),
+            (tl * 1.05, ymax / 1.08),
+            ("sans-serif", 16),
+        )))
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|p| p.ppl.is_finite())
+            .map(|p| (p.length as f64, p.ppl.clamp(ymin, ymax)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))
+            .map_err(|e| err(&e))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

@@ -1,0 +1,420 @@
+//! The binary as a user runs it: `slopes`, `inspect`, `eval`, `plot`, and every bad-input path
+//! (one-line error, exit code 2, no panic, no partial files).
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::model::config::{Config, Position};
+use alibi_explorer::model::init::init_params;
+use alibi_explorer::model::load::save_checkpoint;
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PROSE: &str = "The lighthouse keeper wrote the weather in a small book each evening. \
+Wind from the west, rain at dusk, a ship far out that did not signal. ";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alibi-explorer"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A bad-input run: exit 2, one line on stderr that contains `needle`, no panic.
+fn fails_with(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+}
+
+/// A tiny ALiBi model with a tokenizer, saved as our checkpoint.
+fn tiny_model(dir: &Path, position: Position) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), PROSE.repeat(20)).unwrap();
+    let tok = dir.join("tokenizer.json");
+    alibi_explorer::train::tokenizer::train_tokenizer(&data, 300, &tok).unwrap();
+    let cfg = Config::ours(300, 24, 2, 6, 32, position, 16);
+    let params = init_params(&cfg, 5, &Device::Cpu).unwrap();
+    let out = dir.join(format!("model-{position}"));
+    save_checkpoint(&out, &cfg, &params, DType::F32, Some(&tok)).unwrap();
+    out
+}
+
+#[test]
+fn slopes_table_and_json() {
+    let o = run(&["slopes", "--heads", "6", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["heads"], 6);
+    assert_eq!(v["preset"], "geometric");
+    let slopes: Vec<f64> = v["slopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(slopes, alibi_explorer::alibi::paper_slopes(6));
+    assert!((v["reach"][0].as_f64().unwrap() - 100f64.ln() * 4.0).abs() < 1e-9);
+    let o = run(&["slopes", "--heads", "4", "--preset", "zero", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["reach"][0].is_null());
+    let o = run(&["slopes", "--heads", "8", "--max-bias", "4", "--scale", "2"]);
+    assert!(stdout(&o).contains("reach"));
+    fails_with(&run(&["slopes", "--heads", "0"]), "--heads");
+    fails_with(
+        &run(&["slopes", "--heads", "4", "--max-bias", "-1"]),
+        "--max-bias",
+    );
+    fails_with(
+        &run(&["slopes", "--heads", "4", "--preset", "bogus"]),
+        "preset",
+    );
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let o = run(&["inspect", "--model", m.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["position"], "alibi");
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["heads"], 6);
+    assert_eq!(v["train_len"], 16);
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["slopes"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        v["parameters"],
+        alibi_explorer::model::init::param_count(&Config::ours(
+            300,
+            24,
+            2,
+            6,
+            32,
+            Position::Alibi,
+            16
+        ))
+    );
+    let o = run(&["inspect", "--model", m.to_str().unwrap(), "--device", "cpu"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("position      alibi") && out.contains("reach"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_models_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let inspect = |p: &Path| run(&["inspect", "--model", p.to_str().unwrap()]);
+    fails_with(&inspect(&dir.path().join("missing")), "does not exist");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(&inspect(&empty), "config.json");
+    // Malformed JSON.
+    let bad = dir.path().join("badjson");
+    copy_dir(&m, &bad);
+    std::fs::write(bad.join("config.json"), "{ not json").unwrap();
+    fails_with(&inspect(&bad), "config.json");
+    // Unknown position scheme.
+    let badpos = dir.path().join("badpos");
+    copy_dir(&m, &badpos);
+    let cfg = std::fs::read_to_string(m.join("config.json"))
+        .unwrap()
+        .replace("\"alibi\"", "\"learned\"");
+    std::fs::write(badpos.join("config.json"), cfg).unwrap();
+    fails_with(&inspect(&badpos), "position");
+    // Truncated weights.
+    let trunc = dir.path().join("trunc");
+    copy_dir(&m, &trunc);
+    let w = std::fs::read(m.join("model.safetensors")).unwrap();
+    std::fs::write(trunc.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
+    fails_with(&inspect(&trunc), "model.safetensors");
+    // A tensor missing: save the weights without one.
+    let missing = dir.path().join("missing-tensor");
+    let cfg = Config::ours(300, 24, 2, 6, 32, Position::Alibi, 16);
+    let mut params = init_params(&cfg, 5, &Device::Cpu).unwrap();
+    params.remove("blocks.1.mlp.up.weight");
+    save_checkpoint(&missing, &cfg, &params, DType::F32, None).unwrap();
+    fails_with(&inspect(&missing), "blocks.1.mlp.up.weight");
+    // A wrong shape: config says 3 layers... no, says d_ff 48 while tensors have 32.
+    let shape = dir.path().join("wrong-shape");
+    copy_dir(&m, &shape);
+    let cfg = std::fs::read_to_string(m.join("config.json"))
+        .unwrap()
+        .replace("\"d_ff\": 32", "\"d_ff\": 48");
+    std::fs::write(shape.join("config.json"), cfg).unwrap();
+    fails_with(&inspect(&shape), "shape");
+    // A file instead of a folder.
+    fails_with(&inspect(&m.join("config.json")), "not a folder");
+    // Unknown device.
+    fails_with(
+        &run(&["inspect", "--model", m.to_str().unwrap(), "--device", "tpu"]),
+        "device",
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn eval_writes_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, PROSE.repeat(10)).unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--lengths",
+        "4..64",
+        "--protocol",
+        "sweep",
+        "--json",
+        &p("r.json"),
+        "--csv",
+        &p("r.csv"),
+        "--per-token",
+        &p("t.jsonl"),
+        "--plot",
+        &p("r.svg"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains("← train_len") && table.contains("(extrapolation)"),
+        "{table}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("r.json")).unwrap()).unwrap();
+    assert_eq!(v["train_len"], 16);
+    assert_eq!(v["protocol"], "sweep");
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 5);
+    assert!(points[0]["bits_per_byte"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(p("r.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6);
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(p("t.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["window"], 0);
+    assert_eq!(first["position"], 0);
+    let svg = std::fs::read_to_string(p("r.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("train_len = 16"));
+    // The plot command draws several results into one figure.
+    let o = run(&[
+        "plot",
+        "--input",
+        &p("r.json"),
+        "--input",
+        &p("r.json"),
+        "--label",
+        "a",
+        "--label",
+        "b",
+        "--out",
+        &p("both.png"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(p("both.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    // Token ids work for models without a tokenizer, and a slope override is accepted.
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(
+        &ids,
+        (0..100)
+            .map(|i| (i * 7 % 300).to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+    .unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--token-ids",
+        ids.to_str().unwrap(),
+        "--lengths",
+        "8,16",
+        "--slopes",
+        "zero",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--token-ids",
+        ids.to_str().unwrap(),
+        "--lengths",
+        "8",
+        "--protocol",
+        "sliding",
+        "--stride",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_eval_input_is_a_one_line_error_without_partial_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Sinusoidal);
+    let ms = m.to_str().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good = write("good.txt", PROSE.repeat(10).as_bytes());
+    let json = dir.path().join("out.json");
+    let js = json.to_str().unwrap();
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &write("empty.txt", b""),
+            "--lengths",
+            "8",
+            "--json",
+            js,
+        ]),
+        "empty",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &write("bin.txt", &[0xff, 0xfe, 0x00, 0x12]),
+            "--lengths",
+            "8",
+        ]),
+        "not UTF-8",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &write("short.txt", b"Too short."),
+            "--lengths",
+            "64",
+        ]),
+        "needs at least 65",
+    );
+    fails_with(
+        &run(&["eval", "--model", ms, "--text", &good, "--lengths", "0,8"]),
+        "at least 1",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &good,
+            "--lengths",
+            "8",
+            "--json",
+            "/nonexistent-dir/x.json",
+        ]),
+        "cannot write",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &good,
+            "--lengths",
+            "8",
+            "--plot",
+            "x.pdf",
+        ]),
+        ".svg or .png",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &good,
+            "--lengths",
+            "8",
+            "--slopes",
+            "zero",
+        ]),
+        "ALiBi models only",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--text",
+            &good,
+            "--lengths",
+            "8",
+            "--protocol",
+            "sliding",
+        ]),
+        "--stride",
+    );
+    fails_with(
+        &run(&[
+            "eval",
+            "--model",
+            ms,
+            "--token-ids",
+            &write("ids.txt", b"1 2 999 4"),
+            "--lengths",
+            "2",
+        ]),
+        "token id 999 at position 2",
+    );
+    assert!(!json.exists(), "a failed run left {js}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,256 @@
+//! Perplexity engine tests: protocol identities, the uniform-logits case, batch independence,
+//! the sweep's exactness at shorter lengths, byte accounting.
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::eval::{
+    Control, Protocol, Stream, evaluate, parse_lengths, starts_for, window_losses,
+};
+use alibi_explorer::model::config::{Config, Position};
+use alibi_explorer::model::init::{init_params, random_model};
+use candle_core::{DType, Device, Tensor};
+
+fn stream(n: usize, vocab: u32) -> Stream {
+    Stream {
+        ids: (0..n as u32).map(|i| (i * 31 + i / 7) % vocab).collect(),
+        bytes: Some((0..n as u32).map(|i| 1 + i % 3).collect()),
+    }
+}
+
+fn model(position: Position) -> alibi_explorer::model::Transformer {
+    random_model(
+        &Config::ours(41, 16, 2, 4, 32, position, 8),
+        11,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn close(a: f64, b: f64, tol: f64) {
+    assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs {b}");
+}
+
+#[test]
+fn lengths_spec() {
+    assert_eq!(parse_lengths("64..512").unwrap(), vec![64, 128, 256, 512]);
+    assert_eq!(parse_lengths("256, 64,128,64").unwrap(), vec![64, 128, 256]);
+    assert!(parse_lengths("0,4").unwrap_err().contains("at least 1"));
+    assert!(parse_lengths("8..4").is_err());
+    assert!(parse_lengths("a,b").is_err());
+}
+
+#[test]
+fn uniform_logits_give_perplexity_equal_to_vocab_size() {
+    let cfg = Config::ours(37, 16, 1, 2, 32, Position::Alibi, 8);
+    let params = init_params(&cfg, 1, &Device::Cpu).unwrap();
+    let zeros = params
+        .into_iter()
+        .map(|(k, t)| (k, t.zeros_like().unwrap()))
+        .collect();
+    let m = alibi_explorer::model::Transformer::new(
+        &cfg,
+        candle_nn::VarBuilder::from_tensors(zeros, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let s = stream(100, 37);
+    for protocol in [
+        Protocol::NonOverlap,
+        Protocol::Sweep,
+        Protocol::Sliding { stride: 3 },
+    ] {
+        let e = evaluate(&m, &s, &[4, 8, 16], protocol, None, &Control::default()).unwrap();
+        for p in &e.points {
+            close(p.ppl, 37.0, 1e-5);
+            assert!(p.ppl_stderr < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn sweep_at_lmax_equals_nonoverlap_and_sliding_with_full_stride_equals_nonoverlap() {
+    for position in Position::ALL {
+        let m = model(position);
+        let s = stream(203, 41);
+        let non = evaluate(
+            &m,
+            &s,
+            &[5, 12, 32],
+            Protocol::NonOverlap,
+            None,
+            &Control::default(),
+        )
+        .unwrap();
+        let sweep = evaluate(&m, &s, &[32], Protocol::Sweep, None, &Control::default()).unwrap();
+        assert_eq!(sweep.points[0].tokens, non.points[2].tokens);
+        close(sweep.points[0].nll, non.points[2].nll, 1e-6);
+        close(
+            sweep.points[0].bits_per_byte.unwrap(),
+            non.points[2].bits_per_byte.unwrap(),
+            1e-6,
+        );
+        for (i, len) in [5usize, 12, 32].into_iter().enumerate() {
+            let sl = evaluate(
+                &m,
+                &s,
+                &[len],
+                Protocol::Sliding { stride: len },
+                None,
+                &Control::default(),
+            )
+            .unwrap();
+            assert_eq!(sl.points[0].tokens, non.points[i].tokens);
+            close(sl.points[0].nll, non.points[i].nll, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn sweep_is_exact_at_shorter_lengths() {
+    let m = model(Position::Alibi);
+    let s = stream(161, 41);
+    let sweep = evaluate(
+        &m,
+        &s,
+        &[4, 10, 32],
+        Protocol::Sweep,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    // Length 10 from the sweep: windows of 10 starting where the 32-windows start.
+    let starts: Vec<usize> = (0..s.windows(32)).map(|w| w * 32).collect();
+    let mut total = 0.0;
+    let mut n = 0;
+    window_losses(&m, &s, &starts, 10, None, &Control::default(), |_, nll| {
+        total += nll.iter().map(|&x| f64::from(x)).sum::<f64>();
+        n += nll.len();
+    })
+    .unwrap();
+    assert_eq!(sweep.points[1].tokens, n);
+    close(sweep.points[1].nll, total / n as f64, 1e-5);
+    assert_eq!(sweep.position_nll.len(), 32);
+    assert_eq!(sweep.per_token.len(), 5 * 32);
+}
+
+#[test]
+fn results_do_not_depend_on_batch_size() {
+    let m = model(Position::Rotary);
+    let s = stream(300, 41);
+    let base = evaluate(
+        &m,
+        &s,
+        &[8, 16, 64],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    for batch in [1, 3, 7] {
+        let ctl = Control {
+            batch: Some(batch),
+            ..Default::default()
+        };
+        for protocol in [Protocol::NonOverlap, Protocol::Sweep] {
+            let e = evaluate(&m, &s, &[8, 16, 64], protocol, None, &ctl).unwrap();
+            if protocol == Protocol::NonOverlap {
+                for (a, b) in e.points.iter().zip(&base.points) {
+                    close(a.nll, b.nll, 1e-5);
+                }
+            } else {
+                close(e.points[2].nll, base.points[2].nll, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn sliding_scores_every_token_once_after_the_first_window() {
+    let m = model(Position::None);
+    let s = stream(50, 41);
+    let e = evaluate(
+        &m,
+        &s,
+        &[8],
+        Protocol::Sliding { stride: 3 },
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    let starts = starts_for(&s, 8, Protocol::Sliding { stride: 3 });
+    assert_eq!(e.points[0].tokens, 8 + (starts.len() - 1) * 3);
+    // The scored targets are contiguous: positions 1..=last without gaps or repeats.
+    let mut targets: Vec<usize> = e
+        .per_token
+        .iter()
+        .map(|t| starts[t.window] + t.position + 1)
+        .collect();
+    let n = targets.len();
+    targets.dedup();
+    assert_eq!(targets.len(), n);
+    assert_eq!(targets, (1..=n).collect::<Vec<_>>());
+}
+
+#[test]
+fn slope_override_changes_alibi_results() {
+    let m = model(Position::Alibi);
+    let s = stream(100, 41);
+    let zero = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+    let a = evaluate(
+        &m,
+        &s,
+        &[32],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    let b = evaluate(
+        &m,
+        &s,
+        &[32],
+        Protocol::NonOverlap,
+        Some(&zero),
+        &Control::default(),
+    )
+    .unwrap();
+    assert!((a.points[0].nll - b.points[0].nll).abs() > 1e-6);
+}
+
+#[test]
+fn lengths_that_do_not_fit_are_errors() {
+    let m = model(Position::Alibi);
+    let s = stream(20, 41);
+    let err = evaluate(
+        &m,
+        &s,
+        &[8, 32],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("20 tokens") && err.contains("33"), "{err}");
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let ctl = Control {
+        cancel: Some(&cancel),
+        ..Default::default()
+    };
+    assert!(evaluate(&m, &s, &[8], Protocol::NonOverlap, None, &ctl).is_err());
+}
+
+#[test]
+fn byte_counts_cover_the_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Héllo wörld — ünïcode text. ".repeat(20);
+    std::fs::write(dir.path().join("t.txt"), &text).unwrap();
+    let tok = alibi_explorer::train::tokenizer::train_tokenizer(
+        dir.path(),
+        280,
+        &dir.path().join("tok.json"),
+    )
+    .unwrap();
+    let s = alibi_explorer::eval::tokenize(&tok, &text).unwrap();
+    let total: u32 = s.bytes.as_ref().unwrap().iter().sum();
+    assert_eq!(total as usize, text.len());
+}
