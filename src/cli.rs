@@ -15,12 +15,48 @@ use std::path::{Path, PathBuf};
 pub const EXIT_BAD_INPUT: i32 = 2;
 
 /// Explore ALiBi (Attention with Linear Biases) language models in the terminal.
+///
+/// Without a command the TUI opens on the default model and text in assets/.
 #[derive(Debug, Parser)]
-#[command(name = "alibi-explorer", version, about, long_about = None)]
+#[command(name = "alibi-explorer", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// The command; without one the TUI opens.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// TUI options.
+    #[command(flatten)]
+    pub tui: TuiArgs,
+}
+
+/// Options of the TUI (no command).
+#[derive(Debug, Args, Clone)]
+pub struct TuiArgs {
+    /// Model folder or Hugging Face repo id [default: assets/models/alibi].
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Text to evaluate [default: assets/texts/default.txt].
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<PathBuf>,
+    /// Another model to plot alongside (repeatable), e.g. assets/models/sinusoidal.
+    #[arg(long, value_name = "PATH")]
+    pub compare: Vec<PathBuf>,
+    /// auto | cpu | cuda[:N] | metal.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceSpec,
+    /// f32 | f16 | bf16.
+    #[arg(long, default_value = "f32", value_parser = load::parse_dtype)]
+    pub dtype: candle_core::DType,
+    /// The longest input length on the chart [default: 16 x the training length, bounded by the text].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Where S/L save and load slopes.
+    #[arg(long, default_value = "alibi-slopes.json", value_name = "FILE")]
+    pub slopes_file: PathBuf,
+}
+
+/// The folder of the shipped assets (models, tokenizer, texts).
+pub fn assets_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
 }
 
 /// The headless commands.
@@ -280,7 +316,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(a)) => train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a),
-        None => bail!("no command given (hint: run `alibi-explorer --help` to list the commands)"),
+        None => {
+            let t = cli.tui;
+            let settings = crate::tui::TuiSettings {
+                model: t
+                    .model
+                    .unwrap_or_else(|| assets_dir().join("models").join("alibi")),
+                text: t
+                    .text
+                    .unwrap_or_else(|| assets_dir().join("texts").join("default.txt")),
+                compare: t.compare,
+                device: t.device,
+                dtype: t.dtype,
+                max_length: t.max_length,
+                slopes_file: t.slopes_file,
+            };
+            crate::tui::run(&settings)
+        }
     }
 }
 

@@ -332,6 +332,25 @@ impl SweepAccumulator {
         total.point(len)
     }
 
+    /// Points for several lengths in one pass over the positions (lengths ascending or not).
+    pub fn points(&self, lengths: &[usize]) -> Vec<Point> {
+        let mut prefix = Vec::with_capacity(self.lmax + 1);
+        let mut total = Stats::default();
+        prefix.push(total);
+        for s in &self.positions {
+            total.n += s.n;
+            total.sum += s.sum;
+            total.sum_sq += s.sum_sq;
+            total.bytes += s.bytes;
+            total.has_bytes |= s.has_bytes;
+            prefix.push(total);
+        }
+        lengths
+            .iter()
+            .map(|&l| prefix[l.min(self.lmax)].point(l))
+            .collect()
+    }
+
     /// Mean NLL at each position.
     pub fn position_nll(&self) -> Vec<f64> {
         self.positions
@@ -396,7 +415,7 @@ pub fn evaluate(
                 acc.add(stream, s, &nll);
                 push_tokens(&mut per_token, stream, s / lmax, s, 0, &nll);
             })?;
-            points.extend(lengths.iter().map(|&l| acc.point(l)));
+            points = acc.points(lengths);
             position_nll = acc.position_nll();
         }
         Protocol::NonOverlap | Protocol::Sliding { .. } => {

@@ -8,6 +8,7 @@
 //! - [`model`]: config, transformer with attention capture, position schemes, loading/saving.
 //! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots.
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
+//! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
@@ -15,3 +16,4 @@ pub mod cli;
 pub mod eval;
 pub mod model;
 pub mod train;
+pub mod tui;

@@ -1,0 +1,260 @@
+//! The terminal UI: loads the models, starts the worker and the input thread, and runs the main
+//! loop (block on the one event channel, drain what is queued, update, draw once).
+
+pub mod app;
+pub mod event;
+pub mod keymap;
+pub mod palette;
+pub mod ui;
+pub mod worker;
+
+use crate::eval::{Stream, tokenize};
+use crate::model::LoadedModel;
+use crate::model::load::{self, ChosenDevice};
+use app::{App, Effect, ModelInfo};
+use color_eyre::eyre::{Result, bail, eyre};
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event as TermEvent, MouseButton, MouseEventKind,
+};
+use event::Event;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Sender, channel};
+use worker::{Job, ModelSlot};
+
+/// What the TUI needs to start.
+#[derive(Debug, Clone)]
+pub struct TuiSettings {
+    /// Main model folder (or repo id).
+    pub model: PathBuf,
+    /// The text to evaluate.
+    pub text: PathBuf,
+    /// Models to compare against.
+    pub compare: Vec<PathBuf>,
+    /// Device choice.
+    pub device: load::DeviceSpec,
+    /// dtype.
+    pub dtype: candle_core::DType,
+    /// The longest length (default: 16x the training length, bounded by the text).
+    pub max_length: Option<usize>,
+    /// Where `S`/`L` save and load slopes.
+    pub slopes_file: PathBuf,
+}
+
+/// Factor over the training length the chart reaches by default.
+pub const DEFAULT_EXTRAPOLATION: usize = 16;
+
+fn model_info(m: &LoadedModel) -> ModelInfo {
+    let cfg = m.model.config();
+    ModelInfo {
+        name: m.name.clone(),
+        arch: cfg.arch.name().to_string(),
+        position: cfg.position,
+        train_len: cfg.train_len,
+        n_layers: cfg.n_layers,
+        n_heads: cfg.n_heads,
+        device: load::device_name(&m.device.device),
+        device_note: m.device.note.clone(),
+        dtype: load::dtype_name(m.model.dtype()).to_string(),
+        slopes: (cfg.position == crate::model::Position::Alibi).then(|| cfg.default_slopes()),
+    }
+}
+
+fn stream_for(m: &LoadedModel, text: &str, path: &Path) -> Result<Stream> {
+    let tok = m.tokenizer.as_ref().ok_or_else(|| {
+        eyre!(
+            "model '{}' has no tokenizer.json; the TUI needs one to read --text",
+            m.name
+        )
+    })?;
+    tokenize(tok, text).map_err(|e| eyre!("'{}': {e}", path.display()))
+}
+
+/// Loads everything and builds the app (no terminal yet), so errors print normally.
+pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
+    let text = crate::eval::command::read_eval_text(&s.text)?;
+    let device: ChosenDevice = load::choose_device(s.device)?;
+    let main = load::load_model(&s.model, device.clone(), s.dtype)?;
+    let main_stream = stream_for(&main, &text, &s.text)?;
+    let cfg = main.model.config().clone();
+    let available = main_stream.ids.len().saturating_sub(1);
+    let mut lmax = s
+        .max_length
+        .unwrap_or(cfg.train_len * DEFAULT_EXTRAPOLATION)
+        .min(available);
+    if let Some(limit) = cfg.max_len {
+        lmax = lmax.min(limit);
+    }
+    if s.max_length == Some(0) {
+        bail!("--max-length must be at least 1");
+    }
+    if lmax < app::MIN_LENGTH {
+        bail!(
+            "'{}' has {} tokens; the TUI needs at least {} (hint: use a longer text)",
+            s.text.display(),
+            main_stream.ids.len(),
+            app::MIN_LENGTH + 1
+        );
+    }
+    let tok = main.tokenizer.as_ref();
+    let token_text: Vec<String> = main_stream
+        .ids
+        .iter()
+        .map(|&id| {
+            tok.and_then(|t| t.decode(&[id], false).ok())
+                .unwrap_or_else(|| id.to_string())
+        })
+        .collect();
+    let info = model_info(&main);
+    let mut slots = vec![ModelSlot {
+        loaded: main,
+        stream: main_stream.clone(),
+    }];
+    let mut labels = Vec::new();
+    let mut streams = vec![main_stream];
+    for c in &s.compare {
+        let m = load::load_model(c, device.clone(), s.dtype)?;
+        let st = stream_for(&m, &text, &s.text)?;
+        if st.windows(lmax) == 0 {
+            bail!(
+                "'{}' is too short for --compare model '{}' at length {lmax}",
+                s.text.display(),
+                m.name
+            );
+        }
+        labels.push(format!("{} ({})", m.name, m.model.config().position));
+        streams.push(st.clone());
+        slots.push(ModelSlot {
+            loaded: m,
+            stream: st,
+        });
+    }
+    let app = App::new(
+        info,
+        labels,
+        streams,
+        token_text,
+        lmax,
+        s.slopes_file.clone(),
+    );
+    Ok((app, slots))
+}
+
+fn set_mouse(on: bool) {
+    let mut out = std::io::stdout();
+    let _ = if on {
+        crossterm::execute!(out, EnableMouseCapture)
+    } else {
+        crossterm::execute!(out, DisableMouseCapture)
+    };
+}
+
+fn save_slopes(path: &Path, slopes: &[f64]) -> Result<(), String> {
+    let heads = slopes.len();
+    let v = serde_json::json!({"heads": heads, "preset": "custom", "slopes": slopes});
+    std::fs::write(path, format!("{v}\n"))
+        .map_err(|e| format!("cannot write '{}': {e}", path.display()))
+}
+
+fn load_slopes(path: &Path) -> Result<Vec<f64>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("'{}' is not JSON: {e}", path.display()))?;
+    v.get("slopes")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| format!("'{}' has no \"slopes\" array", path.display()))?
+        .iter()
+        .map(|x| x.as_f64().filter(|f| f.is_finite()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("'{}': slopes must be finite numbers", path.display()))
+}
+
+/// Carries out effects; file results are fed back into the app.
+fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
+    let mut queue = effects;
+    while let Some(fx) = queue.pop() {
+        match fx {
+            Effect::Job(job) => {
+                let _ = jobs.send(job);
+            }
+            Effect::SetMouse(on) => set_mouse(on),
+            Effect::SaveSlopes(path, slopes) => match save_slopes(&path, &slopes) {
+                Ok(()) => {
+                    app.message = format!("saved {} slopes to {}", slopes.len(), path.display());
+                }
+                Err(e) => app.error = Some(e),
+            },
+            Effect::LoadSlopes(path) => {
+                let more = app.slopes_loaded(load_slopes(&path));
+                queue.extend(more);
+            }
+        }
+    }
+}
+
+/// Handles one terminal event.
+fn on_input(app: &mut App, ev: &TermEvent) -> Vec<Effect> {
+    match ev {
+        TermEvent::Key(key) => keymap::map_key(*key, app.focus, app.help)
+            .map(|a| app.update(a))
+            .unwrap_or_default(),
+        TermEvent::Mouse(m) => match m.kind {
+            MouseEventKind::Down(MouseButton::Left) | MouseEventKind::Drag(MouseButton::Left) => {
+                app.update(keymap::Action::LengthAtColumn(m.column))
+            }
+            MouseEventKind::ScrollUp => app.update(keymap::Action::Zoom(true)),
+            MouseEventKind::ScrollDown => app.update(keymap::Action::Zoom(false)),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the TUI until the user quits.
+pub fn run(settings: &TuiSettings) -> Result<()> {
+    let (mut app, slots) = prepare(settings)?;
+    let (tx, rx) = channel::<Event>();
+    let jobs = worker::spawn(slots, tx.clone());
+    // Mouse capture must be undone on panic too (ratatui's hook restores the rest).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        set_mouse(false);
+        hook(info);
+    }));
+    let mut terminal = ratatui::try_init().map_err(|e| eyre!("cannot open the terminal: {e} (the TUI needs an interactive terminal; use the headless commands otherwise)"))?;
+    set_mouse(app.mouse);
+    event::spawn_input(tx);
+    let start = app.start();
+    apply(&mut app, start, &jobs);
+    let result = (|| -> Result<()> {
+        loop {
+            let size = terminal.size()?;
+            if let Some(areas) =
+                ui::layout(ratatui::layout::Rect::new(0, 0, size.width, size.height))
+            {
+                let plot = ui::plot_area(areas.chart);
+                app.chart_columns = Some((plot.x, plot.width));
+            }
+            terminal.draw(|f| f.render_widget(&app, f.area()))?;
+            let Ok(first) = rx.recv() else { return Ok(()) };
+            let mut events = vec![first];
+            events.extend(rx.try_iter());
+            for ev in events {
+                let fx = match ev {
+                    Event::Input(ev) => on_input(&mut app, &ev),
+                    Event::Worker(msg) => {
+                        app.on_worker(msg);
+                        Vec::new()
+                    }
+                };
+                apply(&mut app, fx, &jobs);
+            }
+            if app.quit {
+                return Ok(());
+            }
+        }
+    })();
+    set_mouse(false);
+    ratatui::restore();
+    result
+}

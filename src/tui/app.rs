@@ -1,0 +1,610 @@
+//! The application state and its update functions. No I/O here: `update` and `on_worker` change
+//! the state and return [`Effect`]s (jobs for the worker, files to read or write) that the main
+//! loop carries out, so the same code runs under tests.
+
+use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
+use super::worker::{AttentionMap, Job, WorkerMsg};
+use crate::alibi::{self, Preset, SlopeSpec};
+use crate::eval::{Point, Stream, SweepAccumulator};
+use crate::model::Position;
+use std::path::PathBuf;
+
+/// The smallest length on the chart.
+pub const MIN_LENGTH: usize = 8;
+/// Attention maps are computed for at most this many tokens (memory and draw time stay bounded).
+pub const MAX_ATTENTION_LEN: usize = 2048;
+/// The deepest heatmap zoom (1 = whole map).
+pub const MAX_ZOOM: usize = 256;
+
+/// What the user sees about a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Display name.
+    pub name: String,
+    /// Architecture name.
+    pub arch: String,
+    /// Position scheme.
+    pub position: Position,
+    /// Training length.
+    pub train_len: usize,
+    /// Layers.
+    pub n_layers: usize,
+    /// Heads.
+    pub n_heads: usize,
+    /// Device name.
+    pub device: String,
+    /// Why that device.
+    pub device_note: String,
+    /// dtype name.
+    pub dtype: String,
+    /// The model's own slopes (ALiBi only).
+    pub slopes: Option<Vec<f64>>,
+}
+
+/// One perplexity curve being filled by a sweep.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// Legend label.
+    pub label: String,
+    /// Accumulated windows.
+    pub acc: SweepAccumulator,
+    /// Windows the sweep will produce.
+    pub total: usize,
+    /// Whether the sweep finished.
+    pub done: bool,
+    /// Seconds the sweep took.
+    pub secs: Option<f64>,
+    /// The stream the windows index into (for byte counts).
+    pub stream: Stream,
+}
+
+impl Curve {
+    fn new(label: String, lmax: usize, stream: Stream) -> Self {
+        Self {
+            label,
+            acc: SweepAccumulator::new(lmax),
+            total: stream.windows(lmax),
+            done: false,
+            secs: None,
+            stream,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.acc = SweepAccumulator::new(self.acc.lmax());
+        self.done = false;
+        self.secs = None;
+    }
+
+    /// Points at the given lengths (None before the first window arrives).
+    pub fn points(&self, lengths: &[usize]) -> Option<Vec<Point>> {
+        (self.acc.windows() > 0).then(|| self.acc.points(lengths))
+    }
+}
+
+/// Heatmap downsampling: each cell shows the max or the mean of its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rule {
+    /// Maximum per block (keeps sharp peaks visible).
+    #[default]
+    Max,
+    /// Mean per block.
+    Mean,
+}
+
+/// Side effects the main loop carries out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a job to the worker.
+    Job(Job),
+    /// Write the slopes to a JSON file.
+    SaveSlopes(PathBuf, Vec<f64>),
+    /// Read slopes from a JSON file and call [`App::slopes_loaded`].
+    LoadSlopes(PathBuf),
+    /// Turn mouse capture on or off.
+    SetMouse(bool),
+}
+
+/// Everything the screen shows.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The main model.
+    pub info: ModelInfo,
+    /// Decoded text of every token of the main stream (axis labels).
+    pub token_text: Vec<String>,
+    /// Lengths on the chart's x axis, ascending.
+    pub grid: Vec<usize>,
+    /// Index of the cursor in `grid`.
+    pub cursor: usize,
+    /// The longest length (sweep window).
+    pub lmax: usize,
+    /// Curve 0 is the main model with the current slopes; then one per `--compare` model.
+    pub curves: Vec<Curve>,
+    /// The curve of the previous slopes, faded (A/B).
+    pub previous: Option<Curve>,
+    /// Current slopes (ALiBi models).
+    pub slopes: Vec<f64>,
+    /// Slopes before the last change.
+    pub prev_slopes: Option<Vec<f64>>,
+    /// A name for the current slopes (preset, "model", "custom", a file).
+    pub slopes_label: String,
+    /// The preset last chosen with `p`.
+    pub preset: Option<Preset>,
+    /// Selected head.
+    pub head: usize,
+    /// Selected layer.
+    pub layer: usize,
+    /// Generation of the current sweep.
+    pub sweep_gen: u64,
+    /// Generation of the current attention request.
+    pub attn_gen: u64,
+    /// The latest attention map of the current generation.
+    pub attention: Option<AttentionMap>,
+    /// Heatmap zoom (1 = whole map).
+    pub zoom: usize,
+    /// First key column shown when zoomed.
+    pub pan: usize,
+    /// Query row for the top-attended list.
+    pub query: usize,
+    /// Downsampling rule.
+    pub rule: Rule,
+    /// Focused panel.
+    pub focus: Focus,
+    /// Help overlay open.
+    pub help: bool,
+    /// Mouse capture on.
+    pub mouse: bool,
+    /// Selected head's bias enlarged.
+    pub enlarged: bool,
+    /// Last informational message.
+    pub message: String,
+    /// Last error.
+    pub error: Option<String>,
+    /// Whether to use 24-bit colour.
+    pub truecolor: bool,
+    /// Where `S`/`L` save and load slopes.
+    pub slopes_file: PathBuf,
+    /// Set by Quit.
+    pub quit: bool,
+    /// Chart plot area columns (set by the view for mouse mapping): (x, width).
+    pub chart_columns: Option<(u16, u16)>,
+}
+
+/// The lengths on the x axis: `STEPS_PER_OCTAVE` per octave from [`MIN_LENGTH`] to `lmax`,
+/// always including the training length and `lmax`.
+pub fn length_grid(lmax: usize, train_len: usize) -> Vec<usize> {
+    let lmin = MIN_LENGTH.min(lmax).max(1);
+    let mut v = Vec::new();
+    let mut k = 0;
+    loop {
+        let l =
+            (lmin as f64 * 2f64.powf(f64::from(k) / f64::from(STEPS_PER_OCTAVE))).round() as usize;
+        if l > lmax {
+            break;
+        }
+        v.push(l);
+        k += 1;
+    }
+    v.push(lmax);
+    if train_len <= lmax {
+        v.push(train_len);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl App {
+    /// A fresh app. `lmax` is the sweep window; `streams[i]` is the text as model i's tokens.
+    pub fn new(
+        info: ModelInfo,
+        compare: Vec<String>,
+        streams: Vec<Stream>,
+        token_text: Vec<String>,
+        lmax: usize,
+        slopes_file: PathBuf,
+    ) -> Self {
+        let grid = length_grid(lmax, info.train_len);
+        let cursor = grid.iter().position(|&l| l >= info.train_len).unwrap_or(0);
+        let labels = std::iter::once(format!("{} (current slopes)", info.name)).chain(compare);
+        let curves = labels
+            .zip(streams)
+            .map(|(label, s)| Curve::new(label, lmax, s))
+            .collect();
+        let slopes = info.slopes.clone().unwrap_or_default();
+        Self {
+            token_text,
+            grid,
+            cursor,
+            lmax,
+            curves,
+            previous: None,
+            slopes,
+            prev_slopes: None,
+            slopes_label: "model".to_string(),
+            preset: None,
+            head: 0,
+            layer: 0,
+            sweep_gen: 0,
+            attn_gen: 0,
+            attention: None,
+            zoom: 1,
+            pan: 0,
+            query: 0,
+            rule: Rule::Max,
+            focus: Focus::Chart,
+            help: false,
+            mouse: true,
+            enlarged: false,
+            message: String::new(),
+            error: None,
+            truecolor: super::palette::detect_truecolor(),
+            slopes_file,
+            quit: false,
+            chart_columns: None,
+            info,
+        }
+    }
+
+    /// The jobs to start with: every curve's sweep and the first attention map.
+    pub fn start(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for curve in 0..self.curves.len() {
+            fx.push(Effect::Job(Job::Sweep {
+                generation: self.sweep_gen,
+                curve,
+                slopes: if curve == 0 {
+                    self.alibi_slopes()
+                } else {
+                    None
+                },
+                lmax: self.lmax,
+            }));
+        }
+        fx.push(self.attention_job());
+        fx
+    }
+
+    /// Whether the main model has slopes to edit.
+    pub fn is_alibi(&self) -> bool {
+        self.info.position == Position::Alibi
+    }
+
+    fn alibi_slopes(&self) -> Option<Vec<f64>> {
+        self.is_alibi().then(|| self.slopes.clone())
+    }
+
+    /// The length under the cursor.
+    pub fn length(&self) -> usize {
+        self.grid[self.cursor.min(self.grid.len() - 1)]
+    }
+
+    /// The attention length: the cursor length, capped.
+    pub fn attention_len(&self) -> usize {
+        self.length().min(MAX_ATTENTION_LEN)
+    }
+
+    /// The main curve's point at the cursor, if computed.
+    pub fn point_at_cursor(&self) -> Option<Point> {
+        self.curves[0].points(&[self.length()]).map(|p| p[0])
+    }
+
+    fn attention_job(&mut self) -> Effect {
+        self.attn_gen += 1;
+        Effect::Job(Job::Attention {
+            generation: self.attn_gen,
+            len: self.attention_len(),
+            layer: self.layer,
+            head: self.head,
+            slopes: self.alibi_slopes(),
+        })
+    }
+
+    /// New slopes: keep the old curve as "previous", restart the sweep and the attention map.
+    fn set_slopes(&mut self, slopes: Vec<f64>, label: String) -> Vec<Effect> {
+        if !self.is_alibi() {
+            self.error = Some(format!(
+                "{} uses {} positions: there are no ALiBi slopes to edit",
+                self.info.name, self.info.position
+            ));
+            return Vec::new();
+        }
+        let old = std::mem::replace(&mut self.slopes, slopes);
+        let old_label = std::mem::replace(&mut self.slopes_label, label);
+        self.prev_slopes = Some(old);
+        let mut prev = self.curves[0].clone();
+        prev.label = format!("previous: {old_label}");
+        self.previous = Some(prev);
+        self.curves[0].reset();
+        self.curves[0].label = format!("{} ({})", self.info.name, self.slopes_label);
+        self.sweep_gen += 1;
+        self.error = None;
+        vec![
+            Effect::Job(Job::Sweep {
+                generation: self.sweep_gen,
+                curve: 0,
+                slopes: self.alibi_slopes(),
+                lmax: self.lmax,
+            }),
+            self.attention_job(),
+        ]
+    }
+
+    /// Applies one user action.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        let heads = self.info.n_heads.max(1);
+        match action {
+            Action::Quit => self.quit = true,
+            Action::ToggleHelp => self.help = !self.help,
+            Action::Focus(fwd) => self.focus = self.focus.step(fwd),
+            Action::MoveLength(d) if d.abs() >= STEPS_PER_OCTAVE => {
+                // Coarse moves multiply the length (rounding in the grid makes index steps uneven).
+                let target =
+                    self.length() as f64 * 2f64.powf(f64::from(d) / f64::from(STEPS_PER_OCTAVE));
+                return self.move_cursor(self.nearest(target) as i64);
+            }
+            Action::MoveLength(d) => return self.move_cursor(self.cursor as i64 + i64::from(d)),
+            Action::LengthEnd(end) => return self.move_cursor(if end { i64::MAX } else { 0 }),
+            Action::LengthTrain => {
+                let i = self
+                    .grid
+                    .iter()
+                    .position(|&l| l >= self.info.train_len)
+                    .unwrap_or(0);
+                return self.move_cursor(i as i64);
+            }
+            Action::LengthAtColumn(col) => {
+                if let Some((x, w)) = self.chart_columns
+                    && w > 1
+                    && col >= x
+                    && col < x + w
+                {
+                    let t = f64::from(col - x) / f64::from(w - 1);
+                    let (lo, hi) = chart_x_bounds(&self.grid);
+                    let target = 2f64.powf(lo + t * (hi - lo));
+                    return self.move_cursor(self.nearest(target) as i64);
+                }
+            }
+            Action::Head(d) => {
+                self.head = (self.head as i64 + i64::from(d)).rem_euclid(heads as i64) as usize;
+                return vec![self.attention_job()];
+            }
+            Action::Layer(d) => {
+                let n = self.info.n_layers.max(1) as i64;
+                self.layer = (self.layer as i64 + i64::from(d)).rem_euclid(n) as usize;
+                return vec![self.attention_job()];
+            }
+            Action::NextPreset => {
+                let preset = self.preset.map_or(Preset::Geometric, Preset::next);
+                self.preset = Some(preset);
+                let spec = SlopeSpec {
+                    preset,
+                    ..SlopeSpec::default()
+                };
+                return match spec.slopes(heads) {
+                    Ok(s) => self.set_slopes(s, format!("preset {preset}")),
+                    Err(e) => {
+                        self.error = Some(e.to_string());
+                        Vec::new()
+                    }
+                };
+            }
+            Action::ScaleAll(f) => {
+                let s: Vec<f64> = self.slopes.iter().map(|m| m * f).collect();
+                let label = format!("{} x{f:.2}", self.slopes_label);
+                return self.set_slopes(s, label);
+            }
+            Action::ScaleHead(f) => {
+                let mut s = self.slopes.clone();
+                if let Some(m) = s.get_mut(self.head) {
+                    *m *= f;
+                }
+                return self.set_slopes(s, "custom".to_string());
+            }
+            Action::ResetSlopes => {
+                let s = self.info.slopes.clone().unwrap_or_default();
+                self.preset = None;
+                return self.set_slopes(s, "model".to_string());
+            }
+            Action::SwapAB => {
+                return match self.prev_slopes.clone() {
+                    Some(prev) => self.set_slopes(prev, "swapped A/B".to_string()),
+                    None => {
+                        self.message = "no previous slopes to swap with yet".to_string();
+                        Vec::new()
+                    }
+                };
+            }
+            Action::SaveSlopes => {
+                if self.is_alibi() {
+                    return vec![Effect::SaveSlopes(
+                        self.slopes_file.clone(),
+                        self.slopes.clone(),
+                    )];
+                }
+                self.error = Some("this model has no ALiBi slopes to save".to_string());
+            }
+            Action::LoadSlopes => return vec![Effect::LoadSlopes(self.slopes_file.clone())],
+            Action::Enlarge => self.enlarged = !self.enlarged,
+            Action::Zoom(inward) => {
+                self.zoom = if inward {
+                    (self.zoom * 2).min(MAX_ZOOM)
+                } else {
+                    (self.zoom / 2).max(1)
+                };
+                self.clamp_view();
+                self.follow_query();
+            }
+            Action::Pan(d) => {
+                let step = (self.attention_len() / self.zoom / 4).max(1) as i64;
+                self.pan = (self.pan as i64 + i64::from(d) * step).max(0) as usize;
+                self.clamp_view();
+            }
+            Action::Query(d) => {
+                let n = self.attention_len() as i64;
+                let step = (self.attention_len() / 64).max(1) as i64;
+                self.query = (self.query as i64 + i64::from(d) * step).clamp(0, n - 1) as usize;
+                self.follow_query();
+            }
+            Action::ToggleRule => {
+                self.rule = if self.rule == Rule::Max {
+                    Rule::Mean
+                } else {
+                    Rule::Max
+                }
+            }
+            Action::ToggleMouse => {
+                self.mouse = !self.mouse;
+                return vec![Effect::SetMouse(self.mouse)];
+            }
+        }
+        Vec::new()
+    }
+
+    /// Index of the grid length closest to `target` on a log scale.
+    fn nearest(&self, target: f64) -> usize {
+        let t = target.max(1.0).ln();
+        self.grid
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                ((*a.1 as f64).ln() - t)
+                    .abs()
+                    .total_cmp(&((*b.1 as f64).ln() - t).abs())
+            })
+            .map_or(0, |(i, _)| i)
+    }
+
+    fn move_cursor(&mut self, to: i64) -> Vec<Effect> {
+        let i = to.clamp(0, self.grid.len() as i64 - 1) as usize;
+        if i == self.cursor {
+            return Vec::new();
+        }
+        self.cursor = i;
+        self.query = self.query.min(self.attention_len() - 1);
+        self.clamp_view();
+        vec![self.attention_job()]
+    }
+
+    /// The visible key range of the heatmap: (first, count).
+    pub fn view(&self) -> (usize, usize) {
+        let n = self.attention_len();
+        let count = n.div_ceil(self.zoom).max(1);
+        (self.pan.min(n - count), count)
+    }
+
+    fn clamp_view(&mut self) {
+        let (first, _) = self.view();
+        self.pan = first;
+    }
+
+    fn follow_query(&mut self) {
+        let (first, count) = self.view();
+        if self.zoom > 1 && (self.query < first || self.query >= first + count) {
+            self.pan = self.query.saturating_sub(count / 2);
+            self.clamp_view();
+        }
+    }
+
+    /// Applies a worker message; stale generations are dropped.
+    pub fn on_worker(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Window {
+                generation,
+                curve,
+                start,
+                nll,
+                total,
+                ..
+            } => {
+                if curve == 0 && generation != self.sweep_gen {
+                    return;
+                }
+                if let Some(c) = self.curves.get_mut(curve) {
+                    c.total = total;
+                    let stream = c.stream.clone();
+                    c.acc.add(&stream, start, &nll);
+                }
+            }
+            WorkerMsg::SweepDone {
+                generation,
+                curve,
+                secs,
+            } => {
+                if curve == 0 && generation != self.sweep_gen {
+                    return;
+                }
+                if let Some(c) = self.curves.get_mut(curve) {
+                    c.done = true;
+                    c.secs = Some(secs);
+                }
+            }
+            WorkerMsg::Attention { generation, map } => {
+                if generation == self.attn_gen {
+                    self.query = self.query.min(map.len.saturating_sub(1));
+                    self.attention = Some(map);
+                }
+            }
+            WorkerMsg::Error { msg, .. } => self.error = Some(msg),
+        }
+    }
+
+    /// The result of [`Effect::LoadSlopes`].
+    pub fn slopes_loaded(&mut self, result: Result<Vec<f64>, String>) -> Vec<Effect> {
+        match result {
+            Ok(s) if s.len() == self.info.n_heads => {
+                let name = self
+                    .slopes_file
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                self.set_slopes(s, format!("file {name}"))
+            }
+            Ok(s) => {
+                self.error = Some(format!(
+                    "{} has {} slopes; the model has {} heads",
+                    self.slopes_file.display(),
+                    s.len(),
+                    self.info.n_heads
+                ));
+                Vec::new()
+            }
+            Err(e) => {
+                self.error = Some(e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Progress of the main sweep: (windows done, total).
+    pub fn progress(&self) -> (usize, usize) {
+        (self.curves[0].acc.windows(), self.curves[0].total)
+    }
+
+    /// The most attended keys for the query row: (key index, probability), best first.
+    pub fn top_attended(&self, k: usize) -> Vec<(usize, f32)> {
+        let Some(map) = &self.attention else {
+            return Vec::new();
+        };
+        let q = self.query.min(map.len.saturating_sub(1));
+        let row = &map.probs[q * map.len..q * map.len + map.len];
+        let mut idx: Vec<(usize, f32)> = row.iter().copied().enumerate().take(q + 1).collect();
+        idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+        idx.truncate(k);
+        idx
+    }
+
+    /// Reach of each current slope (for the editor).
+    pub fn reaches(&self) -> Vec<f64> {
+        self.slopes.iter().map(|&m| alibi::reach(m)).collect()
+    }
+}
+
+/// The chart's x range in log2(length): whole octaves around the grid.
+pub fn chart_x_bounds(grid: &[usize]) -> (f64, f64) {
+    let lo = (grid.first().copied().unwrap_or(1) as f64).log2().floor();
+    let hi = (grid.last().copied().unwrap_or(2) as f64)
+        .log2()
+        .ceil()
+        .max(lo + 1.0);
+    (lo, hi)
+}

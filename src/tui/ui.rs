@@ -1,0 +1,120 @@
+//! The view: `impl Widget for &App` lays out the panels and draws them with the widgets in `ui/`.
+
+mod bias;
+mod chart;
+mod heatmap;
+mod help;
+mod slopes;
+mod status;
+
+pub use chart::plot_area;
+
+use super::app::App;
+use super::keymap::Focus;
+use super::palette;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::Line;
+use ratatui::widgets::{Block, BorderType, Paragraph, Widget, Wrap};
+
+/// The smallest terminal the layout works in.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+
+/// Where each panel goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Areas {
+    /// Perplexity chart.
+    pub chart: Rect,
+    /// Slope editor.
+    pub slopes: Rect,
+    /// Bias matrices.
+    pub bias: Rect,
+    /// Attention heatmap.
+    pub attention: Rect,
+    /// Status bar.
+    pub status: Rect,
+}
+
+/// The layout for a terminal area (None when it is too small).
+pub fn layout(area: Rect) -> Option<Areas> {
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        return None;
+    }
+    let [main, status] = Layout::vertical([Constraint::Min(10), Constraint::Length(2)]).areas(area);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(52), Constraint::Percentage(48)]).areas(main);
+    let [chart, slopes] =
+        Layout::horizontal([Constraint::Percentage(66), Constraint::Percentage(34)]).areas(top);
+    let [bias, attention] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(bottom);
+    Some(Areas {
+        chart,
+        slopes,
+        bias,
+        attention,
+        status,
+    })
+}
+
+/// A bordered panel block, highlighted when focused.
+pub fn panel<'a>(title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
+    let block = Block::bordered().title(title.into());
+    if focused {
+        block
+            .border_type(BorderType::Thick)
+            .border_style(Style::new().fg(palette::FOCUS))
+    } else {
+        block.border_style(Style::new().dark_gray())
+    }
+}
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let Some(areas) = layout(area) else {
+            let msg = format!(
+                "terminal too small: {}x{} (alibi-explorer needs at least {}x{}). Enlarge the window, or press q to quit.",
+                area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+            );
+            Paragraph::new(msg)
+                .wrap(Wrap { trim: true })
+                .render(area, buf);
+            return;
+        };
+        chart::render(self, areas.chart, buf, self.focus == Focus::Chart);
+        slopes::render(self, areas.slopes, buf, self.focus == Focus::Slopes);
+        bias::render(self, areas.bias, buf, self.focus == Focus::Bias);
+        heatmap::render(self, areas.attention, buf, self.focus == Focus::Attention);
+        status::render(self, areas.status, buf);
+        if self.help {
+            help::render(area, buf);
+        }
+    }
+}
+
+/// Formats a reach in tokens (`inf` for zero slopes).
+pub fn fmt_reach(r: f64) -> String {
+    if !r.is_finite() {
+        "inf".to_string()
+    } else if r >= 10_000.0 {
+        format!("{:.0}k", r / 1000.0)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// A short printable form of a token (whitespace made visible, cut to `max` chars).
+pub fn token_label(s: &str, max: usize) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| match c {
+            '\n' => '↵',
+            '\t' => '→',
+            ' ' => '·',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .take(max)
+        .collect();
+    t
+}

@@ -1,0 +1,237 @@
+//! Perplexity vs input length: log-scale length axis, training length marked, the extrapolation
+//! region shaded, the cursor, and one curve per slope setting / compare model, with a legend.
+
+use super::super::app::{App, chart_x_bounds};
+use super::super::palette;
+use super::panel;
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+use ratatui::widgets::canvas::{Canvas, Line as CLine};
+
+/// Width of the y-axis label column.
+const Y_LABELS: u16 = 7;
+
+/// The plot area inside the chart panel (where the canvas draws), for mouse mapping.
+pub fn plot_area(panel: Rect) -> Rect {
+    let inner = Rect::new(
+        panel.x + 1,
+        panel.y + 1,
+        panel.width.saturating_sub(2),
+        panel.height.saturating_sub(2),
+    );
+    Rect::new(
+        inner.x + Y_LABELS,
+        inner.y + 1,
+        inner.width.saturating_sub(Y_LABELS),
+        inner.height.saturating_sub(2),
+    )
+}
+
+struct Drawn {
+    label: String,
+    color: Color,
+    pts: Vec<(f64, f64)>,
+}
+
+pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
+    let title = format!(
+        " Perplexity vs input length · train_len {} · sweep to {} ",
+        app.info.train_len, app.lmax
+    );
+    let block = panel(title, focused);
+    block.render(area, buf);
+    let plot = plot_area(area);
+    if plot.width < 10 || plot.height < 4 {
+        return;
+    }
+    let mut curves = Vec::new();
+    if let Some(prev) = &app.previous
+        && let Some(p) = prev.points(&app.grid)
+    {
+        curves.push(Drawn {
+            label: prev.label.clone(),
+            color: palette::PREVIOUS,
+            pts: to_xy(&app.grid, &p),
+        });
+    }
+    for (i, c) in app.curves.iter().enumerate().skip(1) {
+        if let Some(p) = c.points(&app.grid) {
+            curves.push(Drawn {
+                label: c.label.clone(),
+                color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
+                pts: to_xy(&app.grid, &p),
+            });
+        }
+    }
+    if let Some(p) = app.curves[0].points(&app.grid) {
+        curves.push(Drawn {
+            label: app.curves[0].label.clone(),
+            color: palette::CURRENT,
+            pts: to_xy(&app.grid, &p),
+        });
+    }
+    let (x0, x1) = chart_x_bounds(&app.grid);
+    let ys: Vec<f64> = curves
+        .iter()
+        .flat_map(|c| c.pts.iter().map(|p| p.1))
+        .filter(|y| y.is_finite())
+        .collect();
+    let inner = Rect::new(
+        area.x + 1,
+        area.y + 1,
+        area.width.saturating_sub(2),
+        area.height.saturating_sub(2),
+    );
+    legend(&curves, Rect::new(inner.x, inner.y, inner.width, 1), buf);
+    if ys.is_empty() {
+        let (done, total) = app.progress();
+        Line::from(format!("computing the sweep… window {done}/{total}"))
+            .dark_gray()
+            .render(
+                Rect::new(
+                    plot.x + 2,
+                    plot.y + plot.height / 2,
+                    plot.width.saturating_sub(2),
+                    1,
+                ),
+                buf,
+            );
+        x_labels(x0, x1, plot, buf);
+        return;
+    }
+    let mut y0 = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut y1 = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((y1 - y0) * 0.08).max(0.05);
+    y0 -= pad;
+    y1 += pad;
+    let tl = (app.info.train_len as f64).log2();
+    let cx = (app.length() as f64).log2();
+    Canvas::default()
+        .marker(Marker::Braille)
+        .x_bounds([x0, x1])
+        .y_bounds([y0, y1])
+        .paint(|ctx| {
+            ctx.draw(&CLine {
+                x1: tl,
+                y1: y0,
+                x2: tl,
+                y2: y1,
+                color: palette::TRAIN_LEN,
+            });
+            ctx.layer();
+            for c in &curves {
+                for w in c.pts.windows(2) {
+                    ctx.draw(&CLine {
+                        x1: w[0].0,
+                        y1: w[0].1,
+                        x2: w[1].0,
+                        y2: w[1].1,
+                        color: c.color,
+                    });
+                }
+                ctx.layer();
+            }
+            ctx.draw(&CLine {
+                x1: cx,
+                y1: y0,
+                x2: cx,
+                y2: y1,
+                color: palette::CURSOR,
+            });
+        })
+        .render(plot, buf);
+    // Shade the extrapolation region and label it.
+    let col_of = |x: f64| {
+        plot.x + (((x - x0) / (x1 - x0)) * f64::from(plot.width.saturating_sub(1))).round() as u16
+    };
+    let tcol = col_of(tl).min(plot.right().saturating_sub(1));
+    let shade = palette::rgb(28, 30, 44, app.truecolor);
+    for y in plot.top()..plot.bottom() {
+        for x in (tcol + 1)..plot.right() {
+            if let Some(cell) = buf.cell_mut((x, y)) {
+                cell.set_bg(shade);
+            }
+        }
+    }
+    let label = " extrapolation → ";
+    if plot.right() > tcol + 2 + label.len() as u16 {
+        buf.set_string(
+            tcol + 1,
+            plot.y,
+            label,
+            Style::new().fg(Color::Gray).bg(shade),
+        );
+    }
+    if tcol > plot.x + 12 {
+        buf.set_string(
+            tcol.saturating_sub(11),
+            plot.y,
+            "trained ← ",
+            Style::new().fg(Color::Gray),
+        );
+    }
+    // y labels: perplexity at five levels (log scale).
+    for k in 0..5 {
+        let t = f64::from(k) / 4.0;
+        let y = y0 + t * (y1 - y0);
+        let row = plot.bottom().saturating_sub(1)
+            - ((t * f64::from(plot.height.saturating_sub(1))).round() as u16);
+        buf.set_string(
+            inner.x,
+            row,
+            format!("{:>6}", fmt_ppl(y.exp())),
+            Style::new().dark_gray(),
+        );
+    }
+    x_labels(x0, x1, plot, buf);
+}
+
+fn fmt_ppl(p: f64) -> String {
+    if p >= 10_000.0 {
+        format!("{:.0}k", p / 1000.0)
+    } else if p >= 100.0 {
+        format!("{p:.0}")
+    } else {
+        format!("{p:.1}")
+    }
+}
+
+fn x_labels(x0: f64, x1: f64, plot: Rect, buf: &mut Buffer) {
+    let row = plot.bottom();
+    let mut k = x0;
+    while k <= x1 + 1e-9 {
+        let col = plot.x
+            + (((k - x0) / (x1 - x0)) * f64::from(plot.width.saturating_sub(1))).round() as u16;
+        let text = format!("{}", 2f64.powf(k).round() as u64);
+        let start = col
+            .saturating_sub(text.len() as u16 / 2)
+            .min(plot.right().saturating_sub(text.len() as u16));
+        buf.set_string(start, row, text, Style::new().dark_gray());
+        k += 1.0;
+    }
+}
+
+fn to_xy(grid: &[usize], points: &[crate::eval::Point]) -> Vec<(f64, f64)> {
+    grid.iter()
+        .zip(points)
+        .filter(|(_, p)| p.tokens > 0 && p.ppl.is_finite())
+        .map(|(&l, p)| ((l as f64).log2(), p.nll))
+        .collect()
+}
+
+fn legend(curves: &[Drawn], area: Rect, buf: &mut Buffer) {
+    let mut spans = Vec::new();
+    for c in curves.iter().rev() {
+        spans.push(Span::styled("━━ ", Style::new().fg(c.color)));
+        spans.push(Span::raw(format!("{}   ", c.label)));
+    }
+    spans.push(Span::styled("│ ", Style::new().fg(palette::TRAIN_LEN)));
+    spans.push(Span::raw("train_len  "));
+    spans.push(Span::styled("│ ", Style::new().fg(palette::CURSOR)));
+    spans.push(Span::raw("cursor"));
+    Line::from(spans).render(area, buf);
+}

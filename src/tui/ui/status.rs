@@ -1,0 +1,64 @@
+//! The status bar: model, device, dtype, training length, the cursor's length and perplexity with
+//! its standard error, worker progress, and the last error or message.
+
+use super::super::app::App;
+use super::super::palette;
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let len = app.length();
+    let ratio = len as f64 / app.info.train_len as f64;
+    let ppl = app.point_at_cursor().map_or_else(
+        || "ppl …".to_string(),
+        |p| format!("ppl {:.2} ± {:.2} ({} tok)", p.ppl, p.ppl_stderr, p.tokens),
+    );
+    let (done, total) = app.progress();
+    let work = if app.curves[0].done {
+        app.curves[0].secs.map_or("sweep done".to_string(), |s| {
+            format!("sweep done in {s:.1}s")
+        })
+    } else {
+        format!("sweep {done}/{total} windows")
+    };
+    let line1 = Line::from(vec![
+        Span::styled(
+            format!(" {} ", app.info.name),
+            Style::new().black().on_cyan(),
+        ),
+        Span::raw(format!(
+            " {} · {} · {} ({}) · {} · train_len {} │ ",
+            app.info.arch,
+            app.info.position,
+            app.info.device,
+            app.info.device_note,
+            app.info.dtype,
+            app.info.train_len
+        )),
+        Span::styled(
+            format!("length {len} ({ratio:.2}x train) "),
+            Style::new().fg(palette::CURSOR),
+        ),
+        Span::raw(format!("{ppl} │ {work}")),
+    ]);
+    line1.render(Rect::new(area.x, area.y, area.width, 1), buf);
+    let line2 = if let Some(e) = &app.error {
+        Line::from(Span::styled(
+            format!(" error: {e}"),
+            Style::new().fg(palette::ERROR),
+        ))
+    } else if !app.message.is_empty() {
+        Line::from(format!(" {}", app.message))
+    } else {
+        Line::from(format!(
+            " ? help · q quit · Tab panel · ←/→ length · mouse {} (m) · slopes: {}",
+            if app.mouse { "on" } else { "off" },
+            app.slopes_label
+        ))
+        .dark_gray()
+    };
+    line2.render(Rect::new(area.x, area.y + 1, area.width, 1), buf);
+}

@@ -1,0 +1,340 @@
+//! TUI tests without a terminal: App updates driven by actions and worker messages, whole screens
+//! rendered into a `TestBackend`, colours checked on the buffer, and the real worker end to end.
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::eval::Stream;
+use alibi_explorer::model::Position;
+use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
+use alibi_explorer::tui::keymap::{Action, Focus};
+use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+
+fn info(position: Position) -> ModelInfo {
+    ModelInfo {
+        name: "tiny".into(),
+        arch: "alibi-explorer".into(),
+        position,
+        train_len: 16,
+        n_layers: 2,
+        n_heads: 4,
+        device: "cpu".into(),
+        device_note: "test".into(),
+        dtype: "f32".into(),
+        slopes: (position == Position::Alibi).then(|| alibi_explorer::alibi::paper_slopes(4)),
+    }
+}
+
+fn stream(n: usize) -> Stream {
+    Stream {
+        ids: (0..n as u32).map(|i| i % 50).collect(),
+        bytes: None,
+    }
+}
+
+fn app(position: Position) -> App {
+    let s = stream(600);
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    App::new(
+        info(position),
+        vec!["base (sinusoidal)".into()],
+        vec![s.clone(), s],
+        text,
+        256,
+        "slopes.json".into(),
+    )
+}
+
+fn screen(app: &App, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| f.render_widget(app, f.area())).unwrap();
+    let buf = term.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    (s, buf)
+}
+
+fn feed_sweep(app: &mut App, curve: usize, generation: u64, scale: f32) {
+    let total = 600 / 256;
+    for w in 0..total {
+        let nll: Vec<f32> = (0..256)
+            .map(|p| scale * (3.0 + 2.0 / (1.0 + p as f32 / 8.0)))
+            .collect();
+        app.on_worker(WorkerMsg::Window {
+            generation,
+            curve,
+            start: w * 256,
+            nll,
+            done: w + 1,
+            total,
+        });
+    }
+    app.on_worker(WorkerMsg::SweepDone {
+        generation,
+        curve,
+        secs: 0.5,
+    });
+}
+
+#[test]
+fn grid_includes_train_len_and_lmax() {
+    let g = length_grid(2048, 128);
+    assert_eq!(g[0], 8);
+    assert_eq!(*g.last().unwrap(), 2048);
+    assert!(g.contains(&128));
+    assert!(g.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(length_grid(5, 128), vec![5]);
+}
+
+#[test]
+fn start_requests_every_sweep_and_attention() {
+    let mut a = app(Position::Alibi);
+    let fx = a.start();
+    let sweeps = fx
+        .iter()
+        .filter(|f| matches!(f, Effect::Job(Job::Sweep { .. })))
+        .count();
+    assert_eq!(sweeps, 2);
+    assert!(
+        fx.iter()
+            .any(|f| matches!(f, Effect::Job(Job::Attention { len: 16, .. }))),
+        "{fx:?}"
+    );
+    assert_eq!(a.length(), 16, "cursor starts at the training length");
+}
+
+#[test]
+fn cursor_moves_fine_and_coarse_and_requests_attention() {
+    let mut a = app(Position::Alibi);
+    let l0 = a.length();
+    let fx = a.update(Action::MoveLength(16));
+    assert_eq!(a.length(), 2 * l0, "an octave up");
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Job(Job::Attention { len: 32, .. })]
+    ));
+    a.update(Action::MoveLength(-1));
+    assert!(a.length() < 32 && a.length() > 16);
+    a.update(Action::LengthEnd(true));
+    assert_eq!(a.length(), 256);
+    assert!(
+        a.update(Action::MoveLength(1)).is_empty(),
+        "no job when the cursor cannot move"
+    );
+    a.update(Action::LengthTrain);
+    assert_eq!(a.length(), 16);
+}
+
+#[test]
+fn slope_edits_restart_the_sweep_and_keep_the_previous_curve() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    let before = a.point_at_cursor().unwrap();
+    let fx = a.update(Action::NextPreset);
+    assert_eq!(a.slopes_label, "preset geometric");
+    assert!(fx.iter().any(|f| matches!(
+        f,
+        Effect::Job(Job::Sweep {
+            generation: 1,
+            curve: 0,
+            ..
+        })
+    )));
+    assert!(a.previous.is_some());
+    assert!(a.point_at_cursor().is_none(), "the current curve restarts");
+    // A stale window from generation 0 is dropped; generation 1 is kept.
+    a.on_worker(WorkerMsg::Window {
+        generation: 0,
+        curve: 0,
+        start: 0,
+        nll: vec![9.0; 256],
+        done: 1,
+        total: 2,
+    });
+    assert!(a.point_at_cursor().is_none());
+    feed_sweep(&mut a, 0, 1, 1.1);
+    let after = a.point_at_cursor().unwrap();
+    assert!(after.nll > before.nll);
+    // Per-head edits and scale.
+    a.update(Action::Head(1));
+    a.update(Action::ScaleHead(2.0));
+    assert!((a.slopes[1] - 2.0 * alibi_explorer::alibi::paper_slopes(4)[1]).abs() < 1e-12);
+    assert_eq!(a.slopes_label, "custom");
+    a.update(Action::ScaleAll(0.5));
+    assert!((a.slopes[0] - 0.5 * 0.25).abs() < 1e-12);
+    a.update(Action::ResetSlopes);
+    assert_eq!(a.slopes, alibi_explorer::alibi::paper_slopes(4));
+    // A/B swap returns to the edited slopes.
+    a.update(Action::SwapAB);
+    assert!((a.slopes[0] - 0.125).abs() < 1e-12);
+    // Save and load go through effects.
+    assert!(
+        matches!(a.update(Action::SaveSlopes).as_slice(), [Effect::SaveSlopes(_, s)] if s.len() == 4)
+    );
+    let fx = a.slopes_loaded(Ok(vec![0.1; 4]));
+    assert!(!fx.is_empty());
+    assert_eq!(a.slopes, vec![0.1; 4]);
+    a.slopes_loaded(Ok(vec![0.1; 3]));
+    assert!(a.error.as_ref().unwrap().contains("3 slopes"));
+}
+
+#[test]
+fn non_alibi_models_refuse_slope_edits() {
+    let mut a = app(Position::Sinusoidal);
+    assert!(a.update(Action::NextPreset).is_empty());
+    assert!(a.error.as_ref().unwrap().contains("sinusoidal"));
+    let (s, _) = screen(&a, 160, 48);
+    assert!(s.contains("no ALiBi slopes"), "{s}");
+}
+
+#[test]
+fn attention_messages_of_old_generations_are_dropped() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    a.update(Action::Layer(1));
+    let old = AttentionMap {
+        len: 16,
+        layer: 0,
+        head: 0,
+        probs: vec![0.0; 256],
+    };
+    a.on_worker(WorkerMsg::Attention {
+        generation: 1,
+        map: old,
+    });
+    assert!(a.attention.is_none());
+    let generation = a.attn_gen;
+    let mut probs = vec![0.0f32; 256];
+    for q in 0..16 {
+        for k in 0..=q {
+            probs[q * 16 + k] = 1.0 / (q + 1) as f32;
+        }
+    }
+    a.on_worker(WorkerMsg::Attention {
+        generation,
+        map: AttentionMap {
+            len: 16,
+            layer: 1,
+            head: 0,
+            probs,
+        },
+    });
+    assert!(a.attention.is_some());
+    a.update(Action::Focus(false));
+    assert_eq!(a.focus, Focus::Attention);
+    a.update(Action::Query(100));
+    assert_eq!(a.query, 15);
+    let top = a.top_attended(3);
+    assert_eq!(top.len(), 3);
+    assert!((top[0].1 - 1.0 / 16.0).abs() < 1e-6);
+    a.update(Action::Zoom(true));
+    assert_eq!(a.view(), (8, 8), "zoom follows the query");
+}
+
+#[test]
+fn whole_screen_shows_every_panel_and_the_numbers() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    feed_sweep(&mut a, 1, 0, 1.3);
+    let generation = a.attn_gen;
+    let probs: Vec<f32> = (0..256)
+        .map(|i| {
+            if i % 16 <= i / 16 {
+                1.0 / (i / 16 + 1) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    a.on_worker(WorkerMsg::Attention {
+        generation,
+        map: AttentionMap {
+            len: 16,
+            layer: 0,
+            head: 0,
+            probs,
+        },
+    });
+    let (s, buf) = screen(&a, 200, 60);
+    for needle in [
+        "Perplexity vs input length",
+        "extrapolation →",
+        "Slopes · model",
+        "ALiBi bias per head · length 16",
+        "Attention · layer 0 head 0 · length 16",
+        "length 16 (1.00x train)",
+        "sweep done",
+        "base (sinusoidal)",
+        "h0 m=0.250",
+        "reach",
+    ] {
+        assert!(s.contains(needle), "missing '{needle}' in:\n{s}");
+    }
+    let p = a.point_at_cursor().unwrap();
+    assert!(s.contains(&format!("ppl {:.2}", p.ppl)), "{s}");
+    // The heatmap uses half blocks with viridis colours (truecolor or 256-colour).
+    let mut heat_cells = 0;
+    for y in 0..60 {
+        for x in 100..200 {
+            let c = &buf[(x, y)];
+            if c.symbol() == "▀" && matches!(c.fg, Color::Rgb(..) | Color::Indexed(..)) {
+                heat_cells += 1;
+            }
+        }
+    }
+    assert!(heat_cells > 50, "{heat_cells}");
+    // Moving the cursor changes the status line's length and perplexity.
+    a.update(Action::MoveLength(16));
+    let (s2, _) = screen(&a, 200, 60);
+    assert!(s2.contains("length 32 (2.00x train)"));
+    let p2 = a.point_at_cursor().unwrap();
+    assert!(s2.contains(&format!("ppl {:.2}", p2.ppl)));
+    assert_ne!(format!("{:.2}", p.ppl), format!("{:.2}", p2.ppl));
+}
+
+#[test]
+fn help_overlay_and_small_terminal() {
+    let mut a = app(Position::Alibi);
+    a.update(Action::ToggleHelp);
+    let (s, _) = screen(&a, 120, 40);
+    assert!(
+        s.contains("Keys") && s.contains("jump to the training length"),
+        "{s}"
+    );
+    let (s, _) = screen(&a, 60, 20);
+    assert!(s.contains("terminal too small: 60x20"), "{s}");
+}
+
+#[test]
+fn colours_fall_back_to_256() {
+    let mut a = app(Position::Alibi);
+    a.truecolor = false;
+    let (_, buf) = screen(&a, 160, 48);
+    let any_rgb = buf
+        .content()
+        .iter()
+        .any(|c| matches!(c.fg, Color::Rgb(..)) || matches!(c.bg, Color::Rgb(..)));
+    assert!(!any_rgb, "truecolor used although disabled");
+}
+
+#[test]
+fn mouse_click_on_the_chart_moves_the_cursor() {
+    let mut a = app(Position::Alibi);
+    // What the main loop sets from the layout: plot columns 10..110.
+    a.chart_columns = Some((10, 100));
+    a.update(Action::LengthAtColumn(109));
+    assert_eq!(a.length(), 256);
+    a.update(Action::LengthAtColumn(10));
+    assert_eq!(a.length(), 8);
+    a.update(Action::LengthAtColumn(200));
+    assert_eq!(a.length(), 8, "clicks outside the plot are ignored");
+}

@@ -1,0 +1,124 @@
+//! End to end: the real binary in tmux. The panels appear, the length cursor moves and the
+//! length and perplexity in the status bar change, and `q` quits with the terminal restored and
+//! exit code 0. Skipped (with a message) where tmux is not installed; CI installs it.
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::model::config::{Config, Position};
+use alibi_explorer::model::init::init_params;
+use alibi_explorer::model::load::save_checkpoint;
+use candle_core::{DType, Device};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tmux(socket: &str, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .arg("-L")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(socket: &str, what: impl Fn(&str) -> bool, secs: u64) -> String {
+    let start = Instant::now();
+    loop {
+        let screen = tmux(socket, &["capture-pane", "-t", "e2e", "-p"]);
+        if what(&screen) || start.elapsed() > Duration::from_secs(secs) {
+            return screen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status_field(screen: &str, key: &str) -> String {
+    // The status bar is the line with "x train)".
+    let line = screen
+        .lines()
+        .find(|l| l.contains("x train)"))
+        .unwrap_or_default();
+    let Some(i) = line.find(&format!("{key} ")) else {
+        return String::new();
+    };
+    line[i..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn tui_runs_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: tmux is not installed (the CI script installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let prose =
+        "The ferry left the harbour at nine, and the gulls followed it out past the breakwater. ";
+    std::fs::write(data.join("a.txt"), prose.repeat(40)).unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    alibi_explorer::train::tokenizer::train_tokenizer(&data, 320, &tok).unwrap();
+    let cfg = Config::ours(320, 32, 2, 4, 64, Position::Alibi, 16);
+    let params = init_params(&cfg, 3, &Device::Cpu).unwrap();
+    let model = dir.path().join("model");
+    save_checkpoint(&model, &cfg, &params, DType::F32, Some(&tok)).unwrap();
+    let text = data.join("a.txt");
+    let socket = format!("alibi-e2e-{}", std::process::id());
+    let cmd = format!(
+        "{} --model {} --text {} --device cpu; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_alibi-explorer"),
+        model.display(),
+        text.display()
+    );
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &cmd,
+        ],
+    );
+    let screen = wait_for(&socket, |s| s.contains("sweep done"), 60);
+    let cleanup = || {
+        tmux(&socket, &["kill-server"]);
+    };
+    for panel in [
+        "Perplexity vs input length",
+        "Slopes",
+        "ALiBi bias per head",
+        "Attention · layer 0 head 0",
+        "sweep done",
+    ] {
+        if !screen.contains(panel) {
+            cleanup();
+            panic!("missing '{panel}':\n{screen}");
+        }
+    }
+    let len0 = status_field(&screen, "length");
+    let ppl0 = status_field(&screen, "ppl");
+    assert_eq!(len0, "16");
+    tmux(&socket, &["send-keys", "-t", "e2e", "S-Right"]);
+    let screen = wait_for(&socket, |s| status_field(s, "length") != len0, 10);
+    let len1 = status_field(&screen, "length");
+    let ppl1 = status_field(&screen, "ppl");
+    assert_eq!(len1, "32", "{screen}");
+    assert_ne!(ppl0, ppl1, "perplexity did not change:\n{screen}");
+    tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
+    let screen = wait_for(&socket, |s| s.contains("EXIT="), 10);
+    cleanup();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        !screen.contains("Perplexity vs input length"),
+        "the alternate screen was not left:\n{screen}"
+    );
+}
