@@ -70,6 +70,8 @@ pub enum Command {
     Eval(Box<EvalArgs>),
     /// Draw several `eval --json` results into one perplexity-vs-length figure.
     Plot(PlotArgs),
+    /// Measure forward speed, sweep vs non-overlapping windows, long-input memory and TUI frame time.
+    Bench(BenchArgs),
     /// Tokenizer tools.
     Tokenizer(TokenizerArgs),
     /// Train a model of our own architecture.
@@ -119,6 +121,44 @@ pub struct EvalArgs {
     /// Windows per forward pass (default: as many as fit 4096 tokens).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Print the process's peak resident memory to stderr at the end (used by `bench`).
+    #[arg(long, hide = true)]
+    pub report_peak_rss: bool,
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text whose tokens are used (repeated as needed).
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Shortest forward length.
+    #[arg(long, default_value_t = 128)]
+    pub min_length: usize,
+    /// Longest forward length.
+    #[arg(long, default_value_t = 4096)]
+    pub max_length: usize,
+    /// Timed repeats per length (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Sweep comparison: shortest length.
+    #[arg(long, default_value_t = 64)]
+    pub sweep_min: usize,
+    /// Sweep comparison: longest length.
+    #[arg(long, default_value_t = 2048)]
+    pub sweep_max: usize,
+    /// Sweep comparison: windows of the longest length.
+    #[arg(long, default_value_t = 4)]
+    pub sweep_windows: usize,
+    /// Long-input memory check length (0 skips).
+    #[arg(long, default_value_t = 16384)]
+    pub long_length: usize,
+    /// Write the report (Markdown) here too.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of `plot`.
@@ -316,6 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(a)) => train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a),
+        Some(Command::Bench(a)) => crate::bench::run(&a),
         None => {
             let t = cli.tui;
             let settings = crate::tui::TuiSettings {

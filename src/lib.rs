@@ -9,9 +9,11 @@
 //! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots.
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
+//! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
+pub mod bench;
 pub mod cli;
 pub mod eval;
 pub mod model;

@@ -418,3 +418,45 @@ fn bad_eval_input_is_a_one_line_error_without_partial_files() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn bench_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, PROSE.repeat(10)).unwrap();
+    let out = dir.path().join("bench.md");
+    let o = run(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--min-length",
+        "16",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--sweep-min",
+        "8",
+        "--sweep-max",
+        "32",
+        "--long-length",
+        "256",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        "| 16 |",
+        "| 32 |",
+        "Sweep is",
+        "peak RSS",
+        "MiB",
+        "TUI frame",
+    ] {
+        assert!(report.contains(needle), "missing {needle}: {report}");
+    }
+}

@@ -204,6 +204,11 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         }];
         plot::draw(p, &title, info.train_len, &series).map_err(|e| eyre!(e))?;
     }
+    if a.report_peak_rss
+        && let Some(mib) = crate::bench::peak_rss_mib()
+    {
+        eprintln!("peak_rss_mib: {mib:.0}");
+    }
     Ok(())
 }
 

@@ -1,0 +1,274 @@
+//! `bench`: speed and memory measured in one run, written as a Markdown report. Ratios measured in
+//! the same run (sweep vs non-overlapping windows) are what to compare on shared machines.
+
+use crate::cli::BenchArgs;
+use crate::eval::{Control, Protocol, Stream, evaluate, window_losses};
+use crate::model::load;
+use crate::tui::app::{App, ModelInfo};
+use color_eyre::eyre::{Result, bail, eyre};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+/// Reads the process's peak resident set size in MiB (Linux `VmHWM`), if available.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn stream_of(ids: &[u32], len: usize) -> Stream {
+    // Repeat the text's tokens until `len + 1` are available.
+    let mut v = Vec::with_capacity(len + 1);
+    while v.len() < len + 1 {
+        v.extend_from_slice(ids);
+    }
+    v.truncate(len + 1);
+    Stream {
+        ids: v,
+        bytes: None,
+    }
+}
+
+/// Runs the benchmark and writes the report.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let loaded = crate::cli::load_model(&a.model)?;
+    let model = &loaded.model;
+    let text = crate::eval::command::read_eval_text(&a.text)?;
+    let tok = loaded
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| eyre!("the model has no tokenizer.json"))?;
+    let base = crate::eval::tokenize(tok, &text).map_err(|e| eyre!(e))?.ids;
+    if base.len() < 2 {
+        bail!("'{}' is too short", a.text.display());
+    }
+    let mut report = String::new();
+    let cfg = model.config();
+    writeln!(report, "# alibi-explorer benchmark\n")?;
+    writeln!(
+        report,
+        "Model `{}` ({}, {} layers, {} heads, d_model {}, vocab {}), {} on {}, {} threads. Text `{}`.\n",
+        loaded.name,
+        cfg.position,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_model,
+        cfg.vocab_size,
+        load::dtype_name(model.dtype()),
+        load::device_name(model.device()),
+        candle_core::utils::get_num_threads(),
+        a.text.display()
+    )?;
+    // 1. Forward throughput by length (one window, batch 1).
+    writeln!(
+        report,
+        "## Forward throughput (one window per forward pass)\n\n| length | seconds | tokens/s |\n|---:|---:|---:|"
+    )?;
+    let mut len = a.min_length;
+    while len <= a.max_length {
+        let s = stream_of(&base, len);
+        let ctl = Control {
+            batch: Some(1),
+            ..Default::default()
+        };
+        // Warm-up once, then time the median of `repeats`.
+        window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
+        let mut times = Vec::new();
+        for _ in 0..a.repeats {
+            let t = Instant::now();
+            window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        writeln!(report, "| {len} | {t:.3} | {:.0} |", len as f64 / t)?;
+        eprintln!("forward {len}: {:.0} tokens/s", len as f64 / t);
+        len *= 2;
+    }
+    // 2. Sweep vs non-overlapping windows for every length.
+    let lengths: Vec<usize> = std::iter::successors(Some(a.sweep_min), |l| Some(l * 2))
+        .take_while(|&l| l <= a.sweep_max)
+        .collect();
+    let s = stream_of(&base, (base.len() - 1).max(a.sweep_max * a.sweep_windows));
+    let t = Instant::now();
+    let non = evaluate(
+        model,
+        &s,
+        &lengths,
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )?;
+    let t_non = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let sweep = evaluate(
+        model,
+        &s,
+        &lengths,
+        Protocol::Sweep,
+        None,
+        &Control::default(),
+    )?;
+    let t_sweep = t.elapsed().as_secs_f64();
+    writeln!(
+        report,
+        "\n## One-pass sweep vs non-overlapping windows\n\nLengths {}..{} (doubling) over {} tokens.\n\n| protocol | seconds | tokens scored at the largest length |\n|---|---:|---:|\n| nonoverlap (every length separately) | {t_non:.2} | {} |\n| sweep (one pass at the largest length) | {t_sweep:.2} | {} |\n\n**Sweep is {:.1}x faster** and yields every length up to the largest, plus the loss by position.\n",
+        a.sweep_min,
+        a.sweep_max,
+        s.ids.len(),
+        non.points.last().map_or(0, |p| p.tokens),
+        sweep.points.last().map_or(0, |p| p.tokens),
+        t_non / t_sweep.max(1e-9)
+    )?;
+    eprintln!("sweep {t_sweep:.2}s vs nonoverlap {t_non:.2}s");
+    // 3. Peak memory of a long input, in a fresh process so earlier work does not count.
+    if a.long_length > 0 {
+        let ids_file = std::env::temp_dir().join(format!("alibi-bench-{}.txt", std::process::id()));
+        let long = stream_of(&base, a.long_length);
+        std::fs::write(
+            &ids_file,
+            long.ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        )?;
+        let exe = std::env::current_exe()?;
+        let t = Instant::now();
+        let out = std::process::Command::new(exe)
+            .args(["eval", "--model"])
+            .arg(&a.model.model)
+            .args([
+                "--device",
+                "cpu",
+                "--dtype",
+                load::dtype_name(model.dtype()),
+                "--token-ids",
+            ])
+            .arg(&ids_file)
+            .args(["--lengths", &a.long_length.to_string(), "--report-peak-rss"])
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&ids_file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let rss = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak_rss_mib: "))
+            .map(str::to_string);
+        if !out.status.success() {
+            bail!("the long-input run failed: {}", stderr.trim());
+        }
+        writeln!(
+            report,
+            "## Long input\n\nOne window of {} tokens (`eval --lengths {}` in a fresh process): {secs:.1} s, **peak RSS {} MiB** (attention is computed in query blocks, so memory grows linearly with length).\n",
+            a.long_length,
+            a.long_length,
+            rss.unwrap_or_else(|| "unknown".to_string())
+        )?;
+    }
+    // 4. TUI frame draw time.
+    let info = ModelInfo {
+        name: loaded.name.clone(),
+        arch: cfg.arch.name().to_string(),
+        position: cfg.position,
+        train_len: cfg.train_len,
+        n_layers: cfg.n_layers,
+        n_heads: cfg.n_heads,
+        device: load::device_name(model.device()),
+        device_note: String::new(),
+        dtype: load::dtype_name(model.dtype()).to_string(),
+        slopes: Some(cfg.default_slopes()),
+    };
+    let frame_ms = frame_time(info, &base, &sweep, a.sweep_max)?;
+    writeln!(
+        report,
+        "## TUI frame\n\nDrawing one full frame at 200x60 (all panels, attention map of {} tokens, {} curves): **{frame_ms:.2} ms** (median of 50).\n",
+        a.sweep_max.min(crate::tui::app::MAX_ATTENTION_LEN),
+        2
+    )?;
+    if let Some(p) = &a.out {
+        write_report(p, &report)?;
+        eprintln!("wrote {}", p.display());
+    }
+    print!("{report}");
+    Ok(())
+}
+
+fn frame_time(
+    info: ModelInfo,
+    ids: &[u32],
+    sweep: &crate::eval::Evaluation,
+    lmax: usize,
+) -> Result<f64> {
+    use ratatui::{Terminal, backend::TestBackend};
+    let s = stream_of(ids, lmax * 2);
+    let text = vec!["tok".to_string(); s.ids.len()];
+    let mut app = App::new(
+        info,
+        vec!["compare".to_string()],
+        vec![s.clone(), s],
+        text,
+        lmax,
+        "slopes.json".into(),
+    );
+    for curve in 0..2 {
+        for w in 0..2 {
+            let nll: Vec<f32> = sweep
+                .position_nll
+                .iter()
+                .map(|&x| x as f32)
+                .chain(std::iter::repeat(4.0))
+                .take(lmax)
+                .collect();
+            app.on_worker(crate::tui::worker::WorkerMsg::Window {
+                generation: 0,
+                curve,
+                start: w * lmax,
+                nll,
+                done: w + 1,
+                total: 2,
+            });
+        }
+    }
+    app.update(crate::tui::keymap::Action::LengthEnd(true));
+    let n = app.attention_len();
+    let probs: Vec<f32> = (0..n * n)
+        .map(|i| {
+            if i % n <= i / n {
+                1.0 / (i / n + 1) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let generation = app.attn_gen;
+    app.on_worker(crate::tui::worker::WorkerMsg::Attention {
+        generation,
+        map: crate::tui::worker::AttentionMap {
+            len: n,
+            layer: 0,
+            head: 0,
+            probs,
+        },
+    });
+    let mut term = Terminal::new(TestBackend::new(200, 60))?;
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        term.draw(|f| f.render_widget(&app, f.area()))?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn write_report(path: &Path, report: &str) -> Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, report).map_err(|e| eyre!("cannot write '{}': {e}", path.display()))
+}
