@@ -286,7 +286,7 @@ pub struct TrainArgs {
 /// Which model to load and where.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// A checkpoint folder (config.json, model.safetensors, tokenizer.json).
+    /// A checkpoint folder (config.json, model.safetensors, tokenizer.json) or a Hugging Face repo id in the local cache.
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
     /// auto | cpu | cuda[:N] | metal. auto picks a GPU when built with one and present.
