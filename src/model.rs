@@ -1,8 +1,11 @@
 //! The model engine: one normalised config, the transformer, position schemes, loading.
 
+pub mod bloom;
 pub mod config;
+pub mod hub;
 pub mod init;
 pub mod load;
+pub mod mpt;
 pub mod ops;
 pub mod position;
 pub mod transformer;
