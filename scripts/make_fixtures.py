@@ -9,6 +9,7 @@ Modes
   python scripts/make_fixtures.py --shape bloom-560m --out DIR
       Writes a randomly initialised model with bloom-560m's exact architecture
       (config.json + model.safetensors, ~2.2 GB float32, no expected.json) for benchmarks.
+      --shape bloom-tiny writes a few-MB model of the same family to smoke-test the benchmark.
 
   python scripts/make_fixtures.py --bench-transformers DIR --lengths 512,2048
       Loads DIR with transformers and prints one JSON line per length with forward
@@ -83,6 +84,13 @@ BLOOM_560M = dict(
     pad_token_id=3,
     tie_word_embeddings=True,
 )
+
+# Random-model shapes for --shape: bloom-560m for the benchmark, bloom-tiny to smoke-test the
+# benchmark pipeline in seconds (same code path, a few MB).
+SHAPES = {
+    "bloom-560m": BLOOM_560M,
+    "bloom-tiny": dict(BLOOM_560M, vocab_size=1024, hidden_size=64, n_layer=2, n_head=4),
+}
 
 
 def _imports():
@@ -226,9 +234,9 @@ def _keep_only_model_files(folder):
 
 def make_shape(shape, out_dir):
     torch, transformers = _imports()
-    if shape != "bloom-560m":
-        raise SystemExit(f"unknown --shape {shape!r} (known: bloom-560m)")
-    config = transformers.BloomConfig(**BLOOM_560M)
+    if shape not in SHAPES:
+        raise SystemExit(f"unknown --shape {shape!r} (known: {', '.join(SHAPES)})")
+    config = transformers.BloomConfig(**SHAPES[shape])
     config.architectures = ["BloomForCausalLM"]
     torch.manual_seed(560)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
@@ -285,7 +293,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="output folder (default tests/fixtures for fixture mode)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated fixture cases")
-    ap.add_argument("--shape", default=None, help="write a random model of this shape (bloom-560m) into --out")
+    ap.add_argument("--shape", default=None, help="write a random model of this shape (bloom-560m, bloom-tiny) into --out")
     ap.add_argument("--bench-transformers", metavar="DIR", default=None, help="benchmark transformers on DIR")
     ap.add_argument("--lengths", default="512,2048", help="comma-separated sequence lengths for the benchmark")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the benchmark")

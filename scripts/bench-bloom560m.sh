@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Forward speed and peak memory of alibi-explorer next to Hugging Face transformers, in one run on
+# one machine, for a randomly initialised model with bigscience/bloom-560m's exact shape
+# (vocab 250880, hidden 1024, 24 layers, 16 heads), f32, CPU. Writes a Markdown table.
+#
+# Usage: scripts/bench-bloom560m.sh [--shape bloom-560m|bloom-tiny] [--lengths 512,2048]
+#                                   [--threads 2] [--repeats 1] [--out bench/bloom-560m.md]
+# Environment: PY  python with torch + transformers (default /tmp/fxenv/bin/python; see
+#                  scripts/FIXTURES.md), BIN  our binary (default target/release/alibi-explorer),
+#              KEEP=1  keep the generated model folder (printed at the end).
+#
+# How it measures (every run is a fresh process, so each peak RSS belongs to one length):
+# - ours: `/usr/bin/time` around `eval --lengths L --protocol nonoverlap --batch 1` on exactly L+1
+#   random token ids (one window: one forward of L tokens plus the loss over the full vocabulary),
+#   minus the wall time of `inspect` on the same folder (loading alone); the best of --repeats.
+# - transformers: `make_fixtures.py --bench-transformers` (eager attention, use_cache=False,
+#   logits for every position, torch.set_num_threads(--threads)), one process per length.
+# The model folder (~2.2 GB) is written to a temporary folder and deleted afterwards; never commit it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shape=bloom-560m
+lengths=512,2048
+threads=2
+repeats=1
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --shape) shape=$2; shift 2 ;;
+    --lengths) lengths=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+out=${out:-bench/$shape.md}
+PY=${PY:-/tmp/fxenv/bin/python}
+BIN=${BIN:-target/release/alibi-explorer}
+for tool in "$PY" "$BIN" /usr/bin/time; do
+  [ -x "$tool" ] || { echo "'$tool' is not an executable (see the header of $0)" >&2; exit 2; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-$shape.XXXXXX")
+if [ "${KEEP:-0}" != 1 ]; then trap 'rm -rf "$work"' EXIT; fi
+model="$work/model"
+results="$work/results.jsonl"
+: > "$results"
+
+echo "writing a random $shape model to $model" >&2
+"$PY" scripts/make_fixtures.py --shape "$shape" --out "$model" >&2
+vocab=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$model/config.json")
+
+# Wall seconds and peak RSS (KiB) of one command, as "seconds kib".
+timed() {
+  local t="$work/time.txt"
+  RAYON_NUM_THREADS=$threads /usr/bin/time -f '%e %M' -o "$t" "$@" > "$work/last.out" 2> "$work/last.err" \
+    || { echo "failed: $*" >&2; cat "$work/last.err" >&2; exit 1; }
+  cat "$t"
+}
+
+best_load=""
+for _ in $(seq "$repeats"); do
+  read -r s _kib < <(timed "$BIN" inspect --model "$model" --device cpu)
+  best_load=$(python3 -c 'import sys; a=[float(x) for x in sys.argv[1:] if x]; print(min(a))' "$s" "$best_load")
+done
+echo "ours: load ${best_load}s" >&2
+
+IFS=, read -ra lens <<< "$lengths"
+for L in "${lens[@]}"; do
+  ids="$work/ids-$L.txt"
+  python3 -c 'import random,sys; r=random.Random(0); print(" ".join(str(r.randrange(int(sys.argv[1]))) for _ in range(int(sys.argv[2])+1)))' "$vocab" "$L" > "$ids"
+  best=""; peak=0
+  for _ in $(seq "$repeats"); do
+    read -r s kib < <(timed "$BIN" eval --model "$model" --token-ids "$ids" --lengths "$L" \
+      --protocol nonoverlap --batch 1 --device cpu)
+    best=$(python3 -c 'import sys; a=[float(x) for x in sys.argv[1:] if x]; print(min(a))' "$s" "$best")
+    peak=$(( kib > peak ? kib : peak ))
+  done
+  python3 -c 'import json,sys; L,wall,load,kib=int(sys.argv[1]),float(sys.argv[2]),float(sys.argv[3]),int(sys.argv[4]); f=max(wall-load,1e-3); print(json.dumps({"impl":"alibi-explorer","length":L,"forward_s":round(f,3),"tokens_per_s":L/f,"peak_rss_mib":round(kib/1024,1),"wall_s":wall,"load_s":load}))' \
+    "$L" "$best" "$best_load" "$peak" | tee -a "$results" >&2
+  RAYON_NUM_THREADS=$threads "$PY" scripts/make_fixtures.py --bench-transformers "$model" --lengths "$L" \
+    --threads "$threads" --repeats "$repeats" | tee -a "$results" >&2
+done
+
+mkdir -p "$(dirname "$out")"
+python3 - "$results" "$out" "$shape" "$threads" "$repeats" "$BIN" <<'EOF'
+import json, platform, subprocess, sys, datetime
+results, out, shape, threads, repeats, binary = sys.argv[1:]
+rows = [json.loads(l) for l in open(results) if l.strip()]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+ncpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+load = next((r["load_s"] for r in rows if r["impl"] == "alibi-explorer"), None)
+tf = next((r for r in rows if r["impl"] == "transformers"), {})
+with open(out, "w") as f:
+    f.write(f"# Forward speed: alibi-explorer vs transformers ({shape}, random weights, f32, CPU)\n\n")
+    f.write(f"Measured {datetime.date.today()} on {cpu} ({ncpu} CPUs), {threads} threads each, "
+            f"best of {repeats}. transformers {tf.get('transformers_version', '?')}, torch {tf.get('torch_version', '?')}; "
+            f"ours: `{binary}`. Written by `scripts/bench-bloom560m.sh`.\n\n")
+    f.write("| implementation | length (tokens) | forward (s) | tokens/s | peak RSS (MiB) |\n")
+    f.write("| --- | ---: | ---: | ---: | ---: |\n")
+    for r in sorted(rows, key=lambda r: (r["length"], r["impl"] != "alibi-explorer")):
+        f.write(f"| {r['impl']} | {r['length']} | {r['forward_s']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} |\n")
+    f.write("\nForward time includes the output projection and loss over the whole vocabulary for every "
+            "position in both. Ours: `eval` wall time minus `inspect` wall time "
+            f"(loading alone: {load} s). transformers: the timed `model(ids)` call after a warm-up. "
+            "Peak RSS is each process's maximum, weights included. Other load on the machine slows "
+            "both; compare numbers from the same run.\n")
+print(f"wrote {out}", file=sys.stderr)
+EOF
+if [ "${KEEP:-0}" = 1 ]; then echo "kept $model" >&2; fi
