@@ -84,7 +84,7 @@ pub struct EvalArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Evaluate this UTF-8 text (tokenized with the model's tokenizer).
+    /// Evaluate this UTF-8 text file, or every .txt file of a folder (tokenized with the model's tokenizer).
     #[arg(
         long,
         conflicts_with = "token_ids",

@@ -249,6 +249,22 @@ fn eval_writes_every_output() {
             .unwrap()
             .starts_with(b"\x89PNG")
     );
+    // A folder of .txt files is read as one text.
+    let folder = dir.path().join("texts");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("a.txt"), PROSE.repeat(5)).unwrap();
+    std::fs::write(folder.join("b.txt"), PROSE.repeat(5)).unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        folder.to_str().unwrap(),
+        "--lengths",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&folder.display().to_string()));
     // Token ids work for models without a tokenizer, and a slope override is accepted.
     let ids = dir.path().join("ids.txt");
     std::fs::write(

@@ -54,9 +54,18 @@ pub fn read_token_ids(path: &Path, vocab: usize) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Reads a text file for evaluation: UTF-8, not empty.
+/// Reads the text to evaluate: a UTF-8 file, or every `.txt` file of a folder (in name order,
+/// separated by a blank line); it must not be empty or binary.
 pub fn read_eval_text(path: &Path) -> Result<String> {
-    let text = crate::train::corpus::read_text(path)?;
+    let text = if path.is_dir() {
+        let mut parts = Vec::new();
+        for f in crate::train::corpus::text_files(path)? {
+            parts.push(crate::train::corpus::read_text(&f)?);
+        }
+        parts.join("\n\n")
+    } else {
+        crate::train::corpus::read_text(path)?
+    };
     if text.trim().is_empty() {
         bail!(
             "'{}' is empty (hint: give a text with at least a few hundred words)",
