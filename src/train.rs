@@ -9,7 +9,7 @@ pub mod tokenizer;
 use crate::alibi::SlopeSpec;
 use crate::model::config::{Config, Position};
 use crate::model::init::{Rng, init_params};
-use crate::model::load::{self, CONFIG_FILE, TOKENIZER_FILE};
+use crate::model::load;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
@@ -250,12 +250,7 @@ fn validate(
     ))
 }
 
-fn save_training_checkpoint(
-    dir: &Path,
-    state: &State,
-    opt: &AdamW,
-    ck: &CheckpointState,
-) -> Result<()> {
+fn save_training_checkpoint(dir: &Path, opt: &AdamW, ck: &CheckpointState) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
@@ -265,7 +260,6 @@ fn save_training_checkpoint(
         tensors.insert(format!("m.{}", p.name), p.m.clone());
         tensors.insert(format!("v.{}", p.name), p.v.clone());
     }
-    let _ = state;
     candle_core::safetensors::save(&tensors, tmp.join("state.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(ck)?)?;
     let _ = std::fs::remove_dir_all(dir);
@@ -421,6 +415,14 @@ pub fn run_until(
         (Some(sl), false) => Some(slopes_tensor(sl, device)?),
         _ => None,
     };
+    // The model and the slopes share storage with the `Var`s, which the optimiser updates in
+    // place, so one model serves every step and every validation.
+    let model = state.model(&s.model, device)?;
+    let slopes = state
+        .slopes
+        .as_ref()
+        .map(|v| v.as_tensor().clone())
+        .or(fixed_slopes);
     let started = Instant::now();
     let base_elapsed = ck.elapsed_s;
     let mut window_tokens = 0usize;
@@ -430,7 +432,7 @@ pub fn run_until(
     while ck.step < s.steps {
         if stop.load(Ordering::SeqCst) {
             eprintln!("\ninterrupted: saving a checkpoint at step {}", ck.step);
-            save_training_checkpoint(&ck_dir, &state, &opt, &ck)?;
+            save_training_checkpoint(&ck_dir, &opt, &ck)?;
             bail!(
                 "training interrupted at step {} (resume with --resume)",
                 ck.step
@@ -446,14 +448,8 @@ pub fn run_until(
         }
         let x = Tensor::from_vec(inputs, (s.batch, l), device)?;
         let y = Tensor::from_vec(targets, (s.batch, l), device)?;
-        let model = state.model(&s.model, device)?;
-        let slopes = state
-            .slopes
-            .as_ref()
-            .map(|v| v.as_tensor().clone())
-            .or_else(|| fixed_slopes.clone());
         let opts = ForwardOptions {
-            slopes,
+            slopes: slopes.clone(),
             train: true,
             ..Default::default()
         };
@@ -484,12 +480,6 @@ pub fn run_until(
         let done = ck.step == s.steps;
         let mut valid_loss = None;
         if ck.step.is_multiple_of(s.valid_every) || done {
-            let model = state.model(&s.model, device)?;
-            let slopes = state
-                .slopes
-                .as_ref()
-                .map(|v| v.as_tensor().clone())
-                .or_else(|| fixed_slopes.clone());
             let v = validate(&model, &data.valid, l, slopes.as_ref())?;
             ck.last_valid_loss = Some(v);
             valid_loss = Some(v);
@@ -520,7 +510,7 @@ pub fn run_until(
         }
         let pause = stop_at.is_some_and(|n| ck.step >= n) && !done;
         if ck.step.is_multiple_of(s.checkpoint_every) || done || pause {
-            save_training_checkpoint(&ck_dir, &state, &opt, &ck)?;
+            save_training_checkpoint(&ck_dir, &opt, &ck)?;
         }
         if pause {
             eprintln!();
@@ -528,16 +518,10 @@ pub fn run_until(
         }
     }
     eprintln!();
-    finish(s, &state, &ck, &data, device)
+    finish(s, &state, &ck, &data)
 }
 
-fn finish(
-    s: &TrainSettings,
-    state: &State,
-    ck: &CheckpointState,
-    data: &Data,
-    device: &Device,
-) -> Result<()> {
+fn finish(s: &TrainSettings, state: &State, ck: &CheckpointState, data: &Data) -> Result<()> {
     let mut cfg = s.model.clone();
     if let Some(sl) = state.slope_values()? {
         cfg.slopes = Some(sl);
@@ -549,7 +533,6 @@ fn finish(
         .collect();
     let dtype = load::parse_dtype(&s.save_dtype).map_err(|e| eyre!(e))?;
     load::save_checkpoint(&s.out, &cfg, &params, dtype, Some(&s.tokenizer))?;
-    let _ = device;
     write_training_record(s, ck, data, &cfg)?;
     eprintln!(
         "saved {} ({}, {} steps, train loss {:.4}, valid loss {:.4})",
@@ -609,7 +592,6 @@ fn write_training_record(
         md.push_str(&format!("| {} | {} | {} |\n", f.file, f.bytes, f.tokens));
     }
     std::fs::write(s.out.join("TRAINING.md"), md)?;
-    let _ = (CONFIG_FILE, TOKENIZER_FILE);
     Ok(())
 }
 
