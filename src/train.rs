@@ -569,7 +569,7 @@ fn write_training_record(
         ck.last_valid_loss.unwrap_or(f64::NAN)
     ));
     md.push_str(&format!(
-        "Train loss is the mean over the last logged steps' batches; valid loss is the mean next-token NLL (nats) over up to {MAX_VALID_WINDOWS} non-overlapping {}-token windows of the validation data. The full curve is in `{LOSS_LOG}` of the training output folder.\n\n",
+        "Train loss is the loss of the final step's batch (the logged means are in the loss log); valid loss is the mean next-token NLL (nats) over up to {MAX_VALID_WINDOWS} non-overlapping {}-token windows of the validation data. The full curve is in `{LOSS_LOG}` of the training output folder.\n\n",
         cfg.train_len
     ));
     md.push_str(&format!(
