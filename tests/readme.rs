@@ -20,8 +20,19 @@ fn every_key_is_documented() {
 #[test]
 fn every_command_is_documented() {
     let r = readme();
-    for cmd in ["slopes", "inspect", "eval", "plot", "bench", "tokenizer train", "train"] {
-        assert!(r.contains(&format!("alibi-explorer {cmd} ")), "README lacks an example of `{cmd}`");
+    for cmd in [
+        "slopes",
+        "inspect",
+        "eval",
+        "plot",
+        "bench",
+        "tokenizer train",
+        "train",
+    ] {
+        assert!(
+            r.contains(&format!("alibi-explorer {cmd} ")),
+            "README lacks an example of `{cmd}`"
+        );
     }
     assert!(r.contains("cargo run --release") && r.contains("cargo test --release"));
 }
