@@ -86,7 +86,12 @@ fn draw_head(app: &App, head: usize, area: Rect, buf: &mut Buffer, large: bool) 
             app.info.train_len
         )
     } else {
-        format!("h{head} m={m:.3} r={}", fmt_reach(crate::alibi::reach(m)))
+        let full = format!("h{head} m={m:.3} r={}", fmt_reach(crate::alibi::reach(m)));
+        if full.chars().count() <= area.width as usize {
+            full
+        } else {
+            format!("h{head} r={}", fmt_reach(crate::alibi::reach(m)))
+        }
     };
     let style = if selected {
         Style::new().black().on_cyan()

@@ -5,7 +5,7 @@ use super::super::app::App;
 use super::super::palette;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::{Style, Stylize};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
@@ -29,22 +29,22 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
             format!(" {} ", app.info.name),
             Style::new().black().on_cyan(),
         ),
-        Span::raw(format!(
-            " {} · {} · {} ({}) · {} · train_len {} │ ",
-            app.info.arch,
-            app.info.position,
-            app.info.device,
-            app.info.device_note,
-            app.info.dtype,
-            app.info.train_len
-        )),
         Span::styled(
-            format!("length {len} ({ratio:.2}x train) "),
+            format!(" length {len} ({ratio:.2}x train) "),
             Style::new().fg(palette::CURSOR),
         ),
-        Span::raw(format!("{ppl} │ {work}")),
+        Span::raw(format!("│ {ppl} │ {work} │ slopes: {}", app.slopes_label)),
     ]);
     line1.render(Rect::new(area.x, area.y, area.width, 1), buf);
+    let facts = format!(
+        " {} · {} · {} ({}) · {} · train_len {} │ ",
+        app.info.arch,
+        app.info.position,
+        app.info.device,
+        app.info.device_note,
+        app.info.dtype,
+        app.info.train_len
+    );
     let line2 = if let Some(e) = &app.error {
         Line::from(Span::styled(
             format!(" error: {e}"),
@@ -53,12 +53,16 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     } else if !app.message.is_empty() {
         Line::from(format!(" {}", app.message))
     } else {
-        Line::from(format!(
-            " ? help · q quit · Tab panel · ←/→ length · mouse {} (m) · slopes: {}",
-            if app.mouse { "on" } else { "off" },
-            app.slopes_label
-        ))
-        .dark_gray()
+        Line::from(vec![
+            Span::raw(facts),
+            Span::styled(
+                format!(
+                    "? help · q quit · Tab panel · m mouse {}",
+                    if app.mouse { "on" } else { "off" }
+                ),
+                Style::new().dark_gray(),
+            ),
+        ])
     };
     line2.render(Rect::new(area.x, area.y + 1, area.width, 1), buf);
 }
