@@ -121,6 +121,9 @@ pub struct EvalArgs {
     /// Windows per forward pass (default: as many as fit 4096 tokens).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Use only the first N tokens of the input (quicker runs on long texts).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
     /// Print the process's peak resident memory to stderr at the end (used by `bench`).
     #[arg(long, hide = true)]
     pub report_peak_rss: bool,

@@ -125,6 +125,17 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         ),
         (None, None) => bail!("give --text FILE or --token-ids FILE"),
     };
+    let mut stream = stream;
+    match a.max_tokens {
+        Some(0) => bail!("--max-tokens must be at least 2"),
+        Some(n) if n < stream.ids.len() => {
+            stream.ids.truncate(n);
+            if let Some(b) = stream.bytes.as_mut() {
+                b.truncate(n);
+            }
+        }
+        _ => {}
+    }
     super::check_lengths(&stream, &lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let slopes = match &a.slopes {
         Some(spec) => {
