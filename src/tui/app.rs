@@ -212,6 +212,7 @@ impl App {
             .map(|(label, s)| Curve::new(label, lmax, s))
             .collect();
         let slopes = info.slopes.clone().unwrap_or_default();
+        let query = grid[cursor].min(MAX_ATTENTION_LEN) - 1;
         Self {
             token_text,
             grid,
@@ -230,7 +231,7 @@ impl App {
             attention: None,
             zoom: 1,
             pan: 0,
-            query: 0,
+            query,
             rule: Rule::Max,
             focus: Focus::Chart,
             help: false,
@@ -480,8 +481,14 @@ impl App {
         if i == self.cursor {
             return Vec::new();
         }
+        // A query on the last row stays on the last row: the newest token sees the whole context.
+        let on_last = self.query + 1 >= self.attention_len();
         self.cursor = i;
-        self.query = self.query.min(self.attention_len() - 1);
+        self.query = if on_last {
+            self.attention_len() - 1
+        } else {
+            self.query.min(self.attention_len() - 1)
+        };
         self.clamp_view();
         vec![self.attention_job()]
     }
