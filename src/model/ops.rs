@@ -123,6 +123,18 @@ fn gelu_fwd(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_COEF * x * x * x)).tanh())
 }
 
+/// Applies `f` to every element of a contiguous f32 storage, in parallel chunks.
+fn map_f32(
+    s: &CpuStorage,
+    l: &Layout,
+    what: &str,
+    f: fn(f32) -> f32,
+) -> Result<(CpuStorage, Shape)> {
+    let x = contiguous::<f32>(s, l, what)?;
+    let out: Vec<f32> = x.par_iter().with_min_len(4096).map(|&v| f(v)).collect();
+    Ok((CpuStorage::F32(out), l.shape().clone()))
+}
+
 fn gelu_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_COEF * x * x * x);
     let t = u.tanh();
@@ -135,13 +147,7 @@ impl CustomOp1 for GeluTanh {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous::<f32>(s, l, "gelu")?;
-        let out: Vec<f32> = x
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&v| gelu_fwd(v))
-            .collect();
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        map_f32(s, l, "gelu", gelu_fwd)
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -158,13 +164,7 @@ impl CustomOp1 for GeluTanhGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous::<f32>(s, l, "gelu grad")?;
-        let out: Vec<f32> = x
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&v| gelu_grad(v))
-            .collect();
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        map_f32(s, l, "gelu grad", gelu_grad)
     }
 }
 
