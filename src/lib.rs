@@ -10,12 +10,14 @@
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
 //! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
+//! - [`memory`]: memory estimates that turn impossible lengths into clear errors.
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
 pub mod bench;
 pub mod cli;
 pub mod eval;
+pub mod memory;
 pub mod model;
 pub mod train;
 pub mod tui;

@@ -323,6 +323,25 @@ pub fn run_until(
     if s.steps == 0 || s.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
+    let m = &s.model;
+    let need = crate::memory::train_step_bytes(
+        s.batch,
+        m.train_len,
+        m.n_layers,
+        m.n_heads,
+        m.d_model,
+        m.d_ff,
+        m.vocab_size,
+    );
+    crate::memory::check(
+        need,
+        &format!(
+            "a training step at --train-len {} with --batch {}",
+            m.train_len, s.batch
+        ),
+        "lower --train-len or --batch",
+    )
+    .map_err(|e| eyre!(e))?;
     let tok = load::load_tokenizer(&s.tokenizer)?;
     let tok_vocab = tok.get_vocab_size(true);
     if tok_vocab > s.model.vocab_size {

@@ -231,6 +231,22 @@ fn lengths_that_do_not_fit_are_errors() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("20 tokens") && err.contains("33"), "{err}");
+    // A model with a hard input limit refuses longer lengths.
+    let mut cfg = Config::ours(41, 16, 2, 4, 32, Position::Alibi, 8);
+    cfg.max_len = Some(16);
+    let limited = random_model(&cfg, 1, &Device::Cpu).unwrap();
+    let long = stream(100, 41);
+    let err = evaluate(
+        &limited,
+        &long,
+        &[8, 32],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("limit of 16"), "{err}");
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let ctl = Control {
         cancel: Some(&cancel),

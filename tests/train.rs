@@ -232,6 +232,11 @@ fn bad_training_input_is_a_clear_error() {
             .to_string()
             .contains("no .txt files")
     );
+    // A training length the memory cannot hold is refused before any work.
+    let mut s = settings(dir.path(), Position::Alibi, 2, "huge");
+    s.model.train_len = 1 << 20;
+    let err = run(&s, false, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("GiB") && err.contains("--train-len"), "{err}");
     let mut s = settings(dir.path(), Position::Alibi, 2, "bad2");
     s.model.vocab_size = 100;
     let err = run(&s, false, &Device::Cpu).unwrap_err().to_string();

@@ -137,6 +137,21 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         _ => {}
     }
     super::check_lengths(&stream, &lengths, cfg.max_len).map_err(|e| eyre!(e))?;
+    let largest = lengths.last().copied().unwrap_or(1);
+    let batch = a.batch.unwrap_or(super::BATCH_TOKENS / largest).max(1);
+    let need = crate::memory::eval_bytes(
+        batch,
+        largest,
+        cfg.d_model,
+        cfg.d_ff,
+        model.dtype().size_in_bytes(),
+    );
+    crate::memory::check(
+        need,
+        &format!("length {largest}"),
+        "use shorter --lengths, a smaller --batch, or --dtype bf16",
+    )
+    .map_err(|e| eyre!(e))?;
     let slopes = match &a.slopes {
         Some(spec) => {
             if cfg.position != Position::Alibi {

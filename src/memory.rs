@@ -1,0 +1,91 @@
+//! Rough memory estimates, so a length or batch the machine cannot hold is a clear error up front
+//! rather than an allocation failure halfway through.
+
+/// Bytes the OS reports as available (Linux `MemAvailable`); `None` where unknown.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+const F32: u64 = 4;
+/// Activations a training step keeps per token and layer, in units of `d_model` (residual,
+/// norms, q/k/v, attention output, MLP in/out: a generous count for the backward pass).
+const TRAIN_ACTS_PER_TOKEN: u64 = 16;
+
+/// Approximate peak bytes of one training step with full attention.
+pub fn train_step_bytes(
+    batch: usize,
+    len: usize,
+    layers: usize,
+    heads: usize,
+    d_model: usize,
+    d_ff: usize,
+    vocab: usize,
+) -> u64 {
+    let (b, l, n, h, d, f, v) = (
+        batch as u64,
+        len as u64,
+        layers as u64,
+        heads as u64,
+        d_model as u64,
+        d_ff as u64,
+        vocab as u64,
+    );
+    // Scores, probabilities and their gradients per layer: 3 x (b, h, l, l).
+    let attention = n * 3 * b * h * l * l * F32;
+    let activations = n * b * l * (TRAIN_ACTS_PER_TOKEN * d + 3 * f) * F32;
+    // Logits and their gradient.
+    let logits = 2 * b * l * v * F32;
+    attention + activations + logits
+}
+
+/// Approximate peak bytes of an inference forward pass with blocked attention.
+pub fn eval_bytes(
+    batch: usize,
+    len: usize,
+    d_model: usize,
+    d_ff: usize,
+    dtype_bytes: usize,
+) -> u64 {
+    let (b, l, d, f) = (batch as u64, len as u64, d_model as u64, d_ff as u64);
+    // A few residual-sized tensors, q/k/v, the MLP hidden state, plus the bounded score blocks.
+    let acts = b * l * (8 * d + 2 * f) * dtype_bytes as u64;
+    let scores = 3 * crate::model::transformer::SCORE_BLOCK_ELEMENTS as u64 * F32;
+    acts + scores
+}
+
+/// `Err` with a one-line message when `need` bytes exceed what is available.
+pub fn check(need: u64, what: &str, hint: &str) -> Result<(), String> {
+    match available_bytes() {
+        Some(avail) if need > avail => Err(format!(
+            "{what} needs about {:.1} GiB but only {:.1} GiB of memory is available (hint: {hint})",
+            need as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_grow_as_expected_and_huge_requests_fail() {
+        let small = train_step_bytes(16, 128, 4, 8, 128, 512, 4096);
+        let long = train_step_bytes(16, 1024, 4, 8, 128, 512, 4096);
+        assert!(long > 20 * small, "attention is quadratic: {small} {long}");
+        assert!(eval_bytes(1, 2048, 128, 512, 4) < eval_bytes(1, 4096, 128, 512, 4));
+        if available_bytes().is_some() {
+            let huge = train_step_bytes(16, 1 << 20, 4, 8, 128, 512, 4096);
+            assert!(
+                check(huge, "training", "lower --train-len")
+                    .unwrap_err()
+                    .contains("GiB")
+            );
+            assert!(check(1024, "x", "y").is_ok());
+        }
+    }
+}
