@@ -266,7 +266,17 @@ fn eval_writes_every_output() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&folder.display().to_string()));
     // --max-tokens keeps the first N tokens only.
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--text", folder.to_str().unwrap(), "--lengths", "16", "--max-tokens", "33"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        folder.to_str().unwrap(),
+        "--lengths",
+        "16",
+        "--max-tokens",
+        "33",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("· 33 tokens from"), "{}", stdout(&o));
     // Token ids work for models without a tokenizer, and a slope override is accepted.
