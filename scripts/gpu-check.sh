@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # The GPU proof, as one prepared script for a machine with an NVIDIA GPU (e.g. an H100/H200):
 # builds with --features cuda for compute capability 9.0, runs the GPU tests and benchmarks, and
-# writes everything under ${OUT:-bench/gpu}. Needs Rust and network access to crates.io/PyPI
-# (nvcc comes from PyPI when the machine has no CUDA toolkit).
+# writes everything under ${OUT:-bench/gpu}. Needs Rust, crates.io, and the CUDA toolkit's nvcc
+# (the PyPI nvidia-cuda-nvcc-cu12 wheels ship ptxas and headers but not nvcc itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/gpu}
 mkdir -p "$out"
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-if ! command -v nvcc >/dev/null 2>&1; then
-  python3 -m pip install -q nvidia-cuda-nvcc-cu12 nvidia-cuda-runtime-cu12
-  nvcc_dir=$(python3 -c 'import nvidia.cuda_nvcc, os; print(os.path.dirname(nvidia.cuda_nvcc.__file__))')
-  export PATH="$nvcc_dir/bin:$PATH"
-fi
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+  [ -x "$d/nvcc" ] && PATH="$d:$PATH"
+done
+command -v nvcc >/dev/null 2>&1 || { echo "nvcc not found: install the CUDA toolkit (see README, GPU)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 cargo build --release --features cuda 2>&1 | tail -3
 cargo test --release --features cuda --test gpu -- --nocapture 2>&1 | tee "$out/gpu-tests.log"
