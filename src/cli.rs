@@ -54,11 +54,6 @@ pub struct TuiArgs {
     pub slopes_file: PathBuf,
 }
 
-/// The folder of the shipped assets (models, tokenizer, texts).
-pub fn assets_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
-
 /// The headless commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -362,13 +357,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(a)) => crate::bench::run(&a),
         None => {
             let t = cli.tui;
+            let cache = crate::embedded::cache_dir();
+            let unpack = |e: std::io::Error| {
+                eyre!(
+                    "cannot unpack the built-in default model into '{}': {e}",
+                    cache.display()
+                )
+            };
+            let model = match t.model {
+                Some(m) => m,
+                None => crate::embedded::default_model_dir(&cache).map_err(unpack)?,
+            };
+            let text = match t.text {
+                Some(p) => p,
+                None => crate::embedded::default_text(&cache).map_err(unpack)?,
+            };
             let settings = crate::tui::TuiSettings {
-                model: t
-                    .model
-                    .unwrap_or_else(|| assets_dir().join("models").join("alibi")),
-                text: t
-                    .text
-                    .unwrap_or_else(|| assets_dir().join("texts").join("default.txt")),
+                model,
+                text,
                 compare: t.compare,
                 device: t.device,
                 dtype: t.dtype,

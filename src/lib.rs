@@ -11,11 +11,13 @@
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
 //! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
 //! - [`memory`]: memory estimates that turn impossible lengths into clear errors.
+//! - [`embedded`]: the default model and text built into the binary.
 //! - [`cli`]: command-line definitions and the headless commands.
 
 pub mod alibi;
 pub mod bench;
 pub mod cli;
+pub mod embedded;
 pub mod eval;
 pub mod memory;
 pub mod model;
