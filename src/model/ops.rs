@@ -20,6 +20,28 @@ fn contiguous<'a, T: candle_core::WithDType>(
     }
 }
 
+/// The `(rows, vocab)` f32 logits and `(rows,)` u32 targets of a cross-entropy op.
+fn rows_and_targets<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    what: &str,
+) -> Result<(usize, &'a [f32], &'a [u32])> {
+    let (_, vocab) = l1.shape().dims2()?;
+    Ok((
+        vocab,
+        contiguous::<f32>(s1, l1, what)?,
+        contiguous::<u32>(s2, l2, what)?,
+    ))
+}
+
+/// `ln(sum(exp(row)))`, computed stably.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
 /// `nll[i] = logsumexp(logits[i]) - logits[i, target[i]]` for `(rows, vocab)` f32 logits.
 struct CrossEntropy;
 
@@ -35,19 +57,13 @@ impl CustomOp2 for CrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, vocab) = l1.shape().dims2()?;
-        let logits = contiguous::<f32>(s1, l1, "cross-entropy")?;
-        let targets = contiguous::<u32>(s2, l2, "cross-entropy")?;
+        let (vocab, logits, targets) = rows_and_targets(s1, l1, s2, l2, "cross-entropy")?;
         let out: Vec<f32> = logits
             .par_chunks(vocab)
             .zip(targets.par_iter())
-            .map(|(row, &t)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-                max + sum.ln() - row[t as usize]
-            })
+            .map(|(row, &t)| log_sum_exp(row) - row[t as usize])
             .collect();
-        Ok((CpuStorage::F32(out), Shape::from(rows)))
+        Ok((CpuStorage::F32(out), Shape::from(targets.len())))
     }
 
     fn bwd(
@@ -77,9 +93,7 @@ impl CustomOp2 for CrossEntropyGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, vocab) = l1.shape().dims2()?;
-        let logits = contiguous::<f32>(s1, l1, "cross-entropy grad")?;
-        let targets = contiguous::<u32>(s2, l2, "cross-entropy grad")?;
+        let (vocab, logits, targets) = rows_and_targets(s1, l1, s2, l2, "cross-entropy grad")?;
         let mut out = vec![0f32; logits.len()];
         out.par_chunks_mut(vocab)
             .zip(logits.par_chunks(vocab))
