@@ -247,29 +247,39 @@ def make_shape(shape, out_dir):
     print(json.dumps({"shape": shape, "out": out_dir, "params": sum(p.numel() for p in model.parameters())}))
 
 
-def bench_transformers(model_dir, lengths, threads, repeats, logits_to_keep):
+def bench_transformers(model_dir, lengths, threads, repeats, logits_to_keep, device="cpu", dtype="float32"):
     torch, transformers = _imports()
     torch.set_num_threads(threads)
+    cuda = device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     def peak_rss_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
     t0 = time.perf_counter()
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation="eager")
-    model = model.eval()
+        model_dir, dtype=getattr(torch, dtype), attn_implementation="eager")
+    model = model.eval().to(device)
     load_s = time.perf_counter() - t0
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # small warm-up so one-time allocator/threadpool costs are not timed
-        model(torch.randint(0, vocab, (1, 8), generator=gen), use_cache=False)
+        model(torch.randint(0, vocab, (1, 8), generator=gen).to(device), use_cache=False)
+        sync()
     for L in lengths:
-        ids = torch.randint(0, vocab, (1, L), generator=gen)
+        ids = torch.randint(0, vocab, (1, L), generator=gen).to(device)
         times = []
         with torch.no_grad():
+            if cuda:  # warm-up at this length (kernel selection, allocator)
+                model(ids, use_cache=False, logits_to_keep=logits_to_keep)
+                sync()
             for _ in range(repeats):
                 t = time.perf_counter()
                 out = model(ids, use_cache=False, logits_to_keep=logits_to_keep)
+                sync()
                 times.append(time.perf_counter() - t)
                 del out
         best = min(times)
@@ -279,6 +289,9 @@ def bench_transformers(model_dir, lengths, threads, repeats, logits_to_keep):
             "torch_version": torch.__version__,
             "model_dir": model_dir,
             "threads": threads,
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "dtype": dtype,
+            "gpu_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
             "length": L,
             "logits_to_keep": logits_to_keep,
             "load_s": round(load_s, 3),
@@ -298,13 +311,16 @@ def main(argv=None):
     ap.add_argument("--lengths", default="512,2048", help="comma-separated sequence lengths for the benchmark")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the benchmark")
     ap.add_argument("--repeats", type=int, default=1, help="timed forwards per length (best is reported)")
+    ap.add_argument("--device", default="cpu", help="benchmark: cpu or cuda")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="benchmark dtype")
     ap.add_argument("--logits-to-keep", type=int, default=0,
                     help="benchmark: 0 = logits for every position (default), N = last N only")
     args = ap.parse_args(argv)
 
     if args.bench_transformers:
         lengths = [int(x) for x in args.lengths.split(",") if x]
-        bench_transformers(args.bench_transformers, lengths, args.threads, args.repeats, args.logits_to_keep)
+        bench_transformers(args.bench_transformers, lengths, args.threads, args.repeats, args.logits_to_keep,
+                           args.device, args.dtype)
         return
     if args.shape:
         if not args.out:

@@ -35,21 +35,30 @@ fn stream_of(ids: &[u32], len: usize) -> Stream {
 pub fn run(a: &BenchArgs) -> Result<()> {
     let loaded = crate::cli::load_model(&a.model)?;
     let model = &loaded.model;
-    let text = crate::eval::command::read_eval_text(&a.text)?;
-    let tok = loaded
-        .tokenizer
-        .as_ref()
-        .ok_or_else(|| eyre!("the model has no tokenizer.json"))?;
-    let base = crate::eval::tokenize(tok, &text).map_err(|e| eyre!(e))?.ids;
+    let (base, input) = match (&a.text, &a.token_ids) {
+        (Some(path), _) => {
+            let text = crate::eval::command::read_eval_text(path)?;
+            let tok = loaded.tokenizer.as_ref().ok_or_else(|| {
+                eyre!("the model has no tokenizer.json (hint: pass --token-ids FILE instead of --text)")
+            })?;
+            let ids = crate::eval::tokenize(tok, &text).map_err(|e| eyre!(e))?.ids;
+            (ids, format!("Text `{}`", path.display()))
+        }
+        (None, Some(path)) => (
+            crate::eval::command::read_token_ids(path, model.config().vocab_size)?,
+            format!("Token ids `{}`", path.display()),
+        ),
+        (None, None) => bail!("give --text FILE or --token-ids FILE"),
+    };
     if base.len() < 2 {
-        bail!("'{}' is too short", a.text.display());
+        bail!("the input has fewer than 2 tokens");
     }
     let mut report = String::new();
     let cfg = model.config();
     writeln!(report, "# alibi-explorer benchmark\n")?;
     writeln!(
         report,
-        "Model `{}` ({}, {} layers, {} heads, d_model {}, vocab {}), {} on {}, {} threads. Text `{}`.\n",
+        "Model `{}` ({}, {} layers, {} heads, d_model {}, vocab {}), {} on {}, {} CPU threads. {input}.\n",
         loaded.name,
         cfg.position,
         cfg.n_layers,
@@ -59,7 +68,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         load::dtype_name(model.dtype()),
         load::device_name(model.device()),
         candle_core::utils::get_num_threads(),
-        a.text.display()
     )?;
     // 1. Forward throughput by length (one window, batch 1).
     writeln!(
@@ -88,10 +96,98 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         len *= 2;
     }
     // 2. Sweep vs non-overlapping windows for every length.
+    let sweep = if a.sweep_max > 0 {
+        Some(sweep_section(model, &base, a, &mut report)?)
+    } else {
+        None
+    };
+    // 3. Peak memory of a long input, in a fresh process so earlier work does not count.
+    if a.long_length > 0 {
+        let ids_file = std::env::temp_dir().join(format!("alibi-bench-{}.txt", std::process::id()));
+        let long = stream_of(&base, a.long_length);
+        std::fs::write(
+            &ids_file,
+            long.ids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        )?;
+        let exe = std::env::current_exe()?;
+        let t = Instant::now();
+        let out = std::process::Command::new(exe)
+            .args(["eval", "--model"])
+            .arg(&a.model.model)
+            .args([
+                "--device",
+                &load::device_name(model.device()),
+                "--dtype",
+                load::dtype_name(model.dtype()),
+                "--token-ids",
+            ])
+            .arg(&ids_file)
+            .args(["--lengths", &a.long_length.to_string(), "--report-peak-rss"])
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&ids_file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let rss = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak_rss_mib: "))
+            .map(str::to_string);
+        if !out.status.success() {
+            bail!("the long-input run failed: {}", stderr.trim());
+        }
+        writeln!(
+            report,
+            "## Long input\n\nOne window of {} tokens (`eval --lengths {}` in a fresh process, on {}): {secs:.1} s, **peak RSS {} MiB** (host memory; attention is computed in query blocks, so memory grows linearly with length).\n",
+            a.long_length,
+            a.long_length,
+            load::device_name(model.device()),
+            rss.unwrap_or_else(|| "unknown".to_string())
+        )?;
+    }
+    // 4. TUI frame draw time.
+    let info = ModelInfo {
+        name: loaded.name.clone(),
+        arch: cfg.arch.name().to_string(),
+        position: cfg.position,
+        train_len: cfg.train_len,
+        n_layers: cfg.n_layers,
+        n_heads: cfg.n_heads,
+        device: load::device_name(model.device()),
+        device_note: String::new(),
+        dtype: load::dtype_name(model.dtype()).to_string(),
+        slopes: Some(cfg.default_slopes()),
+    };
+    if let Some(sweep) = &sweep {
+        let frame_ms = frame_time(info, &base, sweep, a.sweep_max)?;
+        writeln!(
+            report,
+            "## TUI frame\n\nDrawing one full frame at 200x60 (all panels, attention map of {} tokens, {} curves): **{frame_ms:.2} ms** (median of 50).\n",
+            a.sweep_max.min(crate::tui::app::MAX_ATTENTION_LEN),
+            2
+        )?;
+    }
+    if let Some(p) = &a.out {
+        write_report(p, &report)?;
+        eprintln!("wrote {}", p.display());
+    }
+    print!("{report}");
+    Ok(())
+}
+
+/// The sweep-vs-nonoverlap section; returns the sweep (the TUI frame section draws its curve).
+fn sweep_section(
+    model: &crate::model::transformer::Transformer,
+    base: &[u32],
+    a: &BenchArgs,
+    report: &mut String,
+) -> Result<crate::eval::Evaluation> {
     let lengths: Vec<usize> = std::iter::successors(Some(a.sweep_min), |l| Some(l * 2))
         .take_while(|&l| l <= a.sweep_max)
         .collect();
-    let s = stream_of(&base, (base.len() - 1).max(a.sweep_max * a.sweep_windows));
+    let s = stream_of(base, (base.len() - 1).max(a.sweep_max * a.sweep_windows));
     let t = Instant::now();
     let non = evaluate(
         model,
@@ -123,77 +219,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         t_non / t_sweep.max(1e-9)
     )?;
     eprintln!("sweep {t_sweep:.2}s vs nonoverlap {t_non:.2}s");
-    // 3. Peak memory of a long input, in a fresh process so earlier work does not count.
-    if a.long_length > 0 {
-        let ids_file = std::env::temp_dir().join(format!("alibi-bench-{}.txt", std::process::id()));
-        let long = stream_of(&base, a.long_length);
-        std::fs::write(
-            &ids_file,
-            long.ids
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
-        )?;
-        let exe = std::env::current_exe()?;
-        let t = Instant::now();
-        let out = std::process::Command::new(exe)
-            .args(["eval", "--model"])
-            .arg(&a.model.model)
-            .args([
-                "--device",
-                "cpu",
-                "--dtype",
-                load::dtype_name(model.dtype()),
-                "--token-ids",
-            ])
-            .arg(&ids_file)
-            .args(["--lengths", &a.long_length.to_string(), "--report-peak-rss"])
-            .output()?;
-        let secs = t.elapsed().as_secs_f64();
-        let _ = std::fs::remove_file(&ids_file);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let rss = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("peak_rss_mib: "))
-            .map(str::to_string);
-        if !out.status.success() {
-            bail!("the long-input run failed: {}", stderr.trim());
-        }
-        writeln!(
-            report,
-            "## Long input\n\nOne window of {} tokens (`eval --lengths {}` in a fresh process): {secs:.1} s, **peak RSS {} MiB** (attention is computed in query blocks, so memory grows linearly with length).\n",
-            a.long_length,
-            a.long_length,
-            rss.unwrap_or_else(|| "unknown".to_string())
-        )?;
-    }
-    // 4. TUI frame draw time.
-    let info = ModelInfo {
-        name: loaded.name.clone(),
-        arch: cfg.arch.name().to_string(),
-        position: cfg.position,
-        train_len: cfg.train_len,
-        n_layers: cfg.n_layers,
-        n_heads: cfg.n_heads,
-        device: load::device_name(model.device()),
-        device_note: String::new(),
-        dtype: load::dtype_name(model.dtype()).to_string(),
-        slopes: Some(cfg.default_slopes()),
-    };
-    let frame_ms = frame_time(info, &base, &sweep, a.sweep_max)?;
-    writeln!(
-        report,
-        "## TUI frame\n\nDrawing one full frame at 200x60 (all panels, attention map of {} tokens, {} curves): **{frame_ms:.2} ms** (median of 50).\n",
-        a.sweep_max.min(crate::tui::app::MAX_ATTENTION_LEN),
-        2
-    )?;
-    if let Some(p) = &a.out {
-        write_report(p, &report)?;
-        eprintln!("wrote {}", p.display());
-    }
-    print!("{report}");
-    Ok(())
+    Ok(sweep)
 }
 
 fn frame_time(

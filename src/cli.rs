@@ -131,8 +131,15 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Text whose tokens are used (repeated as needed).
-    #[arg(long)]
-    pub text: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "token_ids",
+        conflicts_with = "token_ids"
+    )]
+    pub text: Option<PathBuf>,
+    /// Whitespace-separated token ids instead of a text (for models without tokenizer.json).
+    #[arg(long, value_name = "FILE")]
+    pub token_ids: Option<PathBuf>,
     /// Shortest forward length.
     #[arg(long, default_value_t = 128)]
     pub min_length: usize,
@@ -145,7 +152,7 @@ pub struct BenchArgs {
     /// Sweep comparison: shortest length.
     #[arg(long, default_value_t = 64)]
     pub sweep_min: usize,
-    /// Sweep comparison: longest length.
+    /// Sweep comparison: longest length (0 skips the comparison).
     #[arg(long, default_value_t = 2048)]
     pub sweep_max: usize,
     /// Sweep comparison: windows of the longest length.

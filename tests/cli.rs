@@ -490,3 +490,48 @@ fn bench_writes_a_report() {
         assert!(report.contains(needle), "missing {needle}: {report}");
     }
 }
+
+#[test]
+fn bench_takes_token_ids_and_skips_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1 2 3 4 5 6 7 8 9 10 11 12").unwrap();
+    let out = dir.path().join("bench.md");
+    let m = m.to_str().unwrap();
+    let ids = ids.to_str().unwrap();
+    let o = run(&[
+        "bench",
+        "--model",
+        m,
+        "--token-ids",
+        ids,
+        "--min-length",
+        "16",
+        "--max-length",
+        "32",
+        "--repeats",
+        "1",
+        "--sweep-max",
+        "0",
+        "--long-length",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(report.contains("Token ids"), "{report}");
+    assert!(report.contains("| 32 |"), "{report}");
+    for absent in ["Sweep is", "Long input", "TUI frame"] {
+        assert!(
+            !report.contains(absent),
+            "{absent} was not skipped: {report}"
+        );
+    }
+    // Neither input, or both, is a usage error.
+    let o = run(&["bench", "--model", m]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["bench", "--model", m, "--token-ids", ids, "--text", ids]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -6,23 +6,32 @@
 #![allow(clippy::unwrap_used)]
 
 use alibi_explorer::eval::{Control, Protocol, evaluate, tokenize};
-use alibi_explorer::model::load::{ChosenDevice, load_model};
+use alibi_explorer::model::load::{ChosenDevice, gpu_error_reason, load_model};
 use candle_core::{DType, Device, Tensor};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Relative tolerance of CPU vs GPU perplexity in f32.
 const F32_REL_TOL: f64 = 1e-3;
 /// Relative tolerance of bf16-on-GPU vs f32-on-CPU perplexity.
 const BF16_REL_TOL: f64 = 5e-2;
 
+/// The GPU, or `None` (the test skips) when there is none. With `ALIBI_EXPLORER_REQUIRE_GPU=1`
+/// (scripts/gpu-check.sh sets it) a missing GPU fails the test instead of skipping it.
 fn gpu() -> Option<Device> {
-    if let Ok(d) = Device::new_cuda(0) {
-        return Some(d);
-    }
-    if let Ok(d) = Device::new_metal(0) {
-        return Some(d);
-    }
-    eprintln!("SKIPPED: no GPU (build with --features cuda or metal on a machine with one)");
+    let cuda = match Device::new_cuda(0) {
+        Ok(d) => return Some(d),
+        Err(e) => gpu_error_reason(&e),
+    };
+    let metal = match Device::new_metal(0) {
+        Ok(d) => return Some(d),
+        Err(e) => gpu_error_reason(&e),
+    };
+    let why = format!("no GPU (cuda: {cuda}; metal: {metal})");
+    assert!(
+        std::env::var_os("ALIBI_EXPLORER_REQUIRE_GPU").is_none_or(|v| v != "1"),
+        "ALIBI_EXPLORER_REQUIRE_GPU=1 but {why}"
+    );
+    eprintln!("SKIPPED: {why} (build with --features cuda or metal on a machine with one)");
     None
 }
 
@@ -33,8 +42,11 @@ fn chosen(device: Device) -> ChosenDevice {
     }
 }
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The repository root: `CARGO_MANIFEST_DIR` at run time when set (cargo sets it; scripts/gpu-check.sh
+/// sets it when it runs this test binary on another machine), else where it was compiled.
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 #[test]

@@ -157,6 +157,55 @@ pub fn one_line(msg: impl fmt::Display) -> String {
         .join(" ")
 }
 
+/// Why a GPU could not be used, in one line: candle's error without the backtrace it carries, with
+/// the common CUDA driver errors said in words (the code stays in parentheses).
+pub fn gpu_error_reason(e: &candle_core::Error) -> String {
+    let mut e = e;
+    while let candle_core::Error::WithBacktrace { inner, .. } = e {
+        e = inner;
+    }
+    describe_gpu_error(&e.to_string())
+}
+
+/// Puts the common CUDA driver error codes found in `msg` into words; other messages are returned
+/// on one line.
+pub fn describe_gpu_error(msg: &str) -> String {
+    const KNOWN: [(&str, &str); 6] = [
+        (
+            "CUDA_ERROR_STUB_LIBRARY",
+            "no NVIDIA driver: only a stub libcuda was found",
+        ),
+        ("CUDA_ERROR_NO_DEVICE", "no CUDA device is visible"),
+        (
+            "CUDA_ERROR_INVALID_DEVICE",
+            "there is no CUDA device with that number",
+        ),
+        (
+            "CUDA_ERROR_INSUFFICIENT_DRIVER",
+            "the NVIDIA driver is older than the CUDA version this binary was built with",
+        ),
+        (
+            "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+            "the NVIDIA driver is older than the nvcc that compiled the kernels (build with an nvcc no newer than the CUDA version nvidia-smi shows)",
+        ),
+        ("CUDA_ERROR_OUT_OF_MEMORY", "the GPU is out of memory"),
+    ];
+    let first = msg
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error");
+    // candle appends a backtrace after the error on the same line ("... 0: candle_core::...").
+    let first = first.split(" 0: ").next().unwrap_or(first).trim();
+    KNOWN
+        .iter()
+        .find(|(code, _)| first.contains(code))
+        .map_or_else(
+            || first.to_string(),
+            |(code, words)| format!("{words} ({code})"),
+        )
+}
+
 /// Which device the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
@@ -178,7 +227,7 @@ impl FromStr for DeviceSpec {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda(0)),
-            "metal" => Ok(Self::Metal),
+            "metal" | "metal:0" => Ok(Self::Metal),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
@@ -224,8 +273,13 @@ pub fn choose_device(spec: DeviceSpec) -> Result<ChosenDevice, LoadError> {
             })
             .map_err(|e| {
                 LoadError::Device(format!(
-                    "cannot use cuda:{n}: {} (hint: build with --features cuda on a machine with an NVIDIA GPU, or use --device cpu)",
-                    one_line(e)
+                    "cannot use cuda:{n}: {} (hint: {}, or use --device cpu)",
+                    gpu_error_reason(&e),
+                    if cfg!(feature = "cuda") {
+                        "check nvidia-smi, and that the CUDA libraries are on LD_LIBRARY_PATH (README, GPU)"
+                    } else {
+                        "this binary was built without CUDA: build with --features cuda"
+                    }
                 ))
             }),
         DeviceSpec::Metal => Device::new_metal(0)
@@ -235,8 +289,13 @@ pub fn choose_device(spec: DeviceSpec) -> Result<ChosenDevice, LoadError> {
             })
             .map_err(|e| {
                 LoadError::Device(format!(
-                    "cannot use metal: {} (hint: build with --features metal on macOS, or use --device cpu)",
-                    one_line(e)
+                    "cannot use metal: {} (hint: {}, or use --device cpu)",
+                    gpu_error_reason(&e),
+                    if cfg!(feature = "metal") {
+                        "Metal needs Apple silicon or a Mac GPU"
+                    } else {
+                        "this binary was built without Metal: build with --features metal on macOS"
+                    }
                 ))
             }),
         DeviceSpec::Auto => {
@@ -249,7 +308,10 @@ pub fn choose_device(spec: DeviceSpec) -> Result<ChosenDevice, LoadError> {
                         });
                     }
                     Err(e) => {
-                        return Ok(cpu(&format!("auto: CUDA unavailable ({}), using CPU", one_line(e))));
+                        return Ok(cpu(&format!(
+                            "auto: CUDA unavailable ({}), using CPU",
+                            gpu_error_reason(&e)
+                        )));
                     }
                 }
             }
@@ -262,7 +324,10 @@ pub fn choose_device(spec: DeviceSpec) -> Result<ChosenDevice, LoadError> {
                         });
                     }
                     Err(e) => {
-                        return Ok(cpu(&format!("auto: Metal unavailable ({}), using CPU", one_line(e))));
+                        return Ok(cpu(&format!(
+                            "auto: Metal unavailable ({}), using CPU",
+                            gpu_error_reason(&e)
+                        )));
                     }
                 }
             }
@@ -936,4 +1001,45 @@ pub fn save_checkpoint(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_errors_are_one_line_words_without_the_backtrace() {
+        // What candle 0.11 printed here for a cuda build whose libcuda is a stub.
+        let seen = "DriverError(CUDA_ERROR_STUB_LIBRARY, \"<Failure when calling cuGetErrorString()>\") 0: candle_core::error::Error::bt 1: <core::result::Result<O,E> as candle_core::cuda_backend::error::WrapErr<O>>::w";
+        assert_eq!(
+            describe_gpu_error(seen),
+            "no NVIDIA driver: only a stub libcuda was found (CUDA_ERROR_STUB_LIBRARY)"
+        );
+        assert_eq!(
+            describe_gpu_error(
+                "DriverError(CUDA_ERROR_NO_DEVICE, \"no CUDA-capable device is detected\")\n   0: bt"
+            ),
+            "no CUDA device is visible (CUDA_ERROR_NO_DEVICE)"
+        );
+        assert_eq!(
+            describe_gpu_error("Metal error no metal device\nmore"),
+            "Metal error no metal device"
+        );
+        assert_eq!(describe_gpu_error(""), "unknown error");
+        let wrapped = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg(
+                "DriverError(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, \"x\")".into(),
+            )),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let reason = gpu_error_reason(&wrapped);
+        assert!(
+            reason.starts_with("the NVIDIA driver is older than the nvcc"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains('\n') && !reason.contains("backtrace"),
+            "{reason}"
+        );
+    }
 }
