@@ -255,6 +255,7 @@ fn frame_time(
                 nll,
                 done: w + 1,
                 total: 2,
+                refine: false,
             });
         }
     }

@@ -132,6 +132,15 @@ impl Stats {
         }
     }
 
+    /// Adds another set of sums to this one.
+    pub fn merge(&mut self, other: &Self) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.bytes += other.bytes;
+        self.has_bytes |= other.has_bytes;
+    }
+
     /// The summary for length `length`.
     pub fn point(&self, length: usize) -> Point {
         let n = self.n.max(1) as f64;
@@ -283,12 +292,45 @@ pub struct Evaluation {
 
 /// Accumulates whole windows of `lmax` tokens and derives every length `<= lmax` from them:
 /// the engine behind `sweep` and the TUI's live curve.
+///
+/// It also takes shorter windows (the TUI's refinement passes of `lmax/2`, `lmax/4`, ...): windows
+/// of each length form a level, and the point for length `len` comes from one level, the one with
+/// the most windows among those at least `len` long, using the first `len` positions of each of its
+/// windows. So no token is counted twice, every estimate is a set of non-overlapping `len`-token
+/// windows, and a level that covers the whole text makes its length exactly `nonoverlap`.
 #[derive(Debug, Clone)]
 pub struct SweepAccumulator {
     lmax: usize,
+    /// Levels by window length, longest first; the first is always `lmax`.
+    levels: Vec<Level>,
+}
+
+/// The windows of one length.
+#[derive(Debug, Clone)]
+struct Level {
+    len: usize,
     /// Per-position running stats.
     positions: Vec<Stats>,
     windows: usize,
+}
+
+impl Level {
+    fn new(len: usize) -> Self {
+        Self {
+            len,
+            positions: vec![Stats::default(); len],
+            windows: 0,
+        }
+    }
+
+    /// Stats of the first `len` positions of every window.
+    fn prefix(&self, len: usize) -> Stats {
+        let mut total = Stats::default();
+        for s in &self.positions[..len.min(self.len)] {
+            total.merge(s);
+        }
+        total
+    }
 }
 
 impl SweepAccumulator {
@@ -296,22 +338,46 @@ impl SweepAccumulator {
     pub fn new(lmax: usize) -> Self {
         Self {
             lmax,
-            positions: vec![Stats::default(); lmax],
-            windows: 0,
+            levels: vec![Level::new(lmax)],
         }
     }
 
-    /// Adds one window's losses (starting at stream index `start`).
+    /// Adds one window's losses (starting at stream index `start`); its length is `nll.len()`
+    /// (capped at `lmax`).
     pub fn add(&mut self, stream: &Stream, start: usize, nll: &[f32]) {
-        for (p, &x) in nll.iter().enumerate().take(self.lmax) {
-            self.positions[p].add(x, stream.bytes_of(start + p + 1));
+        let len = nll.len().min(self.lmax);
+        if len == 0 {
+            return;
         }
-        self.windows += 1;
+        let i = match self.levels.iter().position(|l| l.len <= len) {
+            Some(i) if self.levels[i].len == len => i,
+            Some(i) => {
+                self.levels.insert(i, Level::new(len));
+                i
+            }
+            None => {
+                self.levels.push(Level::new(len));
+                self.levels.len() - 1
+            }
+        };
+        let level = &mut self.levels[i];
+        for (p, &x) in nll[..len].iter().enumerate() {
+            level.positions[p].add(x, stream.bytes_of(start + p + 1));
+        }
+        level.windows += 1;
     }
 
-    /// Windows added so far.
+    /// Windows added so far, all lengths together.
     pub fn windows(&self) -> usize {
-        self.windows
+        self.levels.iter().map(|l| l.windows).sum()
+    }
+
+    /// Windows of exactly `len` tokens added so far.
+    pub fn windows_of(&self, len: usize) -> usize {
+        self.levels
+            .iter()
+            .find(|l| l.len == len)
+            .map_or(0, |l| l.windows)
     }
 
     /// The largest length.
@@ -319,41 +385,58 @@ impl SweepAccumulator {
         self.lmax
     }
 
-    /// The point for length `len <= lmax`: the first `len` positions of every window.
-    pub fn point(&self, len: usize) -> Point {
-        let mut total = Stats::default();
-        for s in &self.positions[..len.min(self.lmax)] {
-            total.n += s.n;
-            total.sum += s.sum;
-            total.sum_sq += s.sum_sq;
-            total.bytes += s.bytes;
-            total.has_bytes |= s.has_bytes;
+    /// The level that serves length `len`: most windows among those at least `len` long (the
+    /// longest on a tie).
+    fn level_for(&self, len: usize) -> &Level {
+        let mut best = &self.levels[0];
+        for l in &self.levels[1..] {
+            if l.len >= len && l.windows > best.windows {
+                best = l;
+            }
         }
-        total.point(len)
+        best
     }
 
-    /// Points for several lengths in one pass over the positions (lengths ascending or not).
+    /// The point for length `len <= lmax`: the first `len` positions of every window of the
+    /// level that serves it.
+    pub fn point(&self, len: usize) -> Point {
+        self.level_for(len).prefix(len).point(len)
+    }
+
+    /// Points for several lengths (ascending or not).
     pub fn points(&self, lengths: &[usize]) -> Vec<Point> {
-        let mut prefix = Vec::with_capacity(self.lmax + 1);
-        let mut total = Stats::default();
-        prefix.push(total);
-        for s in &self.positions {
-            total.n += s.n;
-            total.sum += s.sum;
-            total.sum_sq += s.sum_sq;
-            total.bytes += s.bytes;
-            total.has_bytes |= s.has_bytes;
-            prefix.push(total);
-        }
+        // Prefix sums per level, so each point is one lookup.
+        let prefixes: Vec<Vec<Stats>> = self
+            .levels
+            .iter()
+            .map(|l| {
+                let mut total = Stats::default();
+                std::iter::once(total)
+                    .chain(l.positions.iter().map(|s| {
+                        total.merge(s);
+                        total
+                    }))
+                    .collect()
+            })
+            .collect();
         lengths
             .iter()
-            .map(|&l| prefix[l.min(self.lmax)].point(l))
+            .map(|&len| {
+                let level = self.level_for(len);
+                let i = self
+                    .levels
+                    .iter()
+                    .position(|l| std::ptr::eq(l, level))
+                    .unwrap_or(0);
+                prefixes[i][len.min(level.len)].point(len)
+            })
             .collect()
     }
 
-    /// Mean NLL at each position.
+    /// Mean NLL at each position of the `lmax` windows.
     pub fn position_nll(&self) -> Vec<f64> {
-        self.positions
+        self.levels[0]
+            .positions
             .iter()
             .map(|s| s.sum / s.n.max(1) as f64)
             .collect()

@@ -270,3 +270,62 @@ fn byte_counts_cover_the_text() {
     let total: u32 = s.bytes.as_ref().unwrap().iter().sum();
     assert_eq!(total as usize, text.len());
 }
+
+#[test]
+fn refinement_windows_make_short_lengths_exactly_nonoverlap() {
+    use alibi_explorer::eval::SweepAccumulator;
+    let m = model(Position::Alibi);
+    let s = stream(161, 41);
+    let mut acc = SweepAccumulator::new(32);
+    let add = |acc: &mut SweepAccumulator, len: usize| {
+        let starts: Vec<usize> = (0..s.windows(len)).map(|w| w * len).collect();
+        window_losses(
+            &m,
+            &s,
+            &starts,
+            len,
+            None,
+            &Control::default(),
+            |start, nll| {
+                acc.add(&s, start, &nll);
+            },
+        )
+        .unwrap();
+    };
+    add(&mut acc, 32);
+    let coarse = acc.points(&[8, 16, 32]);
+    assert_eq!(coarse[0].tokens, 5 * 8, "lmax windows only: 5 windows");
+    // Refine with windows of 16 and 8 (the TUI's levels below lmax), in that order.
+    add(&mut acc, 16);
+    add(&mut acc, 8);
+    assert_eq!(acc.windows(), 5 + 10 + 20);
+    assert_eq!(acc.windows_of(16), 10);
+    let fine = acc.points(&[4, 8, 12, 16, 32]);
+    let non = evaluate(
+        &m,
+        &s,
+        &[8, 16, 32],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    // Lengths with a level of their own are exactly the non-overlapping protocol.
+    for (f, n) in [
+        (&fine[1], &non.points[0]),
+        (&fine[3], &non.points[1]),
+        (&fine[4], &non.points[2]),
+    ] {
+        assert_eq!(f.tokens, n.tokens, "length {}", f.length);
+        close(f.nll, n.nll, 1e-5);
+        close(f.bits_per_byte.unwrap(), n.bits_per_byte.unwrap(), 1e-5);
+    }
+    // Length 12 takes the first 12 positions of each 16-window (the level with most windows >= 12).
+    assert_eq!(fine[2].tokens, 10 * 12);
+    // Length 4 takes the 8-windows: 20 of them.
+    assert_eq!(fine[0].tokens, 20 * 4);
+    // point() agrees with points(), and the loss-by-position curve stays the lmax windows'.
+    assert_eq!(acc.point(12).tokens, fine[2].tokens);
+    close(acc.point(12).nll, fine[2].nll, 1e-12);
+    assert_eq!(acc.position_nll().len(), 32);
+}

@@ -74,12 +74,14 @@ fn feed_sweep(app: &mut App, curve: usize, generation: u64, scale: f32) {
             nll,
             done: w + 1,
             total,
+            refine: false,
         });
     }
     app.on_worker(WorkerMsg::SweepDone {
         generation,
         curve,
         secs: 0.5,
+        refine: false,
     });
 }
 
@@ -107,6 +109,30 @@ fn start_requests_every_sweep_and_attention() {
             .any(|f| matches!(f, Effect::Job(Job::Attention { len: 16, .. }))),
         "{fx:?}"
     );
+    // Every curve is refined too, after all the sweeps.
+    let refines: Vec<usize> = fx
+        .iter()
+        .filter_map(|f| match f {
+            Effect::Job(Job::Refine {
+                curve,
+                lmax: 256,
+                min_len: 8,
+                done: 0,
+                ..
+            }) => Some(*curve),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refines, vec![0, 1]);
+    let last_sweep = fx
+        .iter()
+        .rposition(|f| matches!(f, Effect::Job(Job::Sweep { .. })))
+        .unwrap();
+    let first_refine = fx
+        .iter()
+        .position(|f| matches!(f, Effect::Job(Job::Refine { .. })))
+        .unwrap();
+    assert!(last_sweep < first_refine);
     assert_eq!(a.length(), 16, "cursor starts at the training length");
 }
 
@@ -158,6 +184,7 @@ fn slope_edits_restart_the_sweep_and_keep_the_previous_curve() {
         nll: vec![9.0; 256],
         done: 1,
         total: 2,
+        refine: false,
     });
     assert!(a.point_at_cursor().is_none());
     feed_sweep(&mut a, 0, 1, 1.1);
@@ -337,4 +364,165 @@ fn mouse_click_on_the_chart_moves_the_cursor() {
     assert_eq!(a.length(), 8);
     a.update(Action::LengthAtColumn(200));
     assert_eq!(a.length(), 8, "clicks outside the plot are ignored");
+}
+
+#[test]
+fn refinement_windows_fill_short_lengths_and_show_progress() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    // The cursor is at 16: two 256-windows give 2 x 16 tokens.
+    assert_eq!(a.point_at_cursor().unwrap().tokens, 2 * 16);
+    let (s, _) = screen(&a, 160, 48);
+    assert!(s.contains("sweep done in 0.5s"), "{s}");
+    // Refinement windows of 128 (4 of them over 600 tokens) now serve length 16.
+    for w in 0..4 {
+        a.on_worker(WorkerMsg::Window {
+            generation: 0,
+            curve: 0,
+            start: w * 128,
+            nll: vec![2.0; 128],
+            done: w + 1,
+            total: 10,
+            refine: true,
+        });
+    }
+    let p = a.point_at_cursor().unwrap();
+    assert_eq!(p.tokens, 4 * 16);
+    assert!((p.nll - 2.0).abs() < 1e-9, "{}", p.nll);
+    assert_eq!(
+        a.progress(),
+        (2, 2),
+        "the sweep's own progress is unchanged"
+    );
+    let (s, _) = screen(&a, 160, 48);
+    assert!(s.contains("refining short lengths 4/10"), "{s}");
+    // The longest length still comes from the sweep; a stale refinement is dropped after new slopes.
+    a.update(Action::LengthEnd(true));
+    assert_eq!(a.point_at_cursor().unwrap().tokens, 2 * 256);
+    a.update(Action::NextPreset);
+    a.on_worker(WorkerMsg::Window {
+        generation: 0,
+        curve: 0,
+        start: 0,
+        nll: vec![2.0; 128],
+        done: 5,
+        total: 10,
+        refine: true,
+    });
+    assert!(a.point_at_cursor().is_none());
+    for refine in [false, true] {
+        a.on_worker(WorkerMsg::SweepDone {
+            generation: 1,
+            curve: 0,
+            secs: 0.1,
+            refine,
+        });
+    }
+    assert_eq!(a.curves[0].refined, Some(0.1));
+    let (s, _) = screen(&a, 160, 48);
+    assert!(s.contains("refined in 0.1s"), "{s}");
+}
+
+#[test]
+fn the_worker_sweeps_then_refines_and_new_slopes_cancel_the_old_refinement() {
+    use alibi_explorer::eval::{Control, Protocol, SweepAccumulator, evaluate};
+    use alibi_explorer::model::config::Config;
+    use alibi_explorer::model::init::random_model;
+    use alibi_explorer::model::load::{ChosenDevice, LoadedModel};
+    use alibi_explorer::tui::event::Event;
+    use alibi_explorer::tui::worker::{ModelSlot, refine_plan, spawn};
+    use std::time::Duration;
+
+    let model = || {
+        random_model(
+            &Config::ours(50, 16, 2, 4, 32, Position::Alibi, 8),
+            5,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let s = stream(200);
+    let slot = ModelSlot {
+        loaded: LoadedModel {
+            model: model(),
+            tokenizer: None,
+            folder: ".".into(),
+            name: "tiny".into(),
+            device: ChosenDevice {
+                device: candle_core::Device::Cpu,
+                note: "test".into(),
+            },
+        },
+        stream: s.clone(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let jobs = spawn(vec![slot], tx);
+    let sweep = |generation| Job::Sweep {
+        generation,
+        curve: 0,
+        slopes: None,
+        lmax: 32,
+    };
+    let refine = |generation| Job::Refine {
+        generation,
+        curve: 0,
+        slopes: None,
+        lmax: 32,
+        min_len: 4,
+        done: 0,
+    };
+    jobs.send(sweep(0)).unwrap();
+    jobs.send(refine(0)).unwrap();
+    let mut acc = SweepAccumulator::new(32);
+    let mut refine_windows = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Worker(WorkerMsg::Window {
+                start, nll, refine, ..
+            }) => {
+                refine_windows += usize::from(refine);
+                acc.add(&s, start, &nll);
+            }
+            Event::Worker(WorkerMsg::SweepDone { refine: true, .. }) => break,
+            Event::Worker(WorkerMsg::Error { msg, .. }) => panic!("{msg}"),
+            _ => {}
+        }
+    }
+    assert_eq!(acc.windows_of(32), s.windows(32));
+    assert_eq!(refine_windows, refine_plan(200, 32, 4).len());
+    // Lengths 16, 8 and 4 are now exactly the non-overlapping protocol over the whole text.
+    let non = evaluate(
+        &model(),
+        &s,
+        &[4, 8, 16],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    for (got, want) in acc.points(&[4, 8, 16]).iter().zip(&non.points) {
+        assert_eq!(got.tokens, want.tokens);
+        assert!((got.nll - want.nll).abs() < 1e-5, "{got:?} vs {want:?}");
+    }
+
+    // New slopes while refining: the old refinement stops, the new sweep runs, then its refinement.
+    jobs.send(sweep(1)).unwrap();
+    jobs.send(refine(1)).unwrap();
+    jobs.send(sweep(2)).unwrap();
+    jobs.send(refine(2)).unwrap();
+    let mut done = Vec::new();
+    while done.last() != Some(&(2, true)) {
+        if let Event::Worker(WorkerMsg::SweepDone {
+            generation, refine, ..
+        }) = rx.recv_timeout(Duration::from_secs(60)).unwrap()
+        {
+            done.push((generation, refine));
+        }
+    }
+    assert_eq!(done.last(), Some(&(2, true)));
+    assert!(
+        !done.contains(&(1, true)),
+        "generation 1's refinement was superseded: {done:?}"
+    );
 }

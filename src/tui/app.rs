@@ -54,6 +54,10 @@ pub struct Curve {
     pub done: bool,
     /// Seconds the sweep took.
     pub secs: Option<f64>,
+    /// Refinement windows scored and planned (shorter windows after the sweep).
+    pub refine: (usize, usize),
+    /// Seconds the refinement took, once it finished.
+    pub refined: Option<f64>,
     /// The stream the windows index into (for byte counts).
     pub stream: Stream,
 }
@@ -66,6 +70,8 @@ impl Curve {
             total: stream.windows(lmax),
             done: false,
             secs: None,
+            refine: (0, 0),
+            refined: None,
             stream,
         }
     }
@@ -74,6 +80,8 @@ impl Curve {
         self.acc = SweepAccumulator::new(self.acc.lmax());
         self.done = false;
         self.secs = None;
+        self.refine = (0, 0);
+        self.refined = None;
     }
 
     /// Points at the given lengths (None before the first window arrives).
@@ -247,23 +255,46 @@ impl App {
         }
     }
 
-    /// The jobs to start with: every curve's sweep and the first attention map.
+    /// The jobs to start with: every curve's sweep, the first attention map, then every curve's
+    /// refinement (the worker runs sweeps before refinements).
     pub fn start(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
         for curve in 0..self.curves.len() {
-            fx.push(Effect::Job(Job::Sweep {
-                generation: self.sweep_gen,
-                curve,
-                slopes: if curve == 0 {
-                    self.alibi_slopes()
-                } else {
-                    None
-                },
-                lmax: self.lmax,
-            }));
+            fx.push(self.sweep_job(curve));
         }
         fx.push(self.attention_job());
+        for curve in 0..self.curves.len() {
+            fx.push(self.refine_job(curve));
+        }
         fx
+    }
+
+    fn curve_slopes(&self, curve: usize) -> Option<Vec<f64>> {
+        if curve == 0 {
+            self.alibi_slopes()
+        } else {
+            None
+        }
+    }
+
+    fn sweep_job(&self, curve: usize) -> Effect {
+        Effect::Job(Job::Sweep {
+            generation: self.sweep_gen,
+            curve,
+            slopes: self.curve_slopes(curve),
+            lmax: self.lmax,
+        })
+    }
+
+    fn refine_job(&self, curve: usize) -> Effect {
+        Effect::Job(Job::Refine {
+            generation: self.sweep_gen,
+            curve,
+            slopes: self.curve_slopes(curve),
+            lmax: self.lmax,
+            min_len: MIN_LENGTH,
+            done: 0,
+        })
     }
 
     /// Whether the main model has slopes to edit.
@@ -320,15 +351,7 @@ impl App {
         self.curves[0].label = format!("{} ({})", self.info.name, self.slopes_label);
         self.sweep_gen += 1;
         self.error = None;
-        vec![
-            Effect::Job(Job::Sweep {
-                generation: self.sweep_gen,
-                curve: 0,
-                slopes: self.alibi_slopes(),
-                lmax: self.lmax,
-            }),
-            self.attention_job(),
-        ]
+        vec![self.sweep_job(0), self.attention_job(), self.refine_job(0)]
     }
 
     /// Applies one user action.
@@ -521,14 +544,19 @@ impl App {
                 curve,
                 start,
                 nll,
+                done,
                 total,
-                ..
+                refine,
             } => {
                 if curve == 0 && generation != self.sweep_gen {
                     return;
                 }
                 if let Some(c) = self.curves.get_mut(curve) {
-                    c.total = total;
+                    if refine {
+                        c.refine = (done, total);
+                    } else {
+                        c.total = total;
+                    }
                     let stream = c.stream.clone();
                     c.acc.add(&stream, start, &nll);
                 }
@@ -537,13 +565,18 @@ impl App {
                 generation,
                 curve,
                 secs,
+                refine,
             } => {
                 if curve == 0 && generation != self.sweep_gen {
                     return;
                 }
                 if let Some(c) = self.curves.get_mut(curve) {
-                    c.done = true;
-                    c.secs = Some(secs);
+                    if refine {
+                        c.refined = Some(secs);
+                    } else {
+                        c.done = true;
+                        c.secs = Some(secs);
+                    }
                 }
             }
             WorkerMsg::Attention { generation, map } => {
@@ -584,7 +617,10 @@ impl App {
 
     /// Progress of the main sweep: (windows done, total).
     pub fn progress(&self) -> (usize, usize) {
-        (self.curves[0].acc.windows(), self.curves[0].total)
+        (
+            self.curves[0].acc.windows_of(self.lmax),
+            self.curves[0].total,
+        )
     }
 
     /// The most attended keys for the query row: (key index, probability), best first.

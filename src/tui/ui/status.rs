@@ -17,10 +17,16 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         |p| format!("ppl {:.2} ± {:.2} ({} tok)", p.ppl, p.ppl_stderr, p.tokens),
     );
     let (done, total) = app.progress();
-    let work = if app.curves[0].done {
-        app.curves[0].secs.map_or("sweep done".to_string(), |s| {
+    let c = &app.curves[0];
+    let work = if c.done {
+        let swept = c.secs.map_or("sweep done".to_string(), |s| {
             format!("sweep done in {s:.1}s")
-        })
+        });
+        match (c.refined, c.refine) {
+            (Some(s), _) => format!("{swept}, refined in {s:.1}s"),
+            (None, (d, t)) if t > 0 => format!("{swept}, refining short lengths {d}/{t}"),
+            _ => swept,
+        }
     } else {
         format!("sweep {done}/{total} windows")
     };
