@@ -6,6 +6,9 @@
 #   (copy the repository and target/cuda/gpu-bundle.tar.xz to the GPU machine)
 #   scripts/gpu-check.sh          # there: unpacks the bundle, writes everything under ${OUT:-bench/gpu}
 #
+# With this workplace's device tool: run(command="bash scripts/gpu-check.sh", carry=["target/cuda/gpu-bundle.tar.xz"],
+# timeout_s=540); the tool sets OUT, and its files (at most 8) come back.
+#
 # The GPU machine needs the NVIDIA driver (CUDA 13.0 or newer, for the PTX built by nvcc 13.0) and the
 # CUDA 13 libraries libcublas, libcublasLt, libcurand and libnvrtc: a CUDA toolkit in /usr/local/cuda,
 # or PyTorch's nvidia-* wheels (found through python3's sys.path). No Rust and no network are needed.

@@ -61,6 +61,25 @@ fn screen(app: &App, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
     (s, buf)
 }
 
+/// A window of curve 0, as the worker sends it.
+fn window(
+    generation: u64,
+    start: usize,
+    nll: Vec<f32>,
+    (done, total): (usize, usize),
+    refine: bool,
+) -> WorkerMsg {
+    WorkerMsg::Window {
+        generation,
+        curve: 0,
+        start,
+        nll,
+        done,
+        total,
+        refine,
+    }
+}
+
 fn feed_sweep(app: &mut App, curve: usize, generation: u64, scale: f32) {
     let total = 600 / 256;
     for w in 0..total {
@@ -177,15 +196,7 @@ fn slope_edits_restart_the_sweep_and_keep_the_previous_curve() {
     assert!(a.previous.is_some());
     assert!(a.point_at_cursor().is_none(), "the current curve restarts");
     // A stale window from generation 0 is dropped; generation 1 is kept.
-    a.on_worker(WorkerMsg::Window {
-        generation: 0,
-        curve: 0,
-        start: 0,
-        nll: vec![9.0; 256],
-        done: 1,
-        total: 2,
-        refine: false,
-    });
+    a.on_worker(window(0, 0, vec![9.0; 256], (1, 2), false));
     assert!(a.point_at_cursor().is_none());
     feed_sweep(&mut a, 0, 1, 1.1);
     let after = a.point_at_cursor().unwrap();
@@ -377,15 +388,7 @@ fn refinement_windows_fill_short_lengths_and_show_progress() {
     assert!(s.contains("sweep done in 0.5s"), "{s}");
     // Refinement windows of 128 (4 of them over 600 tokens) now serve length 16.
     for w in 0..4 {
-        a.on_worker(WorkerMsg::Window {
-            generation: 0,
-            curve: 0,
-            start: w * 128,
-            nll: vec![2.0; 128],
-            done: w + 1,
-            total: 10,
-            refine: true,
-        });
+        a.on_worker(window(0, w * 128, vec![2.0; 128], (w + 1, 10), true));
     }
     let p = a.point_at_cursor().unwrap();
     assert_eq!(p.tokens, 4 * 16);
@@ -401,15 +404,7 @@ fn refinement_windows_fill_short_lengths_and_show_progress() {
     a.update(Action::LengthEnd(true));
     assert_eq!(a.point_at_cursor().unwrap().tokens, 2 * 256);
     a.update(Action::NextPreset);
-    a.on_worker(WorkerMsg::Window {
-        generation: 0,
-        curve: 0,
-        start: 0,
-        nll: vec![2.0; 128],
-        done: 5,
-        total: 10,
-        refine: true,
-    });
+    a.on_worker(window(0, 0, vec![2.0; 128], (5, 10), true));
     assert!(a.point_at_cursor().is_none());
     for refine in [false, true] {
         a.on_worker(WorkerMsg::SweepDone {
