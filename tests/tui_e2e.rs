@@ -1,6 +1,7 @@
-//! End to end: the real binary in tmux. The panels appear, the length cursor moves and the
-//! length and perplexity in the status bar change, and `q` quits with the terminal restored and
-//! exit code 0. Skipped (with a message) where tmux is not installed; CI installs it.
+//! End to end: the real binary in tmux. The panels appear, the sweep and its refinement of short
+//! lengths finish, the length cursor moves and the length and perplexity in the status bar change,
+//! and `q` quits with the terminal restored and exit code 0. Skipped (with a message) where tmux is
+//! not installed; CI installs it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -103,6 +104,12 @@ fn tui_runs_in_tmux() {
             cleanup();
             panic!("missing '{panel}':\n{screen}");
         }
+    }
+    // The worker goes on to refine the short lengths, and says when it is done.
+    let screen = wait_for(&socket, |s| s.contains("refined in"), 60);
+    if !screen.contains("refined in") {
+        cleanup();
+        panic!("the refinement did not finish:\n{screen}");
     }
     let len0 = status_field(&screen, "length");
     let ppl0 = status_field(&screen, "ppl");
