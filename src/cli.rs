@@ -49,6 +49,9 @@ pub struct TuiArgs {
     /// The longest input length on the chart [default: 16 x the training length, bounded by the text].
     #[arg(long)]
     pub max_length: Option<usize>,
+    /// Use only the first N tokens of the text (quicker sweeps on long texts).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
     /// Where S/L save and load slopes.
     #[arg(long, default_value = "alibi-slopes.json", value_name = "FILE")]
     pub slopes_file: PathBuf,
@@ -386,6 +389,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 device: t.device,
                 dtype: t.dtype,
                 max_length: t.max_length,
+                max_tokens: t.max_tokens,
                 slopes_file: t.slopes_file,
             };
             crate::tui::run(&settings)

@@ -177,6 +177,14 @@ impl Stream {
         self.bytes.as_ref().map(|b| b[i])
     }
 
+    /// Keeps only the first `n` tokens (`--max-tokens`).
+    pub fn truncate(&mut self, n: usize) {
+        self.ids.truncate(n);
+        if let Some(b) = self.bytes.as_mut() {
+            b.truncate(n);
+        }
+    }
+
     /// How many windows of `len` input tokens fit without overlap (each needs `len + 1` tokens).
     pub fn windows(&self, len: usize) -> usize {
         self.ids.len().saturating_sub(1) / len.max(1)

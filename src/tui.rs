@@ -36,6 +36,8 @@ pub struct TuiSettings {
     pub dtype: candle_core::DType,
     /// The longest length (default: 16x the training length, bounded by the text).
     pub max_length: Option<usize>,
+    /// Use only the first N tokens of the text (each model's own tokens).
+    pub max_tokens: Option<usize>,
     /// Where `S`/`L` save and load slopes.
     pub slopes_file: PathBuf,
 }
@@ -59,22 +61,34 @@ fn model_info(m: &LoadedModel) -> ModelInfo {
     }
 }
 
-fn stream_for(m: &LoadedModel, text: &str, path: &Path) -> Result<Stream> {
+fn stream_for(
+    m: &LoadedModel,
+    text: &str,
+    path: &Path,
+    max_tokens: Option<usize>,
+) -> Result<Stream> {
     let tok = m.tokenizer.as_ref().ok_or_else(|| {
         eyre!(
             "model '{}' has no tokenizer.json; the TUI needs one to read --text",
             m.name
         )
     })?;
-    tokenize(tok, text).map_err(|e| eyre!("'{}': {e}", path.display()))
+    let mut stream = tokenize(tok, text).map_err(|e| eyre!("'{}': {e}", path.display()))?;
+    if let Some(n) = max_tokens {
+        stream.truncate(n);
+    }
+    Ok(stream)
 }
 
 /// Loads everything and builds the app (no terminal yet), so errors print normally.
 pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
+    if s.max_tokens.is_some_and(|n| n < 2) {
+        bail!("--max-tokens must be at least 2");
+    }
     let text = crate::eval::command::read_eval_text(&s.text)?;
     let device: ChosenDevice = load::choose_device(s.device)?;
     let main = load::load_model(&s.model, device.clone(), s.dtype)?;
-    let main_stream = stream_for(&main, &text, &s.text)?;
+    let main_stream = stream_for(&main, &text, &s.text, s.max_tokens)?;
     let cfg = main.model.config().clone();
     let available = main_stream.ids.len().saturating_sub(1);
     let mut lmax = s
@@ -89,10 +103,20 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
     }
     if lmax < app::MIN_LENGTH {
         bail!(
-            "'{}' has {} tokens; the TUI needs at least {} (hint: use a longer text)",
+            "'{}' has {} tokens{}; the TUI needs at least {} (hint: {})",
             s.text.display(),
             main_stream.ids.len(),
-            app::MIN_LENGTH + 1
+            if s.max_tokens.is_some() {
+                " within --max-tokens"
+            } else {
+                ""
+            },
+            app::MIN_LENGTH + 1,
+            if s.max_tokens.is_some() {
+                "raise --max-tokens"
+            } else {
+                "use a longer text"
+            }
         );
     }
     let tok = main.tokenizer.as_ref();
@@ -113,7 +137,7 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
     let mut streams = vec![main_stream];
     for c in &s.compare {
         let m = load::load_model(c, device.clone(), s.dtype)?;
-        let st = stream_for(&m, &text, &s.text)?;
+        let st = stream_for(&m, &text, &s.text, s.max_tokens)?;
         if st.windows(lmax) == 0 {
             bail!(
                 "'{}' is too short for --compare model '{}' at length {lmax}",

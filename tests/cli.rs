@@ -535,3 +535,15 @@ fn bench_takes_token_ids_and_skips_sections() {
     let o = run(&["bench", "--model", m, "--token-ids", ids, "--text", ids]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn tui_option_errors_come_before_the_terminal_opens() {
+    fails_with(
+        &run(&["--max-tokens", "1"]),
+        "--max-tokens must be at least 2",
+    );
+    fails_with(
+        &run(&["--max-tokens", "5", "--device", "cpu"]),
+        "raise --max-tokens",
+    );
+}

@@ -521,3 +521,37 @@ fn the_worker_sweeps_then_refines_and_new_slopes_cancel_the_old_refinement() {
         "generation 1's refinement was superseded: {done:?}"
     );
 }
+
+#[test]
+fn max_tokens_limits_every_stream_and_the_chart() {
+    use alibi_explorer::tui::{TuiSettings, prepare};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = |max_tokens| TuiSettings {
+        model: root.join("assets/models/alibi"),
+        text: root.join("assets/texts/default.txt"),
+        compare: vec![root.join("assets/models/sinusoidal")],
+        device: alibi_explorer::model::load::DeviceSpec::Cpu,
+        dtype: candle_core::DType::F32,
+        max_length: None,
+        max_tokens,
+        slopes_file: "slopes.json".into(),
+    };
+    let (app, slots) = prepare(&settings(Some(1000))).unwrap();
+    assert_eq!(
+        app.lmax, 999,
+        "the chart stops where the shortened text does"
+    );
+    assert_eq!(slots.len(), 2);
+    for (slot, curve) in slots.iter().zip(&app.curves) {
+        assert_eq!(slot.stream.ids.len(), 1000);
+        assert_eq!(curve.stream.ids.len(), 1000);
+        assert_eq!(slot.stream.bytes.as_ref().map(Vec::len), Some(1000));
+    }
+    assert_eq!(app.token_text.len(), 1000);
+    let (full, _) = prepare(&settings(None)).unwrap();
+    assert_eq!(full.lmax, 2048);
+    let err = prepare(&settings(Some(5))).err().unwrap().to_string();
+    assert!(err.contains("raise --max-tokens"), "{err}");
+    let err = prepare(&settings(Some(1))).err().unwrap().to_string();
+    assert!(err.contains("--max-tokens must be at least 2"), "{err}");
+}

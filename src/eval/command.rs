@@ -128,13 +128,8 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mut stream = stream;
     match a.max_tokens {
         Some(0) => bail!("--max-tokens must be at least 2"),
-        Some(n) if n < stream.ids.len() => {
-            stream.ids.truncate(n);
-            if let Some(b) = stream.bytes.as_mut() {
-                b.truncate(n);
-            }
-        }
-        _ => {}
+        Some(n) => stream.truncate(n),
+        None => {}
     }
     super::check_lengths(&stream, &lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let largest = lengths.last().copied().unwrap_or(1);
