@@ -10,6 +10,9 @@ use candle_core::{D, DType, Device, Result, Tensor};
 /// With `slopes = None` only the causal mask is returned, shape `(1, q_len, k_len)`.
 ///
 /// `slopes` is a `(heads,)` f32 tensor; the result stays differentiable in it.
+///
+/// The block is built where it is used, from two `arange`s (only `q_len + k_len` numbers cross from
+/// the host), so on a GPU the `q_len x k_len` bias never travels over the bus.
 pub fn causal_bias(
     slopes: Option<&Tensor>,
     q_start: usize,
@@ -17,25 +20,23 @@ pub fn causal_bias(
     k_len: usize,
     device: &Device,
 ) -> Result<Tensor> {
-    let mut dist = Vec::with_capacity(q_len * k_len);
-    let mut mask = Vec::with_capacity(q_len * k_len);
-    for i in q_start..q_start + q_len {
-        for j in 0..k_len {
-            if j <= i {
-                dist.push(-((i - j) as f32));
-                mask.push(0f32);
-            } else {
-                dist.push(0f32);
-                mask.push(f32::NEG_INFINITY);
-            }
-        }
-    }
-    let mask = Tensor::from_vec(mask, (1, q_len, k_len), device)?;
+    let positions = |from: usize, n: usize| -> Result<Tensor> {
+        let v: Vec<f32> = (from..from + n).map(|p| p as f32).collect();
+        Tensor::from_vec(v, n, device)
+    };
+    let i = positions(q_start, q_len)?.reshape((q_len, 1))?;
+    let j = positions(0, k_len)?.reshape((1, k_len))?;
+    // j - i: 0 on the diagonal, negative to the left (the past), positive in the future.
+    let diff = j.broadcast_sub(&i)?;
+    let neg_inf = Tensor::full(f32::NEG_INFINITY, (q_len, k_len), device)?;
+    let zeros = Tensor::zeros((q_len, k_len), DType::F32, device)?;
+    let mask = diff.gt(0f64)?.where_cond(&neg_inf, &zeros)?.unsqueeze(0)?;
     match slopes {
         None => Ok(mask),
         Some(slopes) => {
             let heads = slopes.dim(0)?;
-            let dist = Tensor::from_vec(dist, (1, q_len, k_len), device)?;
+            // -(i - j) for j <= i, 0 in the future (masked anyway).
+            let dist = diff.minimum(0f64)?.unsqueeze(0)?;
             // (heads, 1, 1) * (1, q_len, k_len) -> (heads, q_len, k_len)
             slopes
                 .reshape((heads, 1, 1))?
