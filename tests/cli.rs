@@ -449,6 +449,9 @@ fn bad_eval_input_is_a_one_line_error_without_partial_files() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Forward lengths 16 and 32, one timed repeat: a bench that takes well under a second.
+const BENCH_QUICK: [&str; 6] = ["--min-length", "16", "--max-length", "32", "--repeats", "1"];
+
 #[test]
 fn bench_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -457,26 +460,26 @@ fn bench_writes_a_report() {
     std::fs::write(&text, PROSE.repeat(10)).unwrap();
     let out = dir.path().join("bench.md");
     let o = run(&[
-        "bench",
-        "--model",
-        m.to_str().unwrap(),
-        "--text",
-        text.to_str().unwrap(),
-        "--min-length",
-        "16",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--sweep-min",
-        "8",
-        "--sweep-max",
-        "32",
-        "--long-length",
-        "256",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &[
+            "bench",
+            "--model",
+            m.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+        ][..],
+        &BENCH_QUICK,
+        &[
+            "--sweep-min",
+            "8",
+            "--sweep-max",
+            "32",
+            "--long-length",
+            "256",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ]
+    .concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let report = std::fs::read_to_string(&out).unwrap();
     for needle in [
@@ -501,24 +504,18 @@ fn bench_takes_token_ids_and_skips_sections() {
     let m = m.to_str().unwrap();
     let ids = ids.to_str().unwrap();
     let o = run(&[
-        "bench",
-        "--model",
-        m,
-        "--token-ids",
-        ids,
-        "--min-length",
-        "16",
-        "--max-length",
-        "32",
-        "--repeats",
-        "1",
-        "--sweep-max",
-        "0",
-        "--long-length",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &["bench", "--model", m, "--token-ids", ids][..],
+        &BENCH_QUICK,
+        &[
+            "--sweep-max",
+            "0",
+            "--long-length",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ]
+    .concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let report = std::fs::read_to_string(&out).unwrap();
     assert!(report.contains("Token ids"), "{report}");
