@@ -331,13 +331,15 @@ impl Level {
         }
     }
 
-    /// Stats of the first `len` positions of every window.
-    fn prefix(&self, len: usize) -> Stats {
+    /// `[k]` = the stats of the first `k` positions of every window, for `k` in `0..=len`.
+    fn prefix_sums(&self) -> Vec<Stats> {
         let mut total = Stats::default();
-        for s in &self.positions[..len.min(self.len)] {
-            total.merge(s);
-        }
-        total
+        std::iter::once(total)
+            .chain(self.positions.iter().map(|s| {
+                total.merge(s);
+                total
+            }))
+            .collect()
     }
 }
 
@@ -395,11 +397,11 @@ impl SweepAccumulator {
 
     /// The level that serves length `len`: most windows among those at least `len` long (the
     /// longest on a tie).
-    fn level_for(&self, len: usize) -> &Level {
-        let mut best = &self.levels[0];
-        for l in &self.levels[1..] {
-            if l.len >= len && l.windows > best.windows {
-                best = l;
+    fn level_for(&self, len: usize) -> usize {
+        let mut best = 0;
+        for (i, l) in self.levels.iter().enumerate().skip(1) {
+            if l.len >= len && l.windows > self.levels[best].windows {
+                best = i;
             }
         }
         best
@@ -408,35 +410,20 @@ impl SweepAccumulator {
     /// The point for length `len <= lmax`: the first `len` positions of every window of the
     /// level that serves it.
     pub fn point(&self, len: usize) -> Point {
-        self.level_for(len).prefix(len).point(len)
+        self.points(&[len])[0]
     }
 
     /// Points for several lengths (ascending or not).
     pub fn points(&self, lengths: &[usize]) -> Vec<Point> {
-        // Prefix sums per level, so each point is one lookup.
-        let prefixes: Vec<Vec<Stats>> = self
-            .levels
-            .iter()
-            .map(|l| {
-                let mut total = Stats::default();
-                std::iter::once(total)
-                    .chain(l.positions.iter().map(|s| {
-                        total.merge(s);
-                        total
-                    }))
-                    .collect()
-            })
-            .collect();
+        // Prefix sums of each level that serves some length, computed once.
+        let mut prefixes: Vec<Option<Vec<Stats>>> = vec![None; self.levels.len()];
         lengths
             .iter()
             .map(|&len| {
-                let level = self.level_for(len);
-                let i = self
-                    .levels
-                    .iter()
-                    .position(|l| std::ptr::eq(l, level))
-                    .unwrap_or(0);
-                prefixes[i][len.min(level.len)].point(len)
+                let i = self.level_for(len);
+                let level = &self.levels[i];
+                let prefix = prefixes[i].get_or_insert_with(|| level.prefix_sums());
+                prefix[len.min(level.len)].point(len)
             })
             .collect()
     }
