@@ -536,6 +536,15 @@ impl App {
         }
     }
 
+    /// The curve a sweep message is for, unless the message is stale (curve 0 restarts with
+    /// every slope change; the compared models never do).
+    fn live_curve(&mut self, generation: u64, curve: usize) -> Option<&mut Curve> {
+        if curve == 0 && generation != self.sweep_gen {
+            return None;
+        }
+        self.curves.get_mut(curve)
+    }
+
     /// Applies a worker message; stale generations are dropped.
     pub fn on_worker(&mut self, msg: WorkerMsg) {
         match msg {
@@ -548,17 +557,13 @@ impl App {
                 total,
                 refine,
             } => {
-                if curve == 0 && generation != self.sweep_gen {
-                    return;
-                }
-                if let Some(c) = self.curves.get_mut(curve) {
+                if let Some(c) = self.live_curve(generation, curve) {
                     if refine {
                         c.refine = (done, total);
                     } else {
                         c.total = total;
                     }
-                    let stream = c.stream.clone();
-                    c.acc.add(&stream, start, &nll);
+                    c.acc.add(&c.stream, start, &nll);
                 }
             }
             WorkerMsg::SweepDone {
@@ -567,10 +572,7 @@ impl App {
                 secs,
                 refine,
             } => {
-                if curve == 0 && generation != self.sweep_gen {
-                    return;
-                }
-                if let Some(c) = self.curves.get_mut(curve) {
+                if let Some(c) = self.live_curve(generation, curve) {
                     if refine {
                         c.refined = Some(secs);
                     } else {
