@@ -29,6 +29,11 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `eval --model MODEL ARGS...`.
+fn eval(model: &str, args: &[&str]) -> Output {
+    run(&[&["eval", "--model", model][..], args].concat())
+}
+
 /// A bad-input run: exit 2, one line on stderr that contains `needle`, no panic.
 fn fails_with(o: &Output, needle: &str) {
     let e = stderr(o);
@@ -183,25 +188,25 @@ fn eval_writes_every_output() {
     let text = dir.path().join("text.txt");
     std::fs::write(&text, PROSE.repeat(10)).unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let o = run(&[
-        "eval",
-        "--model",
+    let o = eval(
         m.to_str().unwrap(),
-        "--text",
-        text.to_str().unwrap(),
-        "--lengths",
-        "4..64",
-        "--protocol",
-        "sweep",
-        "--json",
-        &p("r.json"),
-        "--csv",
-        &p("r.csv"),
-        "--per-token",
-        &p("t.jsonl"),
-        "--plot",
-        &p("r.svg"),
-    ]);
+        &[
+            "--text",
+            text.to_str().unwrap(),
+            "--lengths",
+            "4..64",
+            "--protocol",
+            "sweep",
+            "--json",
+            &p("r.json"),
+            "--csv",
+            &p("r.csv"),
+            "--per-token",
+            &p("t.jsonl"),
+            "--plot",
+            &p("r.svg"),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let table = stdout(&o);
     assert!(
@@ -254,29 +259,24 @@ fn eval_writes_every_output() {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("a.txt"), PROSE.repeat(5)).unwrap();
     std::fs::write(folder.join("b.txt"), PROSE.repeat(5)).unwrap();
-    let o = run(&[
-        "eval",
-        "--model",
+    let o = eval(
         m.to_str().unwrap(),
-        "--text",
-        folder.to_str().unwrap(),
-        "--lengths",
-        "16",
-    ]);
+        &["--text", folder.to_str().unwrap(), "--lengths", "16"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(&folder.display().to_string()));
     // --max-tokens keeps the first N tokens only.
-    let o = run(&[
-        "eval",
-        "--model",
+    let o = eval(
         m.to_str().unwrap(),
-        "--text",
-        folder.to_str().unwrap(),
-        "--lengths",
-        "16",
-        "--max-tokens",
-        "33",
-    ]);
+        &[
+            "--text",
+            folder.to_str().unwrap(),
+            "--lengths",
+            "16",
+            "--max-tokens",
+            "33",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("· 33 tokens from"), "{}", stdout(&o));
     // Token ids work for models without a tokenizer, and a slope override is accepted.
@@ -289,31 +289,31 @@ fn eval_writes_every_output() {
             .join(" "),
     )
     .unwrap();
-    let o = run(&[
-        "eval",
-        "--model",
+    let o = eval(
         m.to_str().unwrap(),
-        "--token-ids",
-        ids.to_str().unwrap(),
-        "--lengths",
-        "8,16",
-        "--slopes",
-        "zero",
-    ]);
+        &[
+            "--token-ids",
+            ids.to_str().unwrap(),
+            "--lengths",
+            "8,16",
+            "--slopes",
+            "zero",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&[
-        "eval",
-        "--model",
+    let o = eval(
         m.to_str().unwrap(),
-        "--token-ids",
-        ids.to_str().unwrap(),
-        "--lengths",
-        "8",
-        "--protocol",
-        "sliding",
-        "--stride",
-        "2",
-    ]);
+        &[
+            "--token-ids",
+            ids.to_str().unwrap(),
+            "--lengths",
+            "8",
+            "--protocol",
+            "sliding",
+            "--stride",
+            "2",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -331,113 +331,86 @@ fn bad_eval_input_is_a_one_line_error_without_partial_files() {
     let json = dir.path().join("out.json");
     let js = json.to_str().unwrap();
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--text",
-            &write("empty.txt", b""),
-            "--lengths",
-            "8",
-            "--json",
-            js,
-        ]),
+            &[
+                "--text",
+                &write("empty.txt", b""),
+                "--lengths",
+                "8",
+                "--json",
+                js,
+            ],
+        ),
         "empty",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--text",
-            &write("bin.txt", &[0xff, 0xfe, 0x00, 0x12]),
-            "--lengths",
-            "8",
-        ]),
+            &[
+                "--text",
+                &write("bin.txt", &[0xff, 0xfe, 0x00, 0x12]),
+                "--lengths",
+                "8",
+            ],
+        ),
         "not UTF-8",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--text",
-            &write("short.txt", b"Too short."),
-            "--lengths",
-            "64",
-        ]),
+            &[
+                "--text",
+                &write("short.txt", b"Too short."),
+                "--lengths",
+                "64",
+            ],
+        ),
         "needs at least 65",
     );
     fails_with(
-        &run(&["eval", "--model", ms, "--text", &good, "--lengths", "0,8"]),
+        &eval(ms, &["--text", &good, "--lengths", "0,8"]),
         "at least 1",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--text",
-            &good,
-            "--lengths",
-            "8",
-            "--json",
-            "/nonexistent-dir/x.json",
-        ]),
+            &[
+                "--text",
+                &good,
+                "--lengths",
+                "8",
+                "--json",
+                "/nonexistent-dir/x.json",
+            ],
+        ),
         "cannot write",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
-            ms,
-            "--text",
-            &good,
-            "--lengths",
-            "8",
-            "--plot",
-            "x.pdf",
-        ]),
+        &eval(ms, &["--text", &good, "--lengths", "8", "--plot", "x.pdf"]),
         ".svg or .png",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
-            ms,
-            "--text",
-            &good,
-            "--lengths",
-            "8",
-            "--slopes",
-            "zero",
-        ]),
+        &eval(ms, &["--text", &good, "--lengths", "8", "--slopes", "zero"]),
         "ALiBi models only",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--text",
-            &good,
-            "--lengths",
-            "8",
-            "--protocol",
-            "sliding",
-        ]),
+            &["--text", &good, "--lengths", "8", "--protocol", "sliding"],
+        ),
         "--stride",
     );
     fails_with(
-        &run(&[
-            "eval",
-            "--model",
+        &eval(
             ms,
-            "--token-ids",
-            &write("ids.txt", b"1 2 999 4"),
-            "--lengths",
-            "2",
-        ]),
+            &[
+                "--token-ids",
+                &write("ids.txt", b"1 2 999 4"),
+                "--lengths",
+                "2",
+            ],
+        ),
         "token id 999 at position 2",
     );
     assert!(!json.exists(), "a failed run left {js}");
