@@ -5,6 +5,8 @@
 //! `gen_slopes` are reproduced as separate functions so the tests can check them against each other.
 //! Pure functions of numbers: no candle, no terminal.
 
+pub mod file;
+
 use std::fmt;
 use std::str::FromStr;
 

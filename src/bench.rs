@@ -1,22 +1,15 @@
 //! `bench`: speed and memory measured in one run, written as a Markdown report. Ratios measured in
 //! the same run (sweep vs non-overlapping windows) are what to compare on shared machines.
 
-use crate::cli::BenchArgs;
-use crate::eval::{Control, Protocol, Stream, evaluate, window_losses};
-use crate::model::load;
+use crate::eval::{Control, Protocol, evaluate, window_losses};
+use crate::model::device::{device_name, dtype_name};
+use crate::model::load::ModelSource;
+use crate::text::{Input, Stream};
 use crate::tui::app::{App, ModelInfo};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Reads the process's peak resident set size in MiB (Linux `VmHWM`), if available.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 fn stream_of(ids: &[u32], len: usize) -> Stream {
     // Repeat the text's tokens until `len + 1` are available.
@@ -31,24 +24,47 @@ fn stream_of(ids: &[u32], len: usize) -> Stream {
     }
 }
 
+/// What `bench` measures, resolved from its arguments.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    /// The model.
+    pub model: ModelSource,
+    /// Tokens to run (repeated as needed).
+    pub input: Input,
+    /// Shortest forward length.
+    pub min_length: usize,
+    /// Longest forward length.
+    pub max_length: usize,
+    /// Timed repeats per length (median reported).
+    pub repeats: usize,
+    /// Sweep comparison: shortest length.
+    pub sweep_min: usize,
+    /// Sweep comparison: longest length (0 skips).
+    pub sweep_max: usize,
+    /// Sweep comparison: windows of the longest length.
+    pub sweep_windows: usize,
+    /// Long-input memory check length (0 skips).
+    pub long_length: usize,
+    /// Also write the report here.
+    pub out: Option<PathBuf>,
+}
+
 /// Runs the benchmark and writes the report.
-pub fn run(a: &BenchArgs) -> Result<()> {
-    let loaded = crate::cli::load_model(&a.model)?;
+pub fn run(a: &BenchSettings) -> Result<()> {
+    let loaded = a.model.load()?;
     let model = &loaded.model;
-    let (base, input) = match (&a.text, &a.token_ids) {
-        (Some(path), _) => {
-            let text = crate::eval::command::read_eval_text(path)?;
-            let tok = loaded.tokenizer.as_ref().ok_or_else(|| {
-                eyre!("the model has no tokenizer.json (hint: pass --token-ids FILE instead of --text)")
-            })?;
-            let ids = crate::eval::tokenize(tok, &text).map_err(|e| eyre!(e))?.ids;
-            (ids, format!("Text `{}`", path.display()))
-        }
-        (None, Some(path)) => (
-            crate::eval::command::read_token_ids(path, model.config().vocab_size)?,
-            format!("Token ids `{}`", path.display()),
-        ),
-        (None, None) => bail!("give --text FILE or --token-ids FILE"),
+    let base = a
+        .input
+        .read(
+            loaded.tokenizer.as_ref(),
+            model.config().vocab_size,
+            &loaded.name,
+            None,
+        )?
+        .ids;
+    let input = match &a.input {
+        Input::Text(p) => format!("Text `{}`", p.display()),
+        Input::TokenIds(p) => format!("Token ids `{}`", p.display()),
     };
     if base.len() < 2 {
         bail!("the input has fewer than 2 tokens");
@@ -65,8 +81,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         cfg.n_heads,
         cfg.d_model,
         cfg.vocab_size,
-        load::dtype_name(model.dtype()),
-        load::device_name(model.device()),
+        dtype_name(model.dtype()),
+        device_name(model.device()),
         candle_core::utils::get_num_threads(),
     )?;
     // 1. Forward throughput by length (one window, batch 1).
@@ -117,12 +133,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let t = Instant::now();
         let out = std::process::Command::new(exe)
             .args(["eval", "--model"])
-            .arg(&a.model.model)
+            .arg(&a.model.path)
             .args([
                 "--device",
-                &load::device_name(model.device()),
+                &device_name(model.device()),
                 "--dtype",
-                load::dtype_name(model.dtype()),
+                dtype_name(model.dtype()),
                 "--token-ids",
             ])
             .arg(&ids_file)
@@ -143,7 +159,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "## Long input\n\nOne window of {} tokens (`eval --lengths {}` in a fresh process, on {}): {secs:.1} s, **peak RSS {} MiB** (host memory; attention is computed in query blocks, so memory grows linearly with length).\n",
             a.long_length,
             a.long_length,
-            load::device_name(model.device()),
+            device_name(model.device()),
             rss.unwrap_or_else(|| "unknown".to_string())
         )?;
     }
@@ -155,9 +171,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         train_len: cfg.train_len,
         n_layers: cfg.n_layers,
         n_heads: cfg.n_heads,
-        device: load::device_name(model.device()),
+        device: device_name(model.device()),
         device_note: String::new(),
-        dtype: load::dtype_name(model.dtype()).to_string(),
+        dtype: dtype_name(model.dtype()).to_string(),
         slopes: Some(cfg.default_slopes()),
     };
     if let Some(sweep) = &sweep {
@@ -181,7 +197,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 fn sweep_section(
     model: &crate::model::transformer::Transformer,
     base: &[u32],
-    a: &BenchArgs,
+    a: &BenchSettings,
     report: &mut String,
 ) -> Result<crate::eval::Evaluation> {
     let lengths: Vec<usize> = std::iter::successors(Some(a.sweep_min), |l| Some(l * 2))

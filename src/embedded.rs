@@ -92,7 +92,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unpacked = dir.path().join("models").join("alibi");
         write_missing(&unpacked, &DEFAULT_MODEL).unwrap();
-        let cpu = crate::model::load::ChosenDevice {
+        let cpu = crate::model::device::ChosenDevice {
             device: candle_core::Device::Cpu,
             note: String::new(),
         };

@@ -9,6 +9,7 @@ pub mod output;
 pub mod plot;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
+use crate::text::Stream;
 use candle_core::{Result, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -161,59 +162,6 @@ impl Stats {
                 .then(|| self.sum / std::f64::consts::LN_2 / self.bytes as f64),
         }
     }
-}
-
-/// The token stream being evaluated.
-#[derive(Debug, Clone)]
-pub struct Stream {
-    /// Token ids.
-    pub ids: Vec<u32>,
-    /// UTF-8 bytes each token covers, when the text is known.
-    pub bytes: Option<Vec<u32>>,
-}
-
-impl Stream {
-    fn bytes_of(&self, i: usize) -> Option<u32> {
-        self.bytes.as_ref().map(|b| b[i])
-    }
-
-    /// Keeps only the first `n` tokens (`--max-tokens`).
-    pub fn truncate(&mut self, n: usize) {
-        self.ids.truncate(n);
-        if let Some(b) = self.bytes.as_mut() {
-            b.truncate(n);
-        }
-    }
-
-    /// How many windows of `len` input tokens fit without overlap (each needs `len + 1` tokens).
-    pub fn windows(&self, len: usize) -> usize {
-        self.ids.len().saturating_sub(1) / len.max(1)
-    }
-}
-
-/// Tokenizes `text` and records how many bytes each token covers (differences of the end
-/// offsets, so multi-byte characters split across tokens still sum to the text's length).
-pub fn tokenize(
-    tokenizer: &tokenizers::Tokenizer,
-    text: &str,
-) -> std::result::Result<Stream, String> {
-    let enc = tokenizer
-        .encode(text, false)
-        .map_err(|e| format!("cannot tokenize: {e}"))?;
-    let mut bytes = Vec::with_capacity(enc.len());
-    let mut prev_end = 0usize;
-    for &(_, end) in enc.get_offsets() {
-        let end = end.max(prev_end);
-        bytes.push((end - prev_end) as u32);
-        prev_end = end;
-    }
-    if let Some(last) = bytes.last_mut() {
-        *last += (text.len().saturating_sub(prev_end)) as u32;
-    }
-    Ok(Stream {
-        ids: enc.get_ids().to_vec(),
-        bytes: Some(bytes),
-    })
 }
 
 /// What can stop an evaluation early.

@@ -4,22 +4,26 @@
 //! Data flows one way:
 //! `text --tokenizer--> tokens --model (worker)--> losses, attention --> App state --> widgets`.
 //!
-//! - [`alibi`]: slopes, presets, bias rows, reach. Pure numbers.
-//! - [`model`]: config, transformer with attention capture, position schemes, loading/saving.
-//! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots.
+//! The modules are layers; each imports only from the layers above it in this list (a test,
+//! `tests/architecture.rs`, keeps it so and refuses import cycles between files):
+//!
+//! - [`alibi`]: slopes, presets, bias rows, reach; slopes files. Pure numbers.
+//! - [`embedded`]: the default model and text built into the binary.
+//! - [`model`]: config, transformer with attention capture, position schemes, loading and saving
+//!   (folder, safetensors, device, families), memory estimates.
+//! - [`text`]: text files and folders, token-id files, tokenization into a stream with bytes.
+//! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots, the `eval` command.
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
 //! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
-//! - [`memory`]: memory estimates that turn impossible lengths into clear errors.
-//! - [`embedded`]: the default model and text built into the binary.
-//! - [`cli`]: command-line definitions and the headless commands.
+//! - [`cli`]: command-line definitions, resolved into the settings above, and dispatch.
 
 pub mod alibi;
 pub mod bench;
 pub mod cli;
 pub mod embedded;
 pub mod eval;
-pub mod memory;
 pub mod model;
+pub mod text;
 pub mod train;
 pub mod tui;

@@ -42,7 +42,7 @@ fn main() {
     if let Err(e) = alibi_explorer::cli::run(cli) {
         eprintln!(
             "error: {}",
-            alibi_explorer::model::load::one_line(format!("{e:#}"))
+            alibi_explorer::model::error::one_line(format!("{e:#}"))
         );
         std::process::exit(alibi_explorer::cli::EXIT_BAD_INPUT);
     }

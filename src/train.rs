@@ -2,23 +2,27 @@
 //! validation, checkpoints that resume exactly, and the final checkpoint folder plus a
 //! `TRAINING.md` record of how it was made.
 
+pub mod checkpoint;
 pub mod corpus;
 pub mod optim;
+pub mod settings;
 pub mod tokenizer;
 
 use crate::alibi::SlopeSpec;
 use crate::model::config::{Config, Position};
 use crate::model::init::{Rng, init_params};
-use crate::model::load;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
+use checkpoint::{
+    CheckpointState, load_training_checkpoint, read_token_cache, save_training_checkpoint,
+    write_token_cache,
+};
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
-use optim::{AdamW, AdamWConfig, lr_at};
-use serde::{Deserialize, Serialize};
+use optim::{AdamW, lr_at};
+pub use settings::TrainSettings;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -34,52 +38,6 @@ pub const MAX_VALID_WINDOWS: usize = 64;
 /// Fraction of the peak learning rate the cosine decays to.
 pub const MIN_LR_RATIO: f64 = 0.1;
 
-/// Everything a training run needs; stored in the checkpoint so `--resume` can check it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrainSettings {
-    /// Folder of training `.txt` files.
-    pub data: PathBuf,
-    /// Folder of validation `.txt` files.
-    pub valid: PathBuf,
-    /// tokenizer.json.
-    pub tokenizer: PathBuf,
-    /// The model to train (sizes, position, train_len, initial slopes).
-    pub model: Config,
-    /// Whether ALiBi slopes are trained.
-    pub learn_slopes: bool,
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Windows per step.
-    pub batch: usize,
-    /// AdamW hyper-parameters.
-    pub adamw: AdamWConfig,
-    /// Warm-up steps.
-    pub warmup: usize,
-    /// Gradient clipping norm (0 disables).
-    pub clip: f64,
-    /// Seed for initialisation and data order.
-    pub seed: u64,
-    /// Validate every this many steps.
-    pub valid_every: usize,
-    /// Checkpoint every this many steps.
-    pub checkpoint_every: usize,
-    /// Output folder.
-    pub out: PathBuf,
-    /// dtype of the final weights.
-    pub save_dtype: String,
-}
-
-/// What a checkpoint records besides tensors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    settings: TrainSettings,
-    step: usize,
-    elapsed_s: f64,
-    tokens_seen: usize,
-    last_train_loss: Option<f64>,
-    last_valid_loss: Option<f64>,
-}
-
 /// Offsets of the `batch` windows used at `step`: a pure function of the seed and the step, so
 /// every position scheme sees the same data and a resumed run sees what it would have seen.
 pub fn batch_offsets(
@@ -92,27 +50,6 @@ pub fn batch_offsets(
     let mut rng = Rng::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDA7A);
     let span = (n_tokens - window) as u64;
     (0..batch).map(|_| rng.below(span) as usize).collect()
-}
-
-fn write_token_cache(path: &Path, ids: &[u32]) -> Result<()> {
-    let mut bytes = Vec::with_capacity(ids.len() * 4);
-    for id in ids {
-        bytes.extend_from_slice(&id.to_le_bytes());
-    }
-    std::fs::write(path, bytes).wrap_err_with(|| format!("cannot write '{}'", path.display()))
-}
-
-fn read_token_cache(path: &Path) -> Option<Vec<u32>> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() % 4 != 0 {
-        return None;
-    }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
 }
 
 struct Data {
@@ -250,59 +187,6 @@ fn validate(
     ))
 }
 
-fn save_training_checkpoint(dir: &Path, opt: &AdamW, ck: &CheckpointState) -> Result<()> {
-    let tmp = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for p in &opt.params {
-        tensors.insert(format!("param.{}", p.name), p.var.as_tensor().clone());
-        tensors.insert(format!("m.{}", p.name), p.m.clone());
-        tensors.insert(format!("v.{}", p.name), p.v.clone());
-    }
-    candle_core::safetensors::save(&tensors, tmp.join("state.safetensors"))?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(ck)?)?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&tmp, dir)?;
-    Ok(())
-}
-
-fn load_training_checkpoint(dir: &Path, opt: &mut AdamW) -> Result<CheckpointState> {
-    let corrupt = |what: String| {
-        eyre!(
-            "checkpoint '{}' is corrupt: {what} (hint: delete the folder to start over, or restore it)",
-            dir.display()
-        )
-    };
-    let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(dir.join("state.json")).map_err(|e| corrupt(format!("state.json: {e}")))?,
-    )
-    .map_err(|e| corrupt(format!("state.json: {e}")))?;
-    let tensors = candle_core::safetensors::load(dir.join("state.safetensors"), &Device::Cpu)
-        .map_err(|e| corrupt(format!("state.safetensors: {}", load::one_line(e))))?;
-    for p in &mut opt.params {
-        let get = |prefix: &str| -> Result<Tensor> {
-            let t = tensors
-                .get(&format!("{prefix}.{}", p.name))
-                .ok_or_else(|| corrupt(format!("missing {prefix}.{}", p.name)))?;
-            if t.shape() != p.var.shape() {
-                return Err(corrupt(format!(
-                    "{prefix}.{} has shape {:?}, expected {:?}",
-                    p.name,
-                    t.dims(),
-                    p.var.dims()
-                )));
-            }
-            Ok(t.to_device(p.var.device())?)
-        };
-        p.var.set(&get("param")?)?;
-        p.m = get("m")?;
-        p.v = get("v")?;
-    }
-    opt.step = state.step;
-    Ok(state)
-}
-
 /// Runs (or resumes) a training run and writes the final checkpoint folder.
 pub fn run(settings: &TrainSettings, resume: bool, device: &Device) -> Result<()> {
     run_until(settings, resume, device, None)
@@ -324,7 +208,7 @@ pub fn run_until(
         bail!("--steps and --batch must be at least 1");
     }
     let m = &s.model;
-    let need = crate::memory::train_step_bytes(
+    let need = crate::model::memory::train_step_bytes(
         s.batch,
         m.train_len,
         m.n_layers,
@@ -333,7 +217,7 @@ pub fn run_until(
         m.d_ff,
         m.vocab_size,
     );
-    crate::memory::check(
+    crate::model::memory::check(
         need,
         &format!(
             "a training step at --train-len {} with --batch {}",
@@ -342,7 +226,7 @@ pub fn run_until(
         "lower --train-len or --batch",
     )
     .map_err(|e| eyre!(e))?;
-    let tok = load::load_tokenizer(&s.tokenizer)?;
+    let tok = crate::model::folder::load_tokenizer(&s.tokenizer)?;
     let tok_vocab = tok.get_vocab_size(true);
     if tok_vocab > s.model.vocab_size {
         bail!(
@@ -550,8 +434,8 @@ fn finish(s: &TrainSettings, state: &State, ck: &CheckpointState, data: &Data) -
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    let dtype = load::parse_dtype(&s.save_dtype).map_err(|e| eyre!(e))?;
-    load::save_checkpoint(&s.out, &cfg, &params, dtype, Some(&s.tokenizer))?;
+    let dtype = crate::model::device::parse_dtype(&s.save_dtype).map_err(|e| eyre!(e))?;
+    crate::model::weights::save_checkpoint(&s.out, &cfg, &params, dtype, Some(&s.tokenizer))?;
     write_training_record(s, ck, data, &cfg)?;
     eprintln!(
         "saved {} ({}, {} steps, train loss {:.4}, valid loss {:.4})",

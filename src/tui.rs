@@ -2,15 +2,18 @@
 //! loop (block on the one event channel, drain what is queued, update, draw once).
 
 pub mod app;
+pub mod curve;
 pub mod event;
 pub mod keymap;
 pub mod palette;
 pub mod ui;
 pub mod worker;
 
-use crate::eval::{Stream, tokenize};
+use crate::alibi::file::{read_slopes, write_slopes};
 use crate::model::LoadedModel;
-use crate::model::load::{self, ChosenDevice};
+use crate::model::device::{ChosenDevice, DeviceSpec, choose_device, device_name, dtype_name};
+use crate::model::load::load_model;
+use crate::text::{Stream, tokenize};
 use app::{App, Effect, ModelInfo};
 use color_eyre::eyre::{Result, bail, eyre};
 use crossterm::event::{
@@ -31,7 +34,7 @@ pub struct TuiSettings {
     /// Models to compare against.
     pub compare: Vec<PathBuf>,
     /// Device choice.
-    pub device: load::DeviceSpec,
+    pub device: DeviceSpec,
     /// dtype.
     pub dtype: candle_core::DType,
     /// The longest length (default: 16x the training length, bounded by the text).
@@ -54,9 +57,9 @@ fn model_info(m: &LoadedModel) -> ModelInfo {
         train_len: cfg.train_len,
         n_layers: cfg.n_layers,
         n_heads: cfg.n_heads,
-        device: load::device_name(&m.device.device),
+        device: device_name(&m.device.device),
         device_note: m.device.note.clone(),
-        dtype: load::dtype_name(m.model.dtype()).to_string(),
+        dtype: dtype_name(m.model.dtype()).to_string(),
         slopes: (cfg.position == crate::model::Position::Alibi).then(|| cfg.default_slopes()),
     }
 }
@@ -85,9 +88,9 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
     if s.max_tokens.is_some_and(|n| n < 2) {
         bail!("--max-tokens must be at least 2");
     }
-    let text = crate::eval::command::read_eval_text(&s.text)?;
-    let device: ChosenDevice = load::choose_device(s.device)?;
-    let main = load::load_model(&s.model, device.clone(), s.dtype)?;
+    let text = crate::text::files::read_eval_text(&s.text)?;
+    let device: ChosenDevice = choose_device(s.device)?;
+    let main = load_model(&s.model, device.clone(), s.dtype)?;
     let main_stream = stream_for(&main, &text, &s.text, s.max_tokens)?;
     let cfg = main.model.config().clone();
     let available = main_stream.ids.len().saturating_sub(1);
@@ -136,7 +139,7 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
     let mut labels = Vec::new();
     let mut streams = vec![main_stream];
     for c in &s.compare {
-        let m = load::load_model(c, device.clone(), s.dtype)?;
+        let m = load_model(c, device.clone(), s.dtype)?;
         let st = stream_for(&m, &text, &s.text, s.max_tokens)?;
         if st.windows(lmax) == 0 {
             bail!(
@@ -172,27 +175,6 @@ fn set_mouse(on: bool) {
     };
 }
 
-fn save_slopes(path: &Path, slopes: &[f64]) -> Result<(), String> {
-    let heads = slopes.len();
-    let v = serde_json::json!({"heads": heads, "preset": "custom", "slopes": slopes});
-    std::fs::write(path, format!("{v}\n"))
-        .map_err(|e| format!("cannot write '{}': {e}", path.display()))
-}
-
-fn load_slopes(path: &Path) -> Result<Vec<f64>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("'{}' is not JSON: {e}", path.display()))?;
-    v.get("slopes")
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| format!("'{}' has no \"slopes\" array", path.display()))?
-        .iter()
-        .map(|x| x.as_f64().filter(|f| f.is_finite()))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| format!("'{}': slopes must be finite numbers", path.display()))
-}
-
 /// Carries out effects; file results are fed back into the app.
 fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
     let mut queue = effects;
@@ -202,14 +184,14 @@ fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
                 let _ = jobs.send(job);
             }
             Effect::SetMouse(on) => set_mouse(on),
-            Effect::SaveSlopes(path, slopes) => match save_slopes(&path, &slopes) {
+            Effect::SaveSlopes(path, slopes) => match write_slopes(&path, &slopes) {
                 Ok(()) => {
                     app.message = format!("saved {} slopes to {}", slopes.len(), path.display());
                 }
                 Err(e) => app.error = Some(e),
             },
             Effect::LoadSlopes(path) => {
-                let more = app.slopes_loaded(load_slopes(&path));
+                let more = app.slopes_loaded(read_slopes(&path));
                 queue.extend(more);
             }
         }

@@ -3,11 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use alibi_explorer::eval::{
-    Control, Protocol, Stream, evaluate, parse_lengths, starts_for, window_losses,
-};
+use alibi_explorer::eval::{Control, Protocol, evaluate, parse_lengths, starts_for, window_losses};
 use alibi_explorer::model::config::{Config, Position};
 use alibi_explorer::model::init::{init_params, random_model};
+use alibi_explorer::text::Stream;
 use candle_core::{DType, Device, Tensor};
 
 fn stream(n: usize, vocab: u32) -> Stream {
@@ -266,7 +265,7 @@ fn byte_counts_cover_the_text() {
         &dir.path().join("tok.json"),
     )
     .unwrap();
-    let s = alibi_explorer::eval::tokenize(&tok, &text).unwrap();
+    let s = alibi_explorer::text::tokenize(&tok, &text).unwrap();
     let total: u32 = s.bytes.as_ref().unwrap().iter().sum();
     assert_eq!(total as usize, text.len());
 }

@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use alibi_explorer::model::config::Arch;
-use alibi_explorer::model::load::{ChosenDevice, LoadedModel, load_model};
+use alibi_explorer::model::device::ChosenDevice;
+use alibi_explorer::model::load::{LoadedModel, load_model};
 use alibi_explorer::model::transformer::ForwardOptions;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
@@ -175,8 +176,9 @@ fn clip_qkv_is_honoured() {
     cfg.clip_qkv = None;
     let folder = loaded.folder.clone();
     let ckpt =
-        alibi_explorer::model::load::Checkpoint::open(&[folder.join("model.safetensors")]).unwrap();
-    loaded.model = alibi_explorer::model::load::build_foreign(
+        alibi_explorer::model::weights::Checkpoint::open(&[folder.join("model.safetensors")])
+            .unwrap();
+    loaded.model = alibi_explorer::model::weights::build_foreign(
         &cfg,
         &alibi_explorer::model::mpt::FAMILY,
         &ckpt,

@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use alibi_explorer::eval::{Control, Protocol, evaluate, tokenize};
-use alibi_explorer::model::load::{ChosenDevice, gpu_error_reason, load_model};
+use alibi_explorer::eval::{Control, Protocol, evaluate};
+use alibi_explorer::model::device::{ChosenDevice, gpu_error_reason};
+use alibi_explorer::model::load::load_model;
+use alibi_explorer::text::tokenize;
 use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
 

@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use alibi_explorer::model::LoadError;
+use alibi_explorer::model::device::ChosenDevice;
 use alibi_explorer::model::hub::{ResolvedModel, find_in_cache, resolve_with_cache};
-use alibi_explorer::model::load::{ChosenDevice, LoadError, LoadedModel, load_model};
+use alibi_explorer::model::load::{LoadedModel, load_model};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

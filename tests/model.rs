@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::unreadable_literal)]
 
 use alibi_explorer::model::config::{Config, Position};
+use alibi_explorer::model::device::ChosenDevice;
 use alibi_explorer::model::init::{init_params, random_model};
-use alibi_explorer::model::load::{ChosenDevice, load_model, save_checkpoint};
+use alibi_explorer::model::load::load_model;
 use alibi_explorer::model::transformer::{ForwardOptions, slopes_tensor};
+use alibi_explorer::model::weights::save_checkpoint;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::collections::HashMap;
 

@@ -156,7 +156,7 @@ fn training_writes_its_record_and_learns_slopes() {
         "--learn-slopes changed nothing"
     );
     // The saved folder loads and runs.
-    let cpu = alibi_explorer::model::load::ChosenDevice {
+    let cpu = alibi_explorer::model::device::ChosenDevice {
         device: Device::Cpu,
         note: String::new(),
     };

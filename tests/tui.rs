@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use alibi_explorer::eval::Stream;
 use alibi_explorer::model::Position;
+use alibi_explorer::text::Stream;
 use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
 use alibi_explorer::tui::keymap::{Action, Focus};
 use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
@@ -423,8 +423,9 @@ fn refinement_windows_fill_short_lengths_and_show_progress() {
 fn the_worker_sweeps_then_refines_and_new_slopes_cancel_the_old_refinement() {
     use alibi_explorer::eval::{Control, Protocol, SweepAccumulator, evaluate};
     use alibi_explorer::model::config::Config;
+    use alibi_explorer::model::device::ChosenDevice;
     use alibi_explorer::model::init::random_model;
-    use alibi_explorer::model::load::{ChosenDevice, LoadedModel};
+    use alibi_explorer::model::load::LoadedModel;
     use alibi_explorer::tui::event::Event;
     use alibi_explorer::tui::worker::{ModelSlot, refine_plan, spawn};
     use std::time::Duration;
@@ -530,7 +531,7 @@ fn max_tokens_limits_every_stream_and_the_chart() {
         model: root.join("assets/models/alibi"),
         text: root.join("assets/texts/default.txt"),
         compare: vec![root.join("assets/models/sinusoidal")],
-        device: alibi_explorer::model::load::DeviceSpec::Cpu,
+        device: alibi_explorer::model::device::DeviceSpec::Cpu,
         dtype: candle_core::DType::F32,
         max_length: None,
         max_tokens,

@@ -7,7 +7,7 @@
 
 use alibi_explorer::model::config::{Config, Position};
 use alibi_explorer::model::init::init_params;
-use alibi_explorer::model::load::save_checkpoint;
+use alibi_explorer::model::weights::save_checkpoint;
 use candle_core::{DType, Device};
 use std::process::Command;
 use std::time::{Duration, Instant};

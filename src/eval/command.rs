@@ -3,14 +3,17 @@
 
 use super::output::{self, AtomicFile, RunInfo};
 use super::plot::{self, Series};
-use super::{Control, Point, Protocol, Stream, evaluate, parse_lengths, tokenize};
-use crate::cli::{EvalArgs, PlotArgs, load_model, resolve_slopes};
+use super::{Control, Point, Protocol, evaluate};
+use crate::alibi::file::resolve_slopes;
 use crate::model::Position;
-use crate::model::load;
+use crate::model::device::{device_name, dtype_name};
+use crate::model::error::one_line;
+use crate::model::load::ModelSource;
 use crate::model::transformer::slopes_tensor;
+use crate::text::Input;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,59 +35,52 @@ pub fn resolve_protocol(name: &str, stride: Option<usize>) -> Result<Protocol> {
     }
 }
 
-/// Reads whitespace-separated token ids, checking each against the vocabulary.
-pub fn read_token_ids(path: &Path, vocab: usize) -> Result<Vec<u32>> {
-    let text = crate::train::corpus::read_text(path)?;
-    let mut ids = Vec::new();
-    for (pos, word) in text.split_whitespace().enumerate() {
-        let id: u32 = word
-            .parse()
-            .map_err(|_| eyre!("'{}': '{word}' at position {pos} is not a token id (expected whitespace-separated integers)", path.display()))?;
-        if id as usize >= vocab {
-            bail!(
-                "'{}': token id {id} at position {pos} is outside the model's vocabulary (0..{vocab})",
-                path.display()
-            );
-        }
-        ids.push(id);
-    }
-    if ids.is_empty() {
-        bail!("'{}' contains no token ids", path.display());
-    }
-    Ok(ids)
+/// What `eval` does, resolved from its arguments.
+#[derive(Debug, Clone)]
+pub struct EvalSettings {
+    /// The model.
+    pub model: ModelSource,
+    /// The text or token ids.
+    pub input: Input,
+    /// Input lengths, ascending.
+    pub lengths: Vec<usize>,
+    /// The evaluation protocol.
+    pub protocol: Protocol,
+    /// A slopes override: a preset name or a slopes file.
+    pub slopes: Option<String>,
+    /// JSON output.
+    pub json: Option<PathBuf>,
+    /// CSV output.
+    pub csv: Option<PathBuf>,
+    /// Per-token JSON lines output.
+    pub per_token: Option<PathBuf>,
+    /// Figure output (.svg or .png).
+    pub plot: Option<PathBuf>,
+    /// Windows per forward pass.
+    pub batch: Option<usize>,
+    /// Use only the first N tokens.
+    pub max_tokens: Option<usize>,
+    /// Print the peak resident memory at the end.
+    pub report_peak_rss: bool,
 }
 
-/// Reads the text to evaluate: a UTF-8 file, or every `.txt` file of a folder (in name order,
-/// separated by a blank line); it must not be empty or binary.
-pub fn read_eval_text(path: &Path) -> Result<String> {
-    let text = if path.is_dir() {
-        let mut parts = Vec::new();
-        for f in crate::train::corpus::text_files(path)? {
-            parts.push(crate::train::corpus::read_text(&f)?);
-        }
-        parts.join("\n\n")
-    } else {
-        crate::train::corpus::read_text(path)?
-    };
-    if text.trim().is_empty() {
-        bail!(
-            "'{}' is empty (hint: give a text with at least a few hundred words)",
-            path.display()
-        );
-    }
-    if text.contains('\0') {
-        bail!(
-            "'{}' contains NUL bytes: it looks like a binary file, not text",
-            path.display()
-        );
-    }
-    Ok(text)
+/// What `plot` does.
+#[derive(Debug, Clone)]
+pub struct PlotSettings {
+    /// `eval --json` files.
+    pub inputs: Vec<PathBuf>,
+    /// Curve labels, in order.
+    pub labels: Vec<String>,
+    /// The figure.
+    pub out: PathBuf,
+    /// The figure's title.
+    pub title: String,
 }
 
 /// Runs `eval`.
-pub fn eval(a: &EvalArgs) -> Result<()> {
-    let lengths = parse_lengths(&a.lengths).map_err(|e| eyre!(e))?;
-    let protocol = resolve_protocol(&a.protocol, a.stride)?;
+pub fn eval(a: &EvalSettings) -> Result<()> {
+    let lengths = &a.lengths;
+    let protocol = a.protocol;
     if let Protocol::Sliding { stride } = protocol
         && let Some(&small) = lengths.first()
         && stride > small
@@ -102,46 +98,27 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     for p in [&a.json, &a.csv, &a.per_token].into_iter().flatten() {
         files.push(AtomicFile::create(p).map_err(|e| eyre!(e))?);
     }
-    let loaded = load_model(&a.model)?;
+    let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
-    let (stream, input) = match (&a.text, &a.token_ids) {
-        (Some(t), _) => {
-            let text = read_eval_text(t)?;
-            let tok = loaded.tokenizer.as_ref().ok_or_else(|| {
-                eyre!("model '{}' has no tokenizer.json (hint: pass --token-ids FILE instead of --text)", loaded.name)
-            })?;
-            (
-                tokenize(tok, &text).map_err(|e| eyre!("'{}': {e}", t.display()))?,
-                t.display().to_string(),
-            )
-        }
-        (None, Some(f)) => (
-            Stream {
-                ids: read_token_ids(f, cfg.vocab_size)?,
-                bytes: None,
-            },
-            f.display().to_string(),
-        ),
-        (None, None) => bail!("give --text FILE or --token-ids FILE"),
-    };
-    let mut stream = stream;
-    match a.max_tokens {
-        Some(0) => bail!("--max-tokens must be at least 2"),
-        Some(n) => stream.truncate(n),
-        None => {}
-    }
-    super::check_lengths(&stream, &lengths, cfg.max_len).map_err(|e| eyre!(e))?;
+    let stream = a.input.read(
+        loaded.tokenizer.as_ref(),
+        cfg.vocab_size,
+        &loaded.name,
+        a.max_tokens,
+    )?;
+    let input = a.input.path().display().to_string();
+    super::check_lengths(&stream, lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let largest = lengths.last().copied().unwrap_or(1);
     let batch = a.batch.unwrap_or(super::BATCH_TOKENS / largest).max(1);
-    let need = crate::memory::eval_bytes(
+    let need = crate::model::memory::eval_bytes(
         batch,
         largest,
         cfg.d_model,
         cfg.d_ff,
         model.dtype().size_in_bytes(),
     );
-    crate::memory::check(
+    crate::model::memory::check(
         need,
         &format!("length {largest}"),
         "use shorter --lengths, a smaller --batch, or --dtype bf16",
@@ -156,7 +133,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
                     cfg.position
                 );
             }
-            Some(resolve_slopes(spec, cfg.n_heads)?)
+            Some(resolve_slopes(spec, cfg.n_heads).map_err(|e| eyre!(e))?)
         }
         None => None,
     };
@@ -184,7 +161,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let result = evaluate(
         model,
         &stream,
-        &lengths,
+        lengths,
         protocol,
         slope_tensor.as_ref(),
         &ctl,
@@ -199,7 +176,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
             eprintln!("interrupted: no output files were written");
             std::process::exit(EXIT_INTERRUPTED);
         }
-        Err(e) => bail!("evaluation failed: {}", load::one_line(e)),
+        Err(e) => bail!("evaluation failed: {}", one_line(e)),
     };
     let info = RunInfo {
         model: loaded.name.clone(),
@@ -212,8 +189,8 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         input,
         stream_tokens: stream.ids.len(),
         slopes: slopes.or_else(|| (cfg.position == Position::Alibi).then(|| cfg.default_slopes())),
-        device: load::device_name(model.device()),
-        dtype: load::dtype_name(model.dtype()).to_string(),
+        device: device_name(model.device()),
+        dtype: dtype_name(model.dtype()).to_string(),
     };
     print!("{}", output::table(&info, &evaluation.points));
     drop(files);
@@ -235,7 +212,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         plot::draw(p, &title, info.train_len, &series).map_err(|e| eyre!(e))?;
     }
     if a.report_peak_rss
-        && let Some(mib) = crate::bench::peak_rss_mib()
+        && let Some(mib) = crate::model::memory::peak_rss_mib()
     {
         eprintln!("peak_rss_mib: {mib:.0}");
     }
@@ -243,7 +220,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 /// Runs `plot`: several `eval --json` files in one figure.
-pub fn plot(a: &PlotArgs) -> Result<()> {
+pub fn plot(a: &PlotSettings) -> Result<()> {
     plot::check_extension(&a.out).map_err(|e| eyre!(e))?;
     let mut series = Vec::new();
     let mut train_len = None;

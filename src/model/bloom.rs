@@ -8,7 +8,7 @@
 //! permuted into our `[Q | K | V]` blocks at load time.
 
 use super::config::{Activation, Arch, Config, Position};
-use super::load::Family;
+use super::family::Family;
 use candle_core::{Result, Tensor};
 use serde::Deserialize;
 
@@ -97,7 +97,7 @@ pub fn to_config(raw: &RawBloomConfig) -> std::result::Result<Config, String> {
     cfg.tie_embeddings = raw.tie_word_embeddings;
     cfg.activation = Activation::GeluTanh;
     cfg.slopes = Some(crate::alibi::bloom_slopes(raw.n_head));
-    cfg.saved_dtype = raw.dtype.as_deref().and_then(super::load::hf_dtype_name);
+    cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
     cfg.validate()?;
     Ok(cfg)
 }

@@ -8,7 +8,7 @@
 //! `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
 //! `~/.cache/huggingface/hub`.
 
-use super::load::LoadError;
+use super::error::LoadError;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

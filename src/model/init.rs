@@ -134,10 +134,14 @@ pub fn init_params(cfg: &Config, seed: u64, device: &Device) -> Result<HashMap<S
 }
 
 /// A randomly initialised model for `cfg` in f32 (tests, benchmarks, the start of training).
-pub fn random_model(cfg: &Config, seed: u64, device: &Device) -> Result<super::Transformer> {
+pub fn random_model(
+    cfg: &Config,
+    seed: u64,
+    device: &Device,
+) -> Result<super::transformer::Transformer> {
     let params = init_params(cfg, seed, device)?;
     let vb = candle_nn::VarBuilder::from_tensors(params, candle_core::DType::F32, device);
-    super::Transformer::new(cfg, vb)
+    super::transformer::Transformer::new(cfg, vb)
 }
 
 #[cfg(test)]

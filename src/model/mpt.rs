@@ -18,7 +18,7 @@
 //! reading longer inputs than the training length is the point of ALiBi.
 
 use super::config::{Activation, Arch, Config, Position};
-use super::load::Family;
+use super::family::Family;
 use candle_core::{Result, Tensor};
 use serde::Deserialize;
 
@@ -249,7 +249,7 @@ pub fn to_config(raw: &RawMptConfig) -> std::result::Result<Config, String> {
     cfg.slopes = Some(crate::alibi::mpt_slopes(raw.n_heads, a.alibi_bias_max));
     cfg.clip_qkv = a.clip_qkv;
     cfg.qk_norm = a.qk_ln;
-    cfg.saved_dtype = raw.dtype.as_deref().and_then(super::load::hf_dtype_name);
+    cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
     cfg.validate()?;
     Ok(cfg)
 }

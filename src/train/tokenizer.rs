@@ -1,7 +1,7 @@
 //! Byte-level BPE tokenizer training with the `tokenizers` crate (GPT-2 style), so any UTF-8
 //! text encodes without unknown tokens.
 
-use super::corpus::text_files;
+use crate::text::files::{END_OF_TEXT, text_files};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::path::Path;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -9,8 +9,6 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
-/// The end-of-text special token, inserted between documents.
-pub const END_OF_TEXT: &str = "<|endoftext|>";
 /// The smallest vocabulary that still holds the 256 byte symbols plus the special token.
 pub const MIN_VOCAB: usize = 257;
 

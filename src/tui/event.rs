@@ -1,6 +1,6 @@
 //! The one channel into the main loop: terminal input and worker results arrive as [`Event`]s.
 
-use super::worker::WorkerMsg;
+use super::worker::{Outbox, WorkerMsg};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -11,6 +11,12 @@ pub enum Event {
     Input(crossterm::event::Event),
     /// A result from the worker.
     Worker(WorkerMsg),
+}
+
+impl Outbox for Sender<Event> {
+    fn deliver(&self, msg: WorkerMsg) -> bool {
+        self.send(Event::Worker(msg)).is_ok()
+    }
 }
 
 /// How often the input thread checks whether the app is still running.

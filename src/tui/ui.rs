@@ -2,21 +2,20 @@
 
 mod bias;
 mod chart;
+mod common;
 mod heatmap;
 mod help;
 mod slopes;
 mod status;
 
 pub use chart::plot_area;
+pub use common::{fmt_reach, panel, token_label};
 
 use super::app::App;
 use super::keymap::Focus;
-use super::palette;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Style;
-use ratatui::text::Line;
-use ratatui::widgets::{Block, BorderType, Paragraph, Widget, Wrap};
+use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 /// The smallest terminal the layout works in.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -57,18 +56,6 @@ pub fn layout(area: Rect) -> Option<Areas> {
     })
 }
 
-/// A bordered panel block, highlighted when focused.
-pub fn panel<'a>(title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
-    let block = Block::bordered().title(title.into());
-    if focused {
-        block
-            .border_type(BorderType::Thick)
-            .border_style(Style::new().fg(palette::FOCUS))
-    } else {
-        block.border_style(Style::new().dark_gray())
-    }
-}
-
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let Some(areas) = layout(area) else {
@@ -90,31 +77,4 @@ impl Widget for &App {
             help::render(area, buf);
         }
     }
-}
-
-/// Formats a reach in tokens (`inf` for zero slopes).
-pub fn fmt_reach(r: f64) -> String {
-    if !r.is_finite() {
-        "inf".to_string()
-    } else if r >= 10_000.0 {
-        format!("{:.0}k", r / 1000.0)
-    } else {
-        format!("{r:.0}")
-    }
-}
-
-/// A short printable form of a token (whitespace made visible, cut to `max` chars).
-pub fn token_label(s: &str, max: usize) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| match c {
-            '\n' => '↵',
-            '\t' => '→',
-            ' ' => '·',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .take(max)
-        .collect();
-    t
 }

@@ -4,12 +4,19 @@
 //! `AsyncSingleJob`); a running sweep checks for newer jobs between windows and gives way, and an
 //! attention request is served between two sweep windows so the heatmap never waits for a sweep.
 
-use super::event::Event;
-use crate::eval::{Control, Stream, window_losses};
+use crate::eval::{Control, window_losses};
 use crate::model::LoadedModel;
 use crate::model::transformer::{ForwardOptions, slopes_tensor};
+use crate::text::Stream;
 use candle_core::Tensor;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+
+/// Where the worker delivers its messages (the main loop's event channel implements it in
+/// `event.rs`, so the worker does not depend on the event type).
+pub trait Outbox: Send + 'static {
+    /// Delivers `msg`; `false` when nobody listens any more.
+    fn deliver(&self, msg: WorkerMsg) -> bool;
+}
 use std::time::Instant;
 
 /// A model and the text tokenized with its tokenizer.
@@ -127,7 +134,7 @@ pub enum WorkerMsg {
 }
 
 /// Starts the worker; jobs go in through the returned sender, results come out as events.
-pub fn spawn(slots: Vec<ModelSlot>, events: Sender<Event>) -> Sender<Job> {
+pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> Sender<Job> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("alibi-worker".to_string())
@@ -135,7 +142,7 @@ pub fn spawn(slots: Vec<ModelSlot>, events: Sender<Event>) -> Sender<Job> {
             Worker {
                 slots,
                 rx,
-                events,
+                events: Box::new(events),
                 pending: Vec::new(),
             }
             .run();
@@ -148,7 +155,7 @@ pub fn spawn(slots: Vec<ModelSlot>, events: Sender<Event>) -> Sender<Job> {
 struct Worker {
     slots: Vec<ModelSlot>,
     rx: Receiver<Job>,
-    events: Sender<Event>,
+    events: Box<dyn Outbox>,
     pending: Vec<Job>,
 }
 
@@ -175,7 +182,7 @@ impl Worker {
     }
 
     fn send(&self, msg: WorkerMsg) -> bool {
-        self.events.send(Event::Worker(msg)).is_ok()
+        self.events.deliver(msg)
     }
 
     fn run(mut self) {
@@ -256,7 +263,7 @@ impl Worker {
             }),
             Err(e) => self.send(WorkerMsg::Error {
                 generation: *generation,
-                msg: format!("attention: {}", crate::model::load::one_line(e)),
+                msg: format!("attention: {}", crate::model::error::one_line(e)),
             }),
         }
     }
@@ -319,7 +326,7 @@ impl Worker {
             if let Err(e) = r {
                 return self.send(WorkerMsg::Error {
                     generation: *generation,
-                    msg: format!("sweep: {}", crate::model::load::one_line(e)),
+                    msg: format!("sweep: {}", crate::model::error::one_line(e)),
                 });
             }
             done += 1;
@@ -430,7 +437,7 @@ impl Worker {
             if let Err(e) = r {
                 return self.send(WorkerMsg::Error {
                     generation,
-                    msg: format!("refine: {}", crate::model::load::one_line(e)),
+                    msg: format!("refine: {}", crate::model::error::one_line(e)),
                 });
             }
             for (start, nll) in rows {

@@ -5,7 +5,7 @@
 
 use super::super::app::App;
 use super::super::palette;
-use super::{fmt_reach, panel};
+use super::common::{fmt_reach, panel};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};

@@ -3,7 +3,7 @@
 
 use super::super::app::{App, chart_x_bounds};
 use super::super::palette;
-use super::panel;
+use super::common::panel;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};

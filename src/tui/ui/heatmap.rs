@@ -7,7 +7,7 @@
 
 use super::super::app::{App, Rule};
 use super::super::palette;
-use super::{panel, token_label};
+use super::common::{panel, token_label};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};

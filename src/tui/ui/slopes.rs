@@ -1,7 +1,7 @@
 //! The slope editor: each head's slope and reach, the selected head, and the editing keys.
 
 use super::super::app::App;
-use super::{fmt_reach, panel};
+use super::common::{fmt_reach, panel};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};

@@ -9,6 +9,14 @@ pub fn available_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Reads the process's peak resident set size in MiB (Linux `VmHWM`), if available.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 const F32: u64 = 4;
 /// Activations a training step keeps per token and layer, in units of `d_model` (residual,
 /// norms, q/k/v, attention output, MLP in/out: a generous count for the backward pass).
@@ -52,7 +60,7 @@ pub fn eval_bytes(
     let (b, l, d, f) = (batch as u64, len as u64, d_model as u64, d_ff as u64);
     // A few residual-sized tensors, q/k/v, the MLP hidden state, plus the bounded score blocks.
     let acts = b * l * (8 * d + 2 * f) * dtype_bytes as u64;
-    let scores = 3 * crate::model::transformer::SCORE_BLOCK_ELEMENTS as u64 * F32;
+    let scores = 3 * super::transformer::SCORE_BLOCK_ELEMENTS as u64 * F32;
     acts + scores
 }
 

@@ -1,0 +1,66 @@
+//! Arguments several commands share: which model (folder or repo id, device, dtype), which input
+//! (text or token ids), and how reach is printed.
+
+use crate::model::device::{DeviceSpec, parse_dtype};
+use crate::model::load::ModelSource;
+use crate::text::Input;
+use clap::Args;
+use color_eyre::eyre::{Result, bail};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Which model to load and where.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// A checkpoint folder (config.json, model.safetensors, tokenizer.json) or a Hugging Face repo id in the local cache.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// auto | cpu | cuda[:N] | metal. auto picks a GPU when built with one and present.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceSpec,
+    /// f32 | f16 | bf16: the dtype the weights are converted to.
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: candle_core::DType,
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse()
+}
+
+impl ModelArgs {
+    /// Where the model comes from, for the commands below `cli`.
+    pub fn source(&self) -> ModelSource {
+        ModelSource {
+            path: self.model.clone(),
+            device: self.device,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// The input of a command taking `--text FILE` or `--token-ids FILE`.
+pub fn input(text: Option<&PathBuf>, token_ids: Option<&PathBuf>) -> Result<Input> {
+    match (text, token_ids) {
+        (Some(t), _) => Ok(Input::Text(t.clone())),
+        (None, Some(f)) => Ok(Input::TokenIds(f.clone())),
+        (None, None) => bail!("give --text FILE or --token-ids FILE"),
+    }
+}
+
+/// A reach as JSON: `null` when infinite (zero slope).
+pub fn reach_json(r: f64) -> serde_json::Value {
+    if r.is_finite() {
+        json!(r)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// A reach for tables: one decimal, `inf` for a zero slope.
+pub fn fmt_reach(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.1}")
+    } else {
+        "inf".to_string()
+    }
+}

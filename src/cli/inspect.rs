@@ -1,0 +1,159 @@
+//! `slopes` (ALiBi slopes and reach for a head count) and `inspect` (what a model is).
+
+use super::common::{ModelArgs, fmt_reach, reach_json};
+use crate::alibi::{self, Preset, SlopeSpec};
+use crate::model::device::{device_name, dtype_name};
+use crate::model::{Position, init};
+use clap::Args;
+use color_eyre::eyre::Result;
+use serde_json::json;
+
+/// Arguments of `slopes`.
+#[derive(Debug, Args)]
+pub struct SlopesArgs {
+    /// Number of attention heads.
+    #[arg(long)]
+    pub heads: usize,
+    /// geometric | equal | linear | reversed | zero.
+    #[arg(long, default_value = "geometric")]
+    pub preset: Preset,
+    /// Maximum bias of the geometric sequence (the paper uses 8: slopes start at 2^(-8/n)).
+    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS, allow_negative_numbers = true)]
+    pub max_bias: f64,
+    /// Multiply every slope by this.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub scale: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `slopes`.
+pub fn slopes(a: &SlopesArgs) -> Result<()> {
+    let spec = SlopeSpec {
+        preset: a.preset,
+        max_bias: a.max_bias,
+        scale: a.scale,
+    };
+    let slopes = spec.slopes(a.heads)?;
+    let reach: Vec<f64> = slopes.iter().map(|&m| alibi::reach(m)).collect();
+    if a.json {
+        let out = json!({
+            "heads": a.heads,
+            "preset": a.preset.name(),
+            "slopes": slopes,
+            "reach": reach.iter().map(|&r| reach_json(r)).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} heads, preset {}, max bias {}, scale {}",
+            a.heads, a.preset, a.max_bias, a.scale
+        );
+        println!(
+            "reach = ln(100)/slope: the distance at which the bias alone divides attention by 100"
+        );
+        println!("{:>5}  {:>14}  {:>10}", "head", "slope", "reach");
+        for (h, (m, r)) in slopes.iter().zip(&reach).enumerate() {
+            println!("{h:>5}  {m:>14.8}  {:>10}", fmt_reach(*r));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `inspect`.
+pub fn inspect(a: &InspectArgs) -> Result<()> {
+    let loaded = a.model.source().load()?;
+    let cfg = loaded.model.config();
+    let params = init::param_count(cfg);
+    let slopes = cfg.default_slopes();
+    let alibi = cfg.position == Position::Alibi;
+    let device = device_name(&loaded.device.device);
+    let dtype = dtype_name(loaded.model.dtype());
+    if a.json {
+        let heads: Vec<_> = slopes
+            .iter()
+            .enumerate()
+            .map(|(h, &m)| json!({"head": h, "slope": m, "reach": reach_json(alibi::reach(m))}))
+            .collect();
+        let out = json!({
+            "model": loaded.name,
+            "folder": loaded.folder,
+            "architecture": cfg.arch.name(),
+            "layers": cfg.n_layers,
+            "heads": cfg.n_heads,
+            "d_model": cfg.d_model,
+            "d_ff": cfg.d_ff,
+            "parameters": params,
+            "position": cfg.position.name(),
+            "train_len": cfg.train_len,
+            "max_len": cfg.max_len,
+            "vocab_size": cfg.vocab_size,
+            "dtype": dtype,
+            "saved_dtype": cfg.saved_dtype,
+            "device": device,
+            "device_note": loaded.device.note,
+            "tokenizer": loaded.tokenizer.is_some(),
+            "slopes": if alibi { json!(heads) } else { serde_json::Value::Null },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "model         {} ({})",
+        loaded.name,
+        loaded.folder.display()
+    );
+    println!("architecture  {}", cfg.arch.name());
+    println!(
+        "size          {} layers, {} heads, d_model {}, d_ff {}, {} parameters ({:.2} M)",
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.d_model,
+        cfg.d_ff,
+        params,
+        params as f64 / 1e6
+    );
+    println!("position      {}", cfg.position);
+    println!("train_len     {} tokens", cfg.train_len);
+    if let Some(m) = cfg.max_len {
+        println!("max_len       {m} tokens (hard limit)");
+    }
+    println!(
+        "vocab         {} ({})",
+        cfg.vocab_size,
+        if loaded.tokenizer.is_some() {
+            "tokenizer.json present"
+        } else {
+            "no tokenizer: use --token-ids"
+        }
+    );
+    println!(
+        "dtype         {dtype} (saved as {})",
+        cfg.saved_dtype.as_deref().unwrap_or("unknown")
+    );
+    println!("device        {device} ({})", loaded.device.note);
+    if alibi {
+        println!(
+            "slopes        head  slope         reach (tokens until the bias divides attention by 100)"
+        );
+        for (h, m) in slopes.iter().enumerate() {
+            println!(
+                "              {h:>4}  {m:<12.8}  {}",
+                fmt_reach(alibi::reach(*m))
+            );
+        }
+    }
+    Ok(())
+}

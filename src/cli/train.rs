@@ -1,0 +1,189 @@
+//! `tokenizer train` and `train`: arguments resolved into training settings.
+
+use super::common::parse_device;
+use crate::alibi::{Preset, SlopeSpec};
+use crate::model::Position;
+use crate::model::device::{DeviceSpec, choose_device, device_name, parse_dtype};
+use crate::model::folder::load_tokenizer;
+use clap::{Args, Subcommand};
+use color_eyre::eyre::{Result, bail, eyre};
+use std::path::PathBuf;
+
+/// `tokenizer` subcommands.
+#[derive(Debug, Args)]
+pub struct TokenizerArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TokenizerCommand,
+}
+
+/// Tokenizer subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on the .txt files of a folder.
+    Train {
+        /// Folder of UTF-8 .txt files.
+        #[arg(long)]
+        data: PathBuf,
+        /// Vocabulary size (including 256 byte tokens and <|endoftext|>).
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+        /// Where to write tokenizer.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Arguments of `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Folder of training .txt files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Folder of validation .txt files.
+    #[arg(long)]
+    pub valid: PathBuf,
+    /// tokenizer.json (from `tokenizer train`).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// alibi | sinusoidal | rotary | none.
+    #[arg(long)]
+    pub position: Position,
+    /// Training length in tokens.
+    #[arg(long)]
+    pub train_len: usize,
+    /// Initial ALiBi slopes: a preset name (geometric, equal, linear, reversed, zero).
+    #[arg(long)]
+    pub slopes: Option<Preset>,
+    /// Train the per-head ALiBi slopes too.
+    #[arg(long)]
+    pub learn_slopes: bool,
+    /// Width of the residual stream.
+    #[arg(long, default_value_t = 256)]
+    pub d_model: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 8)]
+    pub heads: usize,
+    /// MLP width (default 4 x d_model).
+    #[arg(long)]
+    pub d_ff: Option<usize>,
+    /// Vocabulary size of the model (default: the tokenizer's).
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// Gradient clipping norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Seed for initialisation and data order.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub valid_every: usize,
+    /// Checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// dtype of the final weights: f32, f16 or bf16.
+    #[arg(long, default_value = "f16")]
+    pub save_dtype: String,
+    /// Output folder (the final checkpoint; checkpoint/ and loss.csv inside).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// auto | cpu | cuda[:N] | metal.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceSpec,
+}
+
+/// Runs `tokenizer train`.
+pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
+    let TokenizerCommand::Train {
+        data,
+        vocab_size,
+        out,
+    } = a.command;
+    let tok = crate::train::tokenizer::train_tokenizer(&data, vocab_size, &out)?;
+    println!(
+        "wrote {} ({} tokens)",
+        out.display(),
+        tok.get_vocab_size(true)
+    );
+    Ok(())
+}
+
+/// Runs `train`.
+pub fn train(a: &TrainArgs) -> Result<()> {
+    use crate::train::{TrainSettings, optim::AdamWConfig};
+    let tok = load_tokenizer(&a.tokenizer)?;
+    let vocab = a.vocab_size.unwrap_or_else(|| tok.get_vocab_size(true));
+    let mut model = crate::model::Config::ours(
+        vocab,
+        a.d_model,
+        a.layers,
+        a.heads,
+        a.d_ff.unwrap_or(4 * a.d_model),
+        a.position,
+        a.train_len,
+    );
+    let spec = a.slopes.map(|preset| SlopeSpec {
+        preset,
+        ..SlopeSpec::default()
+    });
+    model.slopes = crate::train::preset_slopes(a.position, a.heads, spec.as_ref())?;
+    if a.learn_slopes && a.position != Position::Alibi {
+        bail!("--learn-slopes only applies to --position alibi");
+    }
+    parse_dtype(&a.save_dtype).map_err(|e| eyre!("--save-dtype: {e}"))?;
+    if a.valid_every == 0 || a.checkpoint_every == 0 {
+        bail!("--valid-every and --checkpoint-every must be at least 1");
+    }
+    let settings = TrainSettings {
+        data: a.data.clone(),
+        valid: a.valid.clone(),
+        tokenizer: a.tokenizer.clone(),
+        model,
+        learn_slopes: a.learn_slopes,
+        steps: a.steps,
+        batch: a.batch,
+        adamw: AdamWConfig {
+            lr: a.lr,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: a.weight_decay,
+        },
+        warmup: a.warmup,
+        clip: a.clip,
+        seed: a.seed,
+        valid_every: a.valid_every,
+        checkpoint_every: a.checkpoint_every,
+        out: a.out.clone(),
+        save_dtype: a.save_dtype.clone(),
+    };
+    let device = choose_device(a.device)?;
+    eprintln!(
+        "training on {} ({})",
+        device_name(&device.device),
+        device.note
+    );
+    crate::train::run(&settings, a.resume, &device.device)
+}
