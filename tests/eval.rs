@@ -270,6 +270,89 @@ fn byte_counts_cover_the_text() {
     assert_eq!(total as usize, text.len());
 }
 
+/// Texts whose characters a byte-level BPE splits into several tokens.
+const MULTIBYTE_TEXTS: &[&str] = &[
+    "😀",
+    "😀😀 🎉",
+    "日本語のテキスト",
+    "中文，标点。",
+    "한국어 텍스트",
+    "مرحبا بالعالم",
+    "e\u{301}a\u{308} combining marks",
+    "mixed 😀 text, with ASCII and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and ñ.",
+    "  leading spaces\r\nand CRLF\ttabs  ",
+    "\u{feff}BOM then text",
+];
+
+#[test]
+fn byte_level_tokens_of_split_characters_count_their_own_bytes() {
+    // The shipped byte-level tokenizer: every token's string has one character per byte, an
+    // independent measure of the bytes each token covers.
+    let tok = alibi_explorer::model::folder::load_tokenizer(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/models/alibi/tokenizer.json"
+    )))
+    .unwrap();
+    for text in MULTIBYTE_TEXTS {
+        let s = alibi_explorer::text::tokenize(&tok, text).unwrap();
+        let bytes = s.bytes.as_ref().unwrap();
+        assert_eq!(
+            bytes.iter().map(|&b| b as usize).sum::<usize>(),
+            text.len(),
+            "{text:?}"
+        );
+        for (k, &id) in s.ids.iter().enumerate() {
+            let t = tok.id_to_token(id).unwrap();
+            assert_eq!(
+                bytes[k] as usize,
+                t.chars().count(),
+                "{text:?} token {k} {t:?}"
+            );
+        }
+    }
+    // The case: one emoji, 4 tokens of 1 byte each.
+    let s = alibi_explorer::text::tokenize(&tok, "😀").unwrap();
+    assert_eq!(s.bytes.unwrap(), [1, 1, 1, 1]);
+}
+
+#[test]
+fn bits_per_byte_of_an_emoji_scores_one_byte_per_token() {
+    // 3 scored byte tokens of 1 byte each: bits/byte = mean nll / ln 2.
+    let tok = alibi_explorer::model::folder::load_tokenizer(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/models/alibi/tokenizer.json"
+    )))
+    .unwrap();
+    let s = alibi_explorer::text::tokenize(&tok, "😀").unwrap();
+    let m = model(Position::Alibi);
+    let s = Stream {
+        ids: s.ids.iter().map(|&i| i % 41).collect(),
+        bytes: s.bytes,
+    };
+    let e = evaluate(
+        &m,
+        &s,
+        &[3],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    let p = &e.points[0];
+    close(
+        p.bits_per_byte.unwrap(),
+        p.nll / std::f64::consts::LN_2,
+        1e-9,
+    );
+    let e = evaluate(&m, &s, &[1, 3], Protocol::Sweep, None, &Control::default()).unwrap();
+    let p1 = &e.points[0];
+    close(
+        p1.bits_per_byte.unwrap(),
+        p1.nll / std::f64::consts::LN_2,
+        1e-9,
+    );
+}
+
 #[test]
 fn refinement_windows_make_short_lengths_exactly_nonoverlap() {
     use alibi_explorer::eval::SweepAccumulator;
