@@ -16,6 +16,13 @@ pub const PAPER_MAX_BIAS: f64 = 8.0;
 /// Attention weight factor that defines a head's reach: the bias alone divides weight by 100.
 pub const REACH_FACTOR: f64 = 100.0;
 
+/// The most heads a slope list may have. Real ALiBi models have at most a few hundred (BLOOM-176B
+/// has 112); the limit keeps a mistyped head count from asking for gigabytes.
+pub const MAX_HEADS: usize = 1 << 20;
+
+/// The largest slope attention can use: biases are computed in f32 whatever the model's dtype.
+pub const MAX_SLOPE: f64 = f32::MAX as f64;
+
 /// Errors from slope arithmetic.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SlopeError {
@@ -28,6 +35,39 @@ pub enum SlopeError {
     /// A non-finite or negative scale.
     #[error("--scale must be a finite number >= 0 (got {0})")]
     BadScale(f64),
+    /// More heads than [`MAX_HEADS`].
+    #[error("{0} heads is more than alibi-explorer handles (at most {max}; real models have at most a few hundred)", max = MAX_HEADS)]
+    TooManyHeads(usize),
+    /// A slope list whose length is not the head count.
+    #[error("{got} slopes for {heads} heads (hint: give one slope per head)")]
+    Count {
+        /// Slopes given.
+        got: usize,
+        /// Heads of the model.
+        heads: usize,
+    },
+    /// A slope that is NaN, infinite, or too large for f32.
+    #[error(
+        "slope of head {head} is {}: slopes must be finite in f32, where attention biases are computed (at most {max:.3e})",
+        fmt_slope(*value), max = MAX_SLOPE
+    )]
+    NotFinite {
+        /// Head index.
+        head: usize,
+        /// The slope.
+        value: f64,
+    },
+    /// A negative slope.
+    #[error(
+        "slope of head {head} is {}: a negative slope makes attention grow with distance (the flipped-sign bug), which is not ALiBi (hint: use 0 for a head without position bias)",
+        fmt_slope(*value)
+    )]
+    Negative {
+        /// Head index.
+        head: usize,
+        /// The slope.
+        value: f64,
+    },
     /// An unknown preset name.
     #[error(
         "unknown slope preset '{0}' (expected one of: geometric, equal, linear, reversed, zero)"
@@ -197,9 +237,7 @@ impl Default for SlopeSpec {
 impl SlopeSpec {
     /// Checks the numbers and computes the slopes for `heads` heads.
     pub fn slopes(&self, heads: usize) -> Result<Vec<f64>, SlopeError> {
-        if heads == 0 {
-            return Err(SlopeError::ZeroHeads);
-        }
+        check_heads(heads)?;
         if !self.max_bias.is_finite() || self.max_bias <= 0.0 {
             return Err(SlopeError::BadMaxBias(self.max_bias));
         }
@@ -228,8 +266,49 @@ impl SlopeSpec {
             Preset::Reversed => geometric.into_iter().rev().collect(),
             Preset::Zero => vec![0.0; heads],
         };
-        Ok(base.into_iter().map(|m| m * self.scale).collect())
+        let slopes: Vec<f64> = base.into_iter().map(|m| m * self.scale).collect();
+        check_slopes(&slopes, heads)?;
+        Ok(slopes)
     }
+}
+
+/// A slope for messages: plain when moderate, in scientific notation when huge or tiny.
+pub fn fmt_slope(m: f64) -> String {
+    if m != 0.0 && m.is_finite() && !(1e-4..1e6).contains(&m.abs()) {
+        format!("{m:e}")
+    } else {
+        format!("{m}")
+    }
+}
+
+/// Checks a head count: at least 1, at most [`MAX_HEADS`].
+pub fn check_heads(heads: usize) -> Result<(), SlopeError> {
+    match heads {
+        0 => Err(SlopeError::ZeroHeads),
+        n if n > MAX_HEADS => Err(SlopeError::TooManyHeads(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks slopes wherever they enter (files, presets x scale, TUI edits, a model's config): one
+/// per head, finite in f32 (at most [`MAX_SLOPE`]), and not negative. Zero is allowed (no
+/// position bias for that head).
+pub fn check_slopes(slopes: &[f64], heads: usize) -> Result<(), SlopeError> {
+    if slopes.len() != heads {
+        return Err(SlopeError::Count {
+            got: slopes.len(),
+            heads,
+        });
+    }
+    for (head, &value) in slopes.iter().enumerate() {
+        if !value.is_finite() || value.abs() > MAX_SLOPE {
+            return Err(SlopeError::NotFinite { head, value });
+        }
+        if value < 0.0 {
+            return Err(SlopeError::Negative { head, value });
+        }
+    }
+    Ok(())
 }
 
 /// The distance at which the bias alone divides attention weight by [`REACH_FACTOR`]:
@@ -439,6 +518,52 @@ mod tests {
                 close(&softmax(&relative), &softmax(&per_key));
                 assert!((softmax(&relative).iter().sum::<f64>() - 1.0).abs() < 1e-12);
             }
+        }
+    }
+
+    #[test]
+    fn slopes_are_checked_where_they_enter() {
+        assert_eq!(check_slopes(&[0.5, 0.0], 2), Ok(()));
+        assert_eq!(
+            check_slopes(&[0.5], 2),
+            Err(SlopeError::Count { got: 1, heads: 2 })
+        );
+        // Finite in f64 but not in f32, where the biases are computed.
+        for bad in [1e308, f64::INFINITY, f64::NAN, -f64::INFINITY, 3.5e38] {
+            assert!(
+                matches!(
+                    check_slopes(&[0.5, bad], 2),
+                    Err(SlopeError::NotFinite { head: 1, .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_slopes(&[0.5, 3.4e38], 2), Ok(()));
+        for bad in [-1e-12, -0.5, -3e38] {
+            assert!(matches!(
+                check_slopes(&[bad, 0.5], 2),
+                Err(SlopeError::Negative { head: 0, .. })
+            ));
+        }
+        // Preset x scale goes through the same check.
+        let huge = SlopeSpec {
+            scale: 1e308,
+            ..SlopeSpec::default()
+        };
+        assert!(matches!(huge.slopes(8), Err(SlopeError::NotFinite { .. })));
+        let msg = huge.slopes(8).unwrap_err().to_string();
+        assert!(msg.contains("5e307") && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn head_counts_are_bounded() {
+        assert_eq!(check_heads(0), Err(SlopeError::ZeroHeads));
+        assert_eq!(check_heads(MAX_HEADS), Ok(()));
+        for n in [MAX_HEADS + 1, 1 << 32, usize::MAX] {
+            assert_eq!(
+                SlopeSpec::default().slopes(n),
+                Err(SlopeError::TooManyHeads(n))
+            );
         }
     }
 }

@@ -189,7 +189,7 @@ pub fn run(a: &BenchSettings) -> Result<()> {
         write_report(p, &report)?;
         eprintln!("wrote {}", p.display());
     }
-    print!("{report}");
+    std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes())?;
     Ok(())
 }
 

@@ -90,6 +90,9 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if cli.command.is_some() {
+        crate::tui::inject_fault()?;
+    }
     match cli.command {
         Some(Command::Slopes(a)) => inspect::slopes(&a),
         Some(Command::Inspect(a)) => inspect::inspect(&a),

@@ -395,7 +395,8 @@ pub fn check_lengths(
     let n = stream.ids.len();
     if n < 2 {
         return Err(format!(
-            "the text has {n} token(s); at least 2 are needed to score anything"
+            "the text has {}; at least 2 are needed to score anything",
+            crate::text::count(n, "token")
         ));
     }
     let smallest = lengths.first().copied().unwrap_or(1);
@@ -409,7 +410,8 @@ pub fn check_lengths(
     }
     if n <= largest {
         return Err(format!(
-            "the text has {n} tokens but length {largest} needs at least {} (hint: use lengths up to {}, or a longer text; smallest asked: {smallest})",
+            "the text has {} but length {largest} needs at least {} (hint: use lengths up to {}, or a longer text; smallest asked: {smallest})",
+            crate::text::count(n, "token"),
             largest + 1,
             n - 1
         ));

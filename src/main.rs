@@ -22,7 +22,14 @@ fn tune_allocator() {
 
 fn main() {
     tune_allocator();
-    let _ = color_eyre::install();
+    // Colour codes only where a terminal shows them: a report written to a file or a pipe stays
+    // plain text.
+    let hooks = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        color_eyre::config::HookBuilder::default()
+    } else {
+        color_eyre::config::HookBuilder::default().theme(color_eyre::config::Theme::new())
+    };
+    let _ = hooks.install();
     let cli = match alibi_explorer::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -40,6 +47,13 @@ fn main() {
         }
     };
     if let Err(e) = alibi_explorer::cli::run(cli) {
+        // The reader of our output went away (`| head`): end quietly, as ripgrep and fd do.
+        if e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        }) {
+            std::process::exit(0);
+        }
         eprintln!(
             "error: {}",
             alibi_explorer::model::error::one_line(format!("{e:#}"))

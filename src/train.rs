@@ -79,15 +79,15 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
     let window = s.model.train_len + 1;
     if train.len() <= window {
         bail!(
-            "training data has {} tokens; --train-len {} needs more than {window}",
-            train.len(),
+            "training data has {}; --train-len {} needs more than {window}",
+            crate::text::count(train.len(), "token"),
             s.model.train_len
         );
     }
     if v.ids.len() <= window {
         bail!(
-            "validation data has {} tokens; need more than {window}",
-            v.ids.len()
+            "validation data has {}; need more than {window}",
+            crate::text::count(v.ids.len(), "token")
         );
     }
     Ok(Data {

@@ -106,9 +106,9 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
     }
     if lmax < app::MIN_LENGTH {
         bail!(
-            "'{}' has {} tokens{}; the TUI needs at least {} (hint: {})",
+            "'{}' has {}{}; the TUI needs at least {} (hint: {})",
             s.text.display(),
-            main_stream.ids.len(),
+            crate::text::count(main_stream.ids.len(), "token"),
             if s.max_tokens.is_some() {
                 " within --max-tokens"
             } else {
@@ -175,6 +175,20 @@ fn set_mouse(on: bool) {
     };
 }
 
+/// Set to `panic` or `error` to make the first input event of the TUI (or a headless command, at
+/// its start) fail that way: the end-to-end tests check that every way out restores the terminal
+/// and that reports are plain text off a terminal.
+pub const FAULT_ENV: &str = "ALIBI_EXPLORER_FAULT";
+
+/// Fails as [`FAULT_ENV`] asks (no-op when it is not set).
+pub fn inject_fault() -> Result<()> {
+    match std::env::var(FAULT_ENV).as_deref() {
+        Ok("panic") => panic!("{FAULT_ENV}=panic: a panic for the end-to-end test"),
+        Ok("error") => bail!("{FAULT_ENV}=error: an error for the end-to-end test"),
+        _ => Ok(()),
+    }
+}
+
 /// Carries out effects; file results are fed back into the app.
 fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
     let mut queue = effects;
@@ -225,13 +239,18 @@ pub fn run(settings: &TuiSettings) -> Result<()> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         set_mouse(false);
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::cursor::Show);
         hook(info);
     }));
+    // From here on, termination signals come in as events, so every way out restores the terminal.
+    event::spawn_signals(tx.clone())
+        .map_err(|e| eyre!("cannot install the signal handlers: {e}"))?;
     let mut terminal = ratatui::try_init().map_err(|e| eyre!("cannot open the terminal: {e} (the TUI needs an interactive terminal; use the headless commands otherwise)"))?;
     set_mouse(app.mouse);
     event::spawn_input(tx);
     let start = app.start();
     apply(&mut app, start, &jobs);
+    let mut signal = None;
     let result = (|| -> Result<()> {
         loop {
             let size = terminal.size()?;
@@ -247,10 +266,17 @@ pub fn run(settings: &TuiSettings) -> Result<()> {
             events.extend(rx.try_iter());
             for ev in events {
                 let fx = match ev {
-                    Event::Input(ev) => on_input(&mut app, &ev),
+                    Event::Input(ev) => {
+                        inject_fault()?;
+                        on_input(&mut app, &ev)
+                    }
                     Event::Worker(msg) => {
                         app.on_worker(msg);
                         Vec::new()
+                    }
+                    Event::Signal(sig) => {
+                        signal = Some(sig);
+                        return Ok(());
                     }
                 };
                 apply(&mut app, fx, &jobs);
@@ -261,6 +287,11 @@ pub fn run(settings: &TuiSettings) -> Result<()> {
         }
     })();
     set_mouse(false);
+    let _ = terminal.show_cursor();
     ratatui::restore();
+    if let Some(sig) = signal {
+        // The conventional status of a process ended by a signal.
+        std::process::exit(128 + sig);
+    }
     result
 }

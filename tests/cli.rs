@@ -517,3 +517,170 @@ fn tui_option_errors_come_before_the_terminal_opens() {
         "raise --max-tokens",
     );
 }
+
+#[test]
+fn head_counts_beyond_the_limit_are_one_line_errors() {
+    for heads in [
+        "18446744073709551615",
+        "4294967296",
+        &(alibi_explorer::alibi::MAX_HEADS + 1).to_string(),
+    ] {
+        fails_with(&run(&["slopes", "--heads", heads]), "at most 1048576");
+    }
+    let o = run(&["slopes", "--heads", "1048576", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_every_command_quietly() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, PROSE.repeat(10)).unwrap();
+    let (m, text) = (m.to_str().unwrap(), text.to_str().unwrap());
+    let commands: [&[&str]; 5] = [
+        &["slopes", "--heads", "100000"],
+        &["slopes", "--heads", "100000", "--json"],
+        &["inspect", "--model", m],
+        &["eval", "--model", m, "--text", text, "--lengths", "4,8,16"],
+        &["--help"],
+    ];
+    for args in commands {
+        let mut child = bin()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one byte, then go away like `head -c 1`.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut one = [0u8; 1];
+        let _ = stdout.read(&mut one);
+        drop(stdout);
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert!(
+            !e.contains("panicked") && !e.contains("Broken pipe"),
+            "{args:?}: {e}"
+        );
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn slopes_are_checked_wherever_they_enter() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let ms = m.to_str().unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, PROSE.repeat(10)).unwrap();
+    let ts = text.to_str().unwrap();
+    let file = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // 6 heads: finite in f64 but not in f32; negative; too many; NaN-like strings are not JSON.
+    let cases = [
+        (
+            file("huge.json", r#"{"slopes":[1e308,1,1,1,1,1]}"#),
+            "finite in f32",
+        ),
+        (
+            file("inf32.json", r#"{"slopes":[0.5,0.5,3.5e38,1,1,1]}"#),
+            "head 2",
+        ),
+        (
+            file("neg.json", r#"{"slopes":[0.5,-0.25,1,1,1,1]}"#),
+            "negative",
+        ),
+        (
+            file("count.json", r#"{"slopes":[0.5,0.25]}"#),
+            "2 slopes for 6 heads",
+        ),
+    ];
+    for (f, needle) in &cases {
+        fails_with(
+            &eval(ms, &["--text", ts, "--lengths", "8", "--slopes", f]),
+            needle,
+        );
+    }
+    // Preset x scale.
+    fails_with(
+        &run(&["slopes", "--heads", "8", "--scale", "1e308"]),
+        "finite in f32",
+    );
+    // A model's own config.
+    let cfg_path = m.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["slopes"] = serde_json::json!([0.5, 0.25, -1.0, 0.1, 0.1, 0.1]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    fails_with(&run(&["inspect", "--model", ms]), "negative");
+}
+
+#[test]
+fn messages_count_and_ranges_read_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let ms = m.to_str().unwrap();
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1 2 300").unwrap();
+    fails_with(
+        &eval(
+            ms,
+            &["--token-ids", ids.to_str().unwrap(), "--lengths", "1"],
+        ),
+        "valid ids: 0 to 299",
+    );
+    std::fs::write(&ids, "7").unwrap();
+    fails_with(
+        &eval(
+            ms,
+            &["--token-ids", ids.to_str().unwrap(), "--lengths", "4"],
+        ),
+        "the text has 1 token;",
+    );
+    // A panic report off a terminal is plain text.
+    let o = bin()
+        .args(["slopes", "--heads", "4"])
+        .env(alibi_explorer::tui::FAULT_ENV, "panic")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(e.contains("panicked"), "{e}");
+    assert!(
+        !e.contains('\u{1b}'),
+        "colour codes in a piped report: {e:?}"
+    );
+}
+
+#[test]
+fn bits_per_byte_of_an_emoji_text() {
+    // The shipped model and tokenizer: 4 byte-level tokens of 1 byte each.
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("emoji.txt");
+    std::fs::write(&text, "😀").unwrap();
+    let json = dir.path().join("e.json");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/alibi");
+    let o = eval(
+        model,
+        &[
+            "--text",
+            text.to_str().unwrap(),
+            "--lengths",
+            "3",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let p = &v["points"][0];
+    let nll = p["nll"].as_f64().unwrap();
+    let bpb = p["bits_per_byte"].as_f64().unwrap();
+    assert!((bpb - nll / std::f64::consts::LN_2).abs() < 1e-9, "{p}");
+    assert!((bpb - 8.70).abs() < 0.01, "{p}");
+}

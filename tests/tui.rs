@@ -556,3 +556,49 @@ fn max_tokens_limits_every_stream_and_the_chart() {
     let err = prepare(&settings(Some(1))).err().unwrap().to_string();
     assert!(err.contains("--max-tokens must be at least 2"), "{err}");
 }
+
+#[test]
+fn esc_closes_what_is_open_before_it_quits() {
+    use alibi_explorer::tui::keymap::{Focus, map_key};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let esc = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+    let mut a = app(Position::Alibi);
+    a.update(Action::Enlarge);
+    assert!(a.enlarged);
+    let action = map_key(esc, Focus::Bias, false).unwrap();
+    a.update(action);
+    assert!(!a.enlarged && !a.quit, "Esc closes the enlarged view");
+    a.update(Action::ToggleHelp);
+    a.update(map_key(esc, Focus::Bias, a.help).unwrap());
+    assert!(!a.help && !a.quit, "Esc closes the help");
+    a.update(map_key(esc, Focus::Bias, a.help).unwrap());
+    assert!(a.quit, "Esc quits when nothing is open");
+}
+
+#[test]
+fn slope_edits_that_leave_the_valid_range_are_refused() {
+    let mut a = app(Position::Alibi);
+    // Doubling every slope until it no longer fits f32: the edit that would overflow is refused
+    // and the slopes stay finite.
+    let mut refused = false;
+    for _ in 0..200 {
+        let before = a.slopes.clone();
+        let fx = a.update(Action::ScaleAll(2.0));
+        if fx.is_empty() {
+            refused = true;
+            assert_eq!(a.slopes, before);
+            let e = a.error.clone().unwrap_or_default();
+            assert!(e.contains("slopes unchanged") && e.contains("f32"), "{e}");
+            break;
+        }
+    }
+    assert!(refused, "scaling never hit the f32 limit");
+    assert!(a.slopes.iter().all(|m| (*m as f32).is_finite()));
+    // A loaded file with a negative slope is refused too.
+    let before = a.slopes.clone();
+    assert!(a.slopes_loaded(Ok(vec![0.5, -0.5, 0.25, 0.125])).is_empty());
+    assert_eq!(a.slopes, before);
+    assert!(a.error.clone().unwrap_or_default().contains("negative"));
+    // ... and one with too few slopes.
+    assert!(a.slopes_loaded(Ok(vec![0.5])).is_empty());
+}

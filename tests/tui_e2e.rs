@@ -1,7 +1,9 @@
 //! End to end: the real binary in tmux. The panels appear, the sweep and its refinement of short
 //! lengths finish, the length cursor moves and the length and perplexity in the status bar change,
-//! and `q` quits with the terminal restored and exit code 0. Skipped (with a message) where tmux is
-//! not installed; CI installs it.
+//! and `q` quits with the terminal restored and exit code 0. Every other way out (Ctrl-C, SIGTERM,
+//! SIGHUP, SIGINT, SIGQUIT from outside, an error, a panic) leaves the pane with the alternate
+//! screen off, mouse reporting off and the cursor visible, as tmux reports them. Skipped (with a
+//! message) where tmux is not installed; CI installs it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -49,25 +51,37 @@ fn status_field(screen: &str, key: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn tui_runs_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: tmux is not installed (the CI script installs it)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A tiny model and its text in `dir`.
+fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let prose =
         "The ferry left the harbour at nine, and the gulls followed it out past the breakwater. ";
     std::fs::write(data.join("a.txt"), prose.repeat(40)).unwrap();
-    let tok = dir.path().join("tokenizer.json");
+    let tok = dir.join("tokenizer.json");
     alibi_explorer::train::tokenizer::train_tokenizer(&data, 320, &tok).unwrap();
     let cfg = Config::ours(320, 32, 2, 4, 64, Position::Alibi, 16);
     let params = init_params(&cfg, 3, &Device::Cpu).unwrap();
-    let model = dir.path().join("model");
+    let model = dir.join("model");
     save_checkpoint(&model, &cfg, &params, DType::F32, Some(&tok)).unwrap();
-    let text = data.join("a.txt");
+    (model, data.join("a.txt"))
+}
+
+fn have_tmux() -> bool {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: tmux is not installed (the CI script installs it)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn tui_runs_in_tmux() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = fixture(dir.path());
     let socket = format!("alibi-e2e-{}", std::process::id());
     let cmd = format!(
         "{} --model {} --text {} --device cpu; echo EXIT=$?; sleep 60",
@@ -128,4 +142,110 @@ fn tui_runs_in_tmux() {
         !screen.contains("Perplexity vs input length"),
         "the alternate screen was not left:\n{screen}"
     );
+}
+
+/// The pane's terminal state as tmux sees it: alternate screen, mouse reporting, cursor visible.
+fn pane_modes(socket: &str) -> String {
+    tmux(
+        socket,
+        &[
+            "display-message",
+            "-p",
+            "-t",
+            "e2e",
+            "alt=#{alternate_on} mouse=#{mouse_any_flag} cursor=#{cursor_flag}",
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn every_way_out_restores_the_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = fixture(dir.path());
+    // (how the program ends, the exit status the shell sees)
+    let endings = [
+        ("q", "0"),
+        ("C-c", "0"),
+        ("TERM", "143"),
+        ("HUP", "129"),
+        ("INT", "130"),
+        ("QUIT", "131"),
+        ("error", "2"),
+        ("panic", "101"),
+    ];
+    for (how, status) in endings {
+        let socket = format!("alibi-e2e-out-{}-{how}", std::process::id());
+        let pid_file = dir.path().join(format!("pid-{how}"));
+        let fault = match how {
+            "error" | "panic" => how,
+            _ => "",
+        };
+        let cmd = format!(
+            "sh -c 'echo $$ > {}; {}={fault} exec {} --model {} --text {} --device cpu'; echo EXIT=$?; sleep 60",
+            pid_file.display(),
+            alibi_explorer::tui::FAULT_ENV,
+            env!("CARGO_BIN_EXE_alibi-explorer"),
+            model.display(),
+            text.display()
+        );
+        tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "e2e",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                &cmd,
+            ],
+        );
+        let cleanup = || {
+            tmux(&socket, &["kill-server"]);
+        };
+        let screen = wait_for(&socket, |s| s.contains("sweep done"), 60);
+        let running = pane_modes(&socket);
+        if !screen.contains("sweep done") || running != "alt=1 mouse=1 cursor=0" {
+            cleanup();
+            panic!("{how}: the TUI did not start ({running}):\n{screen}");
+        }
+        match how {
+            "q" | "C-c" => {
+                tmux(&socket, &["send-keys", "-t", "e2e", how]);
+            }
+            "error" | "panic" => {
+                tmux(&socket, &["send-keys", "-t", "e2e", "Right"]);
+            }
+            signal => {
+                let pid = std::fs::read_to_string(&pid_file).unwrap();
+                let killed = Command::new("kill")
+                    .args([&format!("-{signal}"), pid.trim()])
+                    .status()
+                    .unwrap();
+                assert!(killed.success(), "kill -{signal} {pid}");
+            }
+        }
+        let screen = wait_for(&socket, |s| s.contains("EXIT="), 20);
+        let after = pane_modes(&socket);
+        cleanup();
+        assert!(
+            screen.contains(&format!("EXIT={status}")),
+            "{how}: expected exit status {status}:\n{screen}"
+        );
+        assert_eq!(
+            after, "alt=0 mouse=0 cursor=1",
+            "{how}: terminal left as is"
+        );
+        assert!(
+            !screen.contains("Perplexity vs input length"),
+            "{how}: the alternate screen was not left:\n{screen}"
+        );
+    }
 }

@@ -50,11 +50,6 @@ pub fn resolve_slopes(spec: &str, heads: usize) -> Result<Vec<f64>, String> {
         ));
     }
     let slopes = read_slopes(path)?;
-    if slopes.len() != heads {
-        return Err(format!(
-            "'{spec}' has {} slopes but the model has {heads} heads",
-            slopes.len()
-        ));
-    }
+    super::check_slopes(&slopes, heads).map_err(|e| format!("'{spec}': {e}"))?;
     Ok(slopes)
 }

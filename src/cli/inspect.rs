@@ -7,6 +7,7 @@ use crate::model::{Position, init};
 use clap::Args;
 use color_eyre::eyre::Result;
 use serde_json::json;
+use std::io::Write;
 
 /// Arguments of `slopes`.
 #[derive(Debug, Args)]
@@ -41,6 +42,7 @@ pub struct InspectArgs {
 
 /// Runs `slopes`.
 pub fn slopes(a: &SlopesArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let spec = SlopeSpec {
         preset: a.preset,
         max_bias: a.max_bias,
@@ -49,24 +51,26 @@ pub fn slopes(a: &SlopesArgs) -> Result<()> {
     let slopes = spec.slopes(a.heads)?;
     let reach: Vec<f64> = slopes.iter().map(|&m| alibi::reach(m)).collect();
     if a.json {
-        let out = json!({
+        let doc = json!({
             "heads": a.heads,
             "preset": a.preset.name(),
             "slopes": slopes,
             "reach": reach.iter().map(|&r| reach_json(r)).collect::<Vec<_>>(),
         });
-        println!("{out}");
+        writeln!(out, "{doc}")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{} heads, preset {}, max bias {}, scale {}",
             a.heads, a.preset, a.max_bias, a.scale
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "reach = ln(100)/slope: the distance at which the bias alone divides attention by 100"
-        );
-        println!("{:>5}  {:>14}  {:>10}", "head", "slope", "reach");
+        )?;
+        writeln!(out, "{:>5}  {:>14}  {:>10}", "head", "slope", "reach")?;
         for (h, (m, r)) in slopes.iter().zip(&reach).enumerate() {
-            println!("{h:>5}  {m:>14.8}  {:>10}", fmt_reach(*r));
+            writeln!(out, "{h:>5}  {m:>14.8}  {:>10}", fmt_reach(*r))?;
         }
     }
     Ok(())
@@ -74,6 +78,7 @@ pub fn slopes(a: &SlopesArgs) -> Result<()> {
 
 /// Runs `inspect`.
 pub fn inspect(a: &InspectArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let loaded = a.model.source().load()?;
     let cfg = loaded.model.config();
     let params = init::param_count(cfg);
@@ -87,7 +92,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
             .enumerate()
             .map(|(h, &m)| json!({"head": h, "slope": m, "reach": reach_json(alibi::reach(m))}))
             .collect();
-        let out = json!({
+        let doc = json!({
             "model": loaded.name,
             "folder": loaded.folder,
             "architecture": cfg.arch.name(),
@@ -107,16 +112,18 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
             "tokenizer": loaded.tokenizer.is_some(),
             "slopes": if alibi { json!(heads) } else { serde_json::Value::Null },
         });
-        println!("{out}");
+        writeln!(out, "{doc}")?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "model         {} ({})",
         loaded.name,
         loaded.folder.display()
-    );
-    println!("architecture  {}", cfg.arch.name());
-    println!(
+    )?;
+    writeln!(out, "architecture  {}", cfg.arch.name())?;
+    writeln!(
+        out,
         "size          {} layers, {} heads, d_model {}, d_ff {}, {} parameters ({:.2} M)",
         cfg.n_layers,
         cfg.n_heads,
@@ -124,13 +131,14 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         cfg.d_ff,
         params,
         params as f64 / 1e6
-    );
-    println!("position      {}", cfg.position);
-    println!("train_len     {} tokens", cfg.train_len);
+    )?;
+    writeln!(out, "position      {}", cfg.position)?;
+    writeln!(out, "train_len     {} tokens", cfg.train_len)?;
     if let Some(m) = cfg.max_len {
-        println!("max_len       {m} tokens (hard limit)");
+        writeln!(out, "max_len       {m} tokens (hard limit)")?;
     }
-    println!(
+    writeln!(
+        out,
         "vocab         {} ({})",
         cfg.vocab_size,
         if loaded.tokenizer.is_some() {
@@ -138,21 +146,24 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         } else {
             "no tokenizer: use --token-ids"
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "dtype         {dtype} (saved as {})",
         cfg.saved_dtype.as_deref().unwrap_or("unknown")
-    );
-    println!("device        {device} ({})", loaded.device.note);
+    )?;
+    writeln!(out, "device        {device} ({})", loaded.device.note)?;
     if alibi {
-        println!(
+        writeln!(
+            out,
             "slopes        head  slope         reach (tokens until the bias divides attention by 100)"
-        );
+        )?;
         for (h, m) in slopes.iter().enumerate() {
-            println!(
+            writeln!(
+                out,
                 "              {h:>4}  {m:<12.8}  {}",
                 fmt_reach(alibi::reach(*m))
-            );
+            )?;
         }
     }
     Ok(())

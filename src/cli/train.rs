@@ -7,6 +7,7 @@ use crate::model::device::{DeviceSpec, choose_device, device_name, parse_dtype};
 use crate::model::folder::load_tokenizer;
 use clap::{Args, Subcommand};
 use color_eyre::eyre::{Result, bail, eyre};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// `tokenizer` subcommands.
@@ -122,11 +123,12 @@ pub fn tokenizer(a: TokenizerArgs) -> Result<()> {
         out,
     } = a.command;
     let tok = crate::train::tokenizer::train_tokenizer(&data, vocab_size, &out)?;
-    println!(
-        "wrote {} ({} tokens)",
+    writeln!(
+        std::io::stdout(),
+        "wrote {} ({})",
         out.display(),
-        tok.get_vocab_size(true)
-    );
+        crate::text::count(tok.get_vocab_size(true), "token")
+    )?;
     Ok(())
 }
 

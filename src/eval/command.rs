@@ -192,7 +192,6 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         device: device_name(model.device()),
         dtype: dtype_name(model.dtype()).to_string(),
     };
-    print!("{}", output::table(&info, &evaluation.points));
     drop(files);
     if let Some(p) = &a.json {
         output::write_json(p, &info, &evaluation).map_err(|e| eyre!(e))?;
@@ -216,6 +215,12 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     {
         eprintln!("peak_rss_mib: {mib:.0}");
     }
+    // The table comes last, after the files: a reader that goes away (`| head`) loses nothing.
+    write!(
+        std::io::stdout(),
+        "{}",
+        output::table(&info, &evaluation.points)
+    )?;
     Ok(())
 }
 
@@ -267,6 +272,6 @@ pub fn plot(a: &PlotSettings) -> Result<()> {
     }
     let train_len = train_len.ok_or_else(|| eyre!("no input names a train_len"))? as usize;
     plot::draw(&a.out, &a.title, train_len, &series).map_err(|e| eyre!(e))?;
-    println!("wrote {}", a.out.display());
+    writeln!(std::io::stdout(), "wrote {}", a.out.display())?;
     Ok(())
 }

@@ -83,13 +83,13 @@ fn fmt_opt(x: Option<f64>, digits: usize) -> String {
 /// The stdout table; the training length is marked and lengths beyond it are flagged.
 pub fn table(info: &RunInfo, points: &[Point]) -> String {
     let mut s = format!(
-        "model {} · protocol {}{} · train_len {} · {} tokens from {}\n",
+        "model {} · protocol {}{} · train_len {} · {} from {}\n",
         info.model,
         info.protocol,
         info.stride
             .map_or(String::new(), |st| format!(" (stride {st})")),
         info.train_len,
-        info.stream_tokens,
+        crate::text::count(info.stream_tokens, "token"),
         info.input
     );
     s.push_str(&format!(

@@ -264,17 +264,9 @@ impl Config {
                 self.head_dim()
             ));
         }
+        crate::alibi::check_heads(self.n_heads).map_err(|e| format!("n_heads: {e}"))?;
         if let Some(s) = &self.slopes {
-            if s.len() != self.n_heads {
-                return Err(format!(
-                    "slopes has {} values but the model has {} heads",
-                    s.len(),
-                    self.n_heads
-                ));
-            }
-            if s.iter().any(|m| !m.is_finite()) {
-                return Err("slopes must be finite numbers".to_string());
-            }
+            crate::alibi::check_slopes(s, self.n_heads).map_err(|e| format!("slopes: {e}"))?;
         }
         Ok(())
     }
@@ -311,7 +303,12 @@ mod tests {
         cfg.d_model = 32;
         assert!(cfg.validate().is_ok());
         cfg.slopes = Some(vec![0.5; 3]);
-        assert!(cfg.validate().unwrap_err().contains("3 values"));
+        assert!(cfg.validate().unwrap_err().contains("3 slopes for 4 heads"));
+        // A model's config is checked like any other slope source.
+        cfg.slopes = Some(vec![0.5, 0.25, -0.1, 0.0]);
+        assert!(cfg.validate().unwrap_err().contains("negative"));
+        cfg.slopes = Some(vec![0.5, 1e39, 0.1, 0.0]);
+        assert!(cfg.validate().unwrap_err().contains("finite in f32"));
         cfg.slopes = None;
         cfg.n_heads = 0;
         assert!(cfg.validate().unwrap_err().contains("n_heads"));

@@ -52,8 +52,9 @@ pub fn read_token_ids(path: &Path, vocab: usize) -> Result<Vec<u32>> {
             .map_err(|_| eyre!("'{}': '{word}' at position {pos} is not a token id (expected whitespace-separated integers)", path.display()))?;
         if id as usize >= vocab {
             bail!(
-                "'{}': token id {id} at position {pos} is outside the model's vocabulary (0..{vocab})",
-                path.display()
+                "'{}': token id {id} at position {pos} is outside the model's vocabulary (valid ids: 0 to {}; the vocabulary has {vocab})",
+                path.display(),
+                vocab.saturating_sub(1)
             );
         }
         ids.push(id);

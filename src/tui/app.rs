@@ -268,6 +268,10 @@ impl App {
             ));
             return Vec::new();
         }
+        if let Err(e) = alibi::check_slopes(&slopes, self.info.n_heads) {
+            self.error = Some(format!("slopes unchanged: {e}"));
+            return Vec::new();
+        }
         let old = std::mem::replace(&mut self.slopes, slopes);
         let old_label = std::mem::replace(&mut self.slopes_label, label);
         self.prev_slopes = Some(old);
@@ -285,7 +289,9 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         let heads = self.info.n_heads.max(1);
         match action {
-            Action::Quit => self.quit = true,
+            Action::Back if self.help => self.help = false,
+            Action::Back if self.enlarged => self.enlarged = false,
+            Action::Quit | Action::Back => self.quit = true,
             Action::ToggleHelp => self.help = !self.help,
             Action::Focus(fwd) => self.focus = self.focus.step(fwd),
             Action::MoveLength(d) if d.abs() >= STEPS_PER_OCTAVE => {

@@ -11,6 +11,33 @@ pub enum Event {
     Input(crossterm::event::Event),
     /// A result from the worker.
     Worker(WorkerMsg),
+    /// A termination signal (SIGTERM, SIGINT, SIGHUP, SIGQUIT) sent from outside: quit with the
+    /// terminal restored.
+    Signal(i32),
+}
+
+/// The signals that end the TUI cleanly instead of killing it with the terminal left raw.
+pub const QUIT_SIGNALS: [i32; 4] = [
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+];
+
+/// Turns [`QUIT_SIGNALS`] into [`Event::Signal`]s on a thread (the handler itself only records the
+/// signal; the main loop restores the terminal and exits with `128 + signal`).
+pub fn spawn_signals(tx: Sender<Event>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new(QUIT_SIGNALS)?;
+    std::thread::Builder::new()
+        .name("alibi-signals".to_string())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
 }
 
 impl Outbox for Sender<Event> {

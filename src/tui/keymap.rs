@@ -47,6 +47,8 @@ pub enum Action {
     MoveLength(i32),
     /// Jump to the shortest (false) or longest (true) length.
     LengthEnd(bool),
+    /// Esc: close what is open (the enlarged bias view), else quit.
+    Back,
     /// Jump to the training length.
     LengthTrain,
     /// Put the cursor at a column of the chart (mouse).
@@ -109,7 +111,8 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
     };
     Some(match key.code {
         KeyCode::Char('c') if ctrl => Action::Quit,
-        KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
+        KeyCode::Char('q') => Action::Quit,
+        KeyCode::Esc => Action::Back,
         KeyCode::Char('?') => Action::ToggleHelp,
         KeyCode::Tab => Action::Focus(true),
         KeyCode::BackTab => Action::Focus(false),
@@ -191,7 +194,11 @@ pub const KEY_HELP: &[(&str, &str)] = &[
         "toggle mouse capture (off lets the terminal select text)",
     ),
     ("?", "this help"),
-    ("q / Esc / Ctrl+C", "quit"),
+    (
+        "Esc",
+        "close the help or the enlarged view; quit when none is open",
+    ),
+    ("q / Ctrl+C", "quit"),
 ];
 
 #[cfg(test)]
