@@ -108,6 +108,11 @@ pub struct Point {
     pub ppl_stderr: f64,
     /// Bits per UTF-8 byte of the scored text, when the text is known.
     pub bits_per_byte: Option<f64>,
+    /// Targets of the stream (every token after the first) not scored at this length: the tail
+    /// shorter than one window under `nonoverlap`, also the window positions past `length` under
+    /// `sweep`; always 0 under `sliding`, which scores every target once. Set by [`evaluate`];
+    /// `None` where only windows are known (the TUI's running curves).
+    pub unscored: Option<usize>,
 }
 
 /// Running sums for a [`Point`].
@@ -158,6 +163,7 @@ impl Stats {
             nll: mean,
             ppl,
             ppl_stderr: ppl * (var / n).sqrt(),
+            unscored: None,
             bits_per_byte: (self.has_bytes && self.bytes > 0)
                 .then(|| self.sum / std::f64::consts::LN_2 / self.bytes as f64),
         }
@@ -468,10 +474,7 @@ pub fn evaluate(
                     batch: ctl.batch,
                 };
                 window_losses(model, stream, &starts, len, slopes, &inner, |s, nll| {
-                    let first = match protocol {
-                        Protocol::Sliding { stride } if s > 0 => len - stride,
-                        _ => 0,
-                    };
+                    let first = first_scored(&starts, s, len);
                     for (p, &x) in nll.iter().enumerate().skip(first) {
                         stats.add(x, stream.bytes_of(s + p + 1));
                         positions[p].add(x, None);
@@ -491,6 +494,10 @@ pub fn evaluate(
                 }
             }
         }
+    }
+    let targets = stream.ids.len().saturating_sub(1);
+    for p in &mut points {
+        p.unscored = Some(targets.saturating_sub(p.tokens));
     }
     Ok(Evaluation {
         protocol,
@@ -519,6 +526,10 @@ fn push_tokens(
 }
 
 /// Window starts of length `len` under `protocol` (not `Sweep`).
+///
+/// `Sliding` scores every target exactly once: windows move by `stride`, and when fewer than
+/// `stride` targets remain after the last of them, one more window ends at the stream's last
+/// token and scores just those (as in Hugging Face's strided-perplexity recipe).
 pub fn starts_for(stream: &Stream, len: usize, protocol: Protocol) -> Vec<usize> {
     let n = stream.ids.len();
     let step = match protocol {
@@ -531,5 +542,19 @@ pub fn starts_for(stream: &Stream, len: usize, protocol: Protocol) -> Vec<usize>
         v.push(s);
         s += step;
     }
+    if let (Protocol::Sliding { .. }, Some(&last)) = (protocol, v.last())
+        && last + len < n - 1
+    {
+        v.push(n - 1 - len);
+    }
     v
+}
+
+/// The first position a window scores: everything past the previous window's last target (all of
+/// the first window; the last `stride` positions of a sliding window; the tail window's remainder).
+pub fn first_scored(starts: &[usize], start: usize, len: usize) -> usize {
+    match starts.binary_search(&start) {
+        Ok(i) if i > 0 => len - (start - starts[i - 1]).min(len),
+        _ => 0,
+    }
 }

@@ -87,7 +87,20 @@ fn sweep_at_lmax_equals_nonoverlap_and_sliding_with_full_stride_equals_nonoverla
             non.points[2].bits_per_byte.unwrap(),
             1e-6,
         );
+        // Sliding with stride L is nonoverlap where no tail is left (481 = 480 targets + 1; 480 is a
+        // multiple of 5, 12 and 32); with a tail it scores the tail too.
+        let s = stream(481, 41);
+        let non = evaluate(
+            &m,
+            &s,
+            &[5, 12, 32],
+            Protocol::NonOverlap,
+            None,
+            &Control::default(),
+        )
+        .unwrap();
         for (i, len) in [5usize, 12, 32].into_iter().enumerate() {
+            assert_eq!(non.points[i].unscored, Some(0));
             let sl = evaluate(
                 &m,
                 &s,
@@ -176,7 +189,10 @@ fn sliding_scores_every_token_once_after_the_first_window() {
     )
     .unwrap();
     let starts = starts_for(&s, 8, Protocol::Sliding { stride: 3 });
-    assert_eq!(e.points[0].tokens, 8 + (starts.len() - 1) * 3);
+    // Every target (tokens 1..=49) is scored once, the tail by a last window ending at token 49.
+    assert_eq!(e.points[0].tokens, 49);
+    assert_eq!(e.points[0].unscored, Some(0));
+    assert_eq!(*starts.last().unwrap(), 49 - 8);
     // The scored targets are contiguous: positions 1..=last without gaps or repeats.
     let mut targets: Vec<usize> = e
         .per_token
@@ -187,6 +203,42 @@ fn sliding_scores_every_token_once_after_the_first_window() {
     targets.dedup();
     assert_eq!(targets.len(), n);
     assert_eq!(targets, (1..=n).collect::<Vec<_>>());
+}
+
+#[test]
+fn every_protocol_reports_its_unscored_targets() {
+    // The case: 20 ids, length 8, stride 4.
+    let m = model(Position::Alibi);
+    let s = stream(20, 41);
+    let sliding = Protocol::Sliding { stride: 4 };
+    let e = evaluate(&m, &s, &[8], sliding, None, &Control::default()).unwrap();
+    assert_eq!((e.points[0].tokens, e.points[0].unscored), (19, Some(0)));
+    // The tail window's scores are the scores of those targets with a full window of context.
+    let tail = window_losses_at(&m, &s, 11, 8);
+    let last: Vec<f32> = e.per_token.iter().rev().take(3).map(|t| t.nll).collect();
+    for (a, b) in last.iter().rev().zip(&tail[5..]) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let e = evaluate(&m, &s, &[8], Protocol::NonOverlap, None, &Control::default()).unwrap();
+    assert_eq!((e.points[0].tokens, e.points[0].unscored), (16, Some(3)));
+    let e = evaluate(&m, &s, &[4, 8], Protocol::Sweep, None, &Control::default()).unwrap();
+    assert_eq!(e.points[0].unscored, Some(19 - 8));
+    assert_eq!(e.points[1].unscored, Some(3));
+}
+
+/// Per-position losses of one window of `len` at `start`.
+fn window_losses_at(
+    m: &alibi_explorer::model::Transformer,
+    s: &Stream,
+    start: usize,
+    len: usize,
+) -> Vec<f32> {
+    let mut out = Vec::new();
+    window_losses(m, s, &[start], len, None, &Control::default(), |_, nll| {
+        out = nll.to_vec();
+    })
+    .unwrap();
+    out
 }
 
 #[test]

@@ -252,6 +252,10 @@ pub fn plot(a: &PlotSettings) -> Result<()> {
                     ppl: p.get("ppl")?.as_f64()?,
                     ppl_stderr: p.get("ppl_stderr")?.as_f64()?,
                     bits_per_byte: p.get("bits_per_byte").and_then(serde_json::Value::as_f64),
+                    unscored: p
+                        .get("unscored")
+                        .and_then(serde_json::Value::as_u64)
+                        .map(|u| u as usize),
                 })
             })
             .collect::<Option<Vec<_>>>()

@@ -93,8 +93,8 @@ pub fn table(info: &RunInfo, points: &[Point]) -> String {
         info.input
     );
     s.push_str(&format!(
-        "{:>8}  {:>9}  {:>9}  {:>22}  {:>13}\n",
-        "length", "tokens", "nll", "perplexity ± s.e.", "bits/byte"
+        "{:>8}  {:>9}  {:>9}  {:>9}  {:>22}  {:>13}\n",
+        "length", "tokens", "unscored", "nll", "perplexity ± s.e.", "bits/byte"
     ));
     for p in points {
         let mark = match p.length.cmp(&info.train_len) {
@@ -103,9 +103,10 @@ pub fn table(info: &RunInfo, points: &[Point]) -> String {
             std::cmp::Ordering::Less => "",
         };
         s.push_str(&format!(
-            "{:>8}  {:>9}  {:>9.4}  {:>22}  {:>13}{mark}\n",
+            "{:>8}  {:>9}  {:>9}  {:>9.4}  {:>22}  {:>13}{mark}\n",
             p.length,
             p.tokens,
+            p.unscored.map_or_else(|| "-".to_string(), |u| u.to_string()),
             p.nll,
             format!("{:.3} ± {:.3}", p.ppl, p.ppl_stderr),
             fmt_opt(p.bits_per_byte, 4),
