@@ -7,9 +7,12 @@ use alibi_explorer::model::Position;
 use alibi_explorer::text::Stream;
 use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
 use alibi_explorer::tui::keymap::{Action, Focus};
+use alibi_explorer::tui::palette::PANEL_BG;
+use alibi_explorer::tui::ui::layout;
 use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
 use ratatui::style::Color;
 
 fn info(position: Position) -> ModelInfo {
@@ -555,4 +558,94 @@ fn max_tokens_limits_every_stream_and_the_chart() {
     assert!(err.contains("raise --max-tokens"), "{err}");
     let err = prepare(&settings(Some(1))).err().unwrap().to_string();
     assert!(err.contains("--max-tokens must be at least 2"), "{err}");
+}
+
+fn with_attention(a: &mut App) {
+    let generation = a.attn_gen;
+    let probs: Vec<f32> = (0..256)
+        .map(|i| {
+            if i % 16 <= i / 16 {
+                1.0 / (i / 16 + 1) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    a.on_worker(WorkerMsg::Attention {
+        generation,
+        map: AttentionMap {
+            len: 16,
+            layer: 0,
+            head: 0,
+            probs,
+        },
+    });
+}
+
+fn cells(buf: &ratatui::buffer::Buffer, r: Rect) -> Vec<(u16, u16, &ratatui::buffer::Cell)> {
+    let mut v = Vec::new();
+    for y in r.top()..r.bottom() {
+        for x in r.left()..r.right() {
+            v.push((x, y, &buf[(x, y)]));
+        }
+    }
+    v
+}
+
+#[test]
+fn the_masked_future_is_blank_in_the_heatmap_and_the_bias_matrices() {
+    for truecolor in [true, false] {
+        for enlarged in [false, true] {
+            let mut a = app(Position::Alibi);
+            a.truecolor = truecolor;
+            a.enlarged = enlarged;
+            a.start();
+            with_attention(&mut a);
+            let (w, h) = (200, 60);
+            let (_, buf) = screen(&a, w, h);
+            let areas = layout(Rect::new(0, 0, w, h)).unwrap();
+            let palette_colour = |c: Color| {
+                if truecolor {
+                    matches!(c, Color::Rgb(..))
+                } else {
+                    matches!(c, Color::Indexed(..))
+                }
+            };
+            for (name, area) in [("bias", areas.bias), ("attention", areas.attention)] {
+                let (mut upper, mut lower, mut blank) = (0, 0, 0);
+                let mut last_was_pixel = false;
+                for (x, y, c) in cells(&buf, area) {
+                    let at =
+                        format!("{name} ({x},{y}), truecolor {truecolor}, enlarged {enlarged}");
+                    match c.symbol() {
+                        // A glyph in Reset would show in the terminal's default colour.
+                        "▀" => {
+                            upper += 1;
+                            assert!(palette_colour(c.fg) || c.fg == Color::White, "{at}: {c:?}");
+                            assert!(
+                                palette_colour(c.bg) || c.bg == Color::White || c.bg == PANEL_BG,
+                                "{at}: {c:?}"
+                            );
+                        }
+                        "▄" => {
+                            lower += 1;
+                            assert!(palette_colour(c.fg) || c.fg == Color::White, "{at}: {c:?}");
+                            assert_eq!(c.bg, PANEL_BG, "{at}: the masked upper half");
+                        }
+                        " " if last_was_pixel => {
+                            // The masked cells right of the diagonal.
+                            blank += 1;
+                            assert_eq!((c.fg, c.bg), (PANEL_BG, PANEL_BG), "{at}");
+                        }
+                        _ => {}
+                    }
+                    last_was_pixel = matches!(c.symbol(), "▀" | "▄");
+                }
+                assert!(upper > 20 && blank > 0, "{name}: {upper} ▀, {blank} blank");
+                if name == "attention" || enlarged {
+                    assert!(lower > 0, "{name}: the diagonal has cells masked on top");
+                }
+            }
+        }
+    }
 }
