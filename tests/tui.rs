@@ -8,7 +8,7 @@ use alibi_explorer::text::Stream;
 use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
 use alibi_explorer::tui::keymap::{Action, Focus};
 use alibi_explorer::tui::palette::PANEL_BG;
-use alibi_explorer::tui::ui::layout;
+use alibi_explorer::tui::ui::{layout, plot_area};
 use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -646,6 +646,42 @@ fn the_masked_future_is_blank_in_the_heatmap_and_the_bias_matrices() {
                     assert!(lower > 0, "{name}: the diagonal has cells masked on top");
                 }
             }
+        }
+    }
+}
+#[test]
+fn curves_that_share_cells_stay_visible_with_their_markers() {
+    for truecolor in [true, false] {
+        let mut a = app(Position::Alibi);
+        a.truecolor = truecolor;
+        a.start();
+        // The same losses: the two curves fall into the very same cells everywhere.
+        feed_sweep(&mut a, 0, 0, 1.0);
+        feed_sweep(&mut a, 1, 0, 1.0);
+        let (w, h) = (200, 60);
+        let (_, buf) = screen(&a, w, h);
+        let areas = layout(Rect::new(0, 0, w, h)).unwrap();
+        let plot = plot_area(areas.chart);
+        let count = |symbol: &str, fg: Color| {
+            cells(&buf, plot)
+                .iter()
+                .filter(|(_, _, c)| c.symbol() == symbol && c.fg == fg)
+                .count()
+        };
+        let main = Color::Cyan;
+        let other = Color::Magenta;
+        assert!(count("●", main) >= 3, "the main curve's markers");
+        assert!(count("▲", other) >= 3, "the compare curve's markers");
+        let legend_row = areas.chart.y + 1;
+        let legend: String = (areas.chart.x..areas.chart.right())
+            .map(|x| buf[(x, legend_row)].symbol().to_string())
+            .collect();
+        for (mark, colour) in [("━●━", main), ("━▲━", other)] {
+            let at = legend
+                .find(mark)
+                .unwrap_or_else(|| panic!("{mark} in {legend}"));
+            let col = areas.chart.x + legend[..at].chars().count() as u16 + 1;
+            assert_eq!(buf[(col, legend_row)].fg, colour, "{legend}");
         }
     }
 }

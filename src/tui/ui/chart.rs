@@ -1,5 +1,10 @@
 //! Perplexity vs input length: log-scale length axis, training length marked, the extrapolation
 //! region shaded, the cursor, and one curve per slope setting / compare model, with a legend.
+//!
+//! Curves that run close share braille cells, and a cell has one colour. So every curve is drawn
+//! in one canvas layer (the dots of all curves stay, even where the colour is another curve's),
+//! and each curve carries its own point marker (`●`, `▲`, ...) at some of its samples, staggered
+//! along x so no two curves' markers fall into one cell; the legend shows each marker.
 
 use super::super::app::{App, chart_x_bounds};
 use super::super::palette;
@@ -14,6 +19,17 @@ use ratatui::widgets::canvas::{Canvas, Line as CLine};
 
 /// Width of the y-axis label column.
 const Y_LABELS: u16 = 7;
+/// Columns between two markers of one curve, per curve on the chart (the curves' markers take
+/// turns along x).
+const MARKER_COLUMNS_PER_CURVE: u16 = 4;
+/// The fewest columns between two markers of one curve.
+const MIN_MARKER_PERIOD: u16 = 8;
+/// The main curve's marker.
+const MAIN_MARKER: &str = "●";
+/// The previous slopes' marker.
+const PREVIOUS_MARKER: &str = "○";
+/// Compare models' markers, in order.
+const COMPARE_MARKERS: [&str; 4] = ["▲", "■", "◆", "✚"];
 
 /// The plot area inside the chart panel (where the canvas draws), for mouse mapping.
 pub fn plot_area(panel: Rect) -> Rect {
@@ -34,6 +50,7 @@ pub fn plot_area(panel: Rect) -> Rect {
 struct Drawn {
     label: String,
     color: Color,
+    marker: &'static str,
     pts: Vec<(f64, f64)>,
 }
 
@@ -55,6 +72,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         curves.push(Drawn {
             label: prev.label.clone(),
             color: palette::PREVIOUS,
+            marker: PREVIOUS_MARKER,
             pts: to_xy(&app.grid, &p),
         });
     }
@@ -63,6 +81,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             curves.push(Drawn {
                 label: c.label.clone(),
                 color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
+                marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
                 pts: to_xy(&app.grid, &p),
             });
         }
@@ -71,6 +90,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         curves.push(Drawn {
             label: app.curves[0].label.clone(),
             color: palette::CURRENT,
+            marker: MAIN_MARKER,
             pts: to_xy(&app.grid, &p),
         });
     }
@@ -123,6 +143,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 color: palette::TRAIN_LEN,
             });
             ctx.layer();
+            // One layer for every curve: a later layer would replace a shared cell's dots.
             for c in &curves {
                 for w in c.pts.windows(2) {
                     ctx.draw(&CLine {
@@ -133,8 +154,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                         color: c.color,
                     });
                 }
-                ctx.layer();
             }
+            ctx.layer();
             ctx.draw(&CLine {
                 x1: cx,
                 y1: y0,
@@ -174,6 +195,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             Style::new().fg(Color::Gray),
         );
     }
+    markers(&curves, plot, [x0, x1], [y0, y1], buf);
     // y labels: perplexity at five levels (log scale).
     for k in 0..5 {
         let t = f64::from(k) / 4.0;
@@ -223,10 +245,58 @@ fn to_xy(grid: &[usize], points: &[crate::eval::Point]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Puts each curve's marker on some of its samples: curve `k` of `n` near the columns
+/// `k*period/n + m*period`, so different curves' markers never share a cell and every curve shows
+/// where curves run together. The cell is the one the canvas drew the sample's dot into.
+fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut Buffer) {
+    let n = curves.len() as u16;
+    if n == 0 {
+        return;
+    }
+    let period = (MARKER_COLUMNS_PER_CURVE * n).max(MIN_MARKER_PERIOD);
+    let reach = period / n / 2;
+    // The canvas's own mapping (braille: 2x4 dots a cell).
+    let dots = |v: f64, [lo, hi]: [f64; 2], cells: u16, per: f64, flip: bool| {
+        let t = if flip { hi - v } else { v - lo };
+        ((t * (f64::from(cells) * per - 1.0) / (hi - lo)).round() / per) as u16
+    };
+    let mut taken = std::collections::HashSet::new();
+    for (k, c) in curves.iter().enumerate() {
+        let cells: Vec<(u16, u16)> = c
+            .pts
+            .iter()
+            .filter(|p| p.1 >= yb[0] && p.1 <= yb[1])
+            .map(|&(x, y)| {
+                (
+                    dots(x, xb, plot.width, 2.0, false),
+                    dots(y, yb, plot.height, 4.0, true),
+                )
+            })
+            .collect();
+        let mut target = k as u16 * period / n;
+        while target < plot.width {
+            let nearest = cells
+                .iter()
+                .min_by_key(|(col, _)| col.abs_diff(target))
+                .filter(|(col, _)| col.abs_diff(target) <= reach);
+            if let Some(&(col, row)) = nearest
+                && taken.insert((col, row))
+                && let Some(cell) = buf.cell_mut((plot.x + col, plot.y + row))
+            {
+                cell.set_symbol(c.marker).set_fg(c.color);
+            }
+            target += period;
+        }
+    }
+}
+
 fn legend(curves: &[Drawn], area: Rect, buf: &mut Buffer) {
     let mut spans = Vec::new();
     for c in curves.iter().rev() {
-        spans.push(Span::styled("━━ ", Style::new().fg(c.color)));
+        spans.push(Span::styled(
+            format!("━{}━ ", c.marker),
+            Style::new().fg(c.color),
+        ));
         spans.push(Span::raw(format!("{}   ", c.label)));
     }
     spans.push(Span::styled("│ ", Style::new().fg(palette::TRAIN_LEN)));
