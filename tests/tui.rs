@@ -5,10 +5,10 @@
 
 use alibi_explorer::model::Position;
 use alibi_explorer::text::Stream;
-use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
+use alibi_explorer::tui::app::{App, Effect, Metric, ModelInfo, length_grid};
 use alibi_explorer::tui::keymap::{Action, Focus};
 use alibi_explorer::tui::palette::PANEL_BG;
-use alibi_explorer::tui::ui::{layout, plot_area};
+use alibi_explorer::tui::ui::{TOKENIZER_NOTICE, layout, plot_area};
 use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -560,6 +560,20 @@ fn max_tokens_limits_every_stream_and_the_chart() {
     assert!(err.contains("--max-tokens must be at least 2"), "{err}");
 }
 
+/// An app over the given streams (main model first, then one compare model each).
+fn app_with(streams: Vec<Stream>) -> App {
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    let labels = (1..streams.len()).map(|i| format!("other{i}")).collect();
+    App::new(
+        info(Position::Alibi),
+        labels,
+        streams,
+        text,
+        256,
+        "slopes.json".into(),
+    )
+}
+
 fn with_attention(a: &mut App) {
     let generation = a.attn_gen;
     let probs: Vec<f32> = (0..256)
@@ -649,6 +663,7 @@ fn the_masked_future_is_blank_in_the_heatmap_and_the_bias_matrices() {
         }
     }
 }
+
 #[test]
 fn curves_that_share_cells_stay_visible_with_their_markers() {
     for truecolor in [true, false] {
@@ -683,5 +698,87 @@ fn curves_that_share_cells_stay_visible_with_their_markers() {
             let col = areas.chart.x + legend[..at].chars().count() as u16 + 1;
             assert_eq!(buf[(col, legend_row)].fg, colour, "{legend}");
         }
+    }
+}
+
+fn with_bytes(mut s: Stream, bytes_per_token: u32) -> Stream {
+    s.bytes = Some(vec![bytes_per_token; s.ids.len()]);
+    s
+}
+
+#[test]
+fn y_switches_the_chart_and_the_status_bar_to_bits_per_byte() {
+    let s = with_bytes(stream(600), 4);
+    let mut a = app_with(vec![s.clone(), s]);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    feed_sweep(&mut a, 1, 0, 1.3);
+    assert_eq!(a.metric, Metric::TokenPpl);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(
+        s.contains("Perplexity vs input length") && s.contains("   ppl"),
+        "{s}"
+    );
+    let p = a.point_at_cursor().unwrap();
+    assert!(s.contains(&format!("ppl {:.2}", p.ppl)), "{s}");
+    assert!(a.update(Action::ToggleMetric).is_empty(), "no new work");
+    assert_eq!(a.metric, Metric::BitsPerByte);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(
+        s.contains("Bits per byte vs input length") && s.contains("bits/B"),
+        "{s}"
+    );
+    let bpb = p.bits_per_byte.unwrap();
+    assert!((bpb - p.nll / std::f64::consts::LN_2 / 4.0).abs() < 1e-9);
+    assert!(s.contains(&format!("bits/byte {bpb:.4}")), "{s}");
+    // The y labels are bits per byte (around 1.3..2.3 here), no longer perplexities (~10..150).
+    let labels: Vec<f64> = s
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.get(3..9).and_then(|t| t.trim().parse().ok()))
+        .collect();
+    assert!(labels.len() >= 3, "{labels:?}\n{s}");
+    assert!(
+        labels.iter().all(|&y| (0.5..4.0).contains(&y)),
+        "{labels:?}"
+    );
+    a.update(Action::ToggleMetric);
+    assert_eq!(a.metric, Metric::TokenPpl);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(s.contains("Perplexity vs input length"), "{s}");
+}
+
+#[test]
+fn bits_per_byte_without_byte_counts_shows_a_dash() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    a.update(Action::ToggleMetric);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(s.contains("bits/byte - ("), "{s}");
+    assert!(s.contains("no byte counts for this input"), "{s}");
+}
+
+#[test]
+fn the_tokenizer_notice_shows_only_when_the_token_streams_differ() {
+    let same = with_bytes(stream(600), 4);
+    let mut other = with_bytes(stream(600), 4);
+    other.ids[7] += 1;
+    for (streams, differ) in [
+        (vec![same.clone(), same.clone()], false),
+        (vec![same.clone(), other], true),
+    ] {
+        let mut a = app_with(streams);
+        assert_eq!(a.tokenizers_differ(), differ);
+        a.start();
+        feed_sweep(&mut a, 0, 0, 1.0);
+        feed_sweep(&mut a, 1, 0, 1.3);
+        let (s, _) = screen(&a, 200, 60);
+        assert_eq!(s.contains(TOKENIZER_NOTICE), differ, "{s}");
+        // In bits per byte the curves compare; the warning goes.
+        a.update(Action::ToggleMetric);
+        let (s, _) = screen(&a, 200, 60);
+        assert!(!s.contains(TOKENIZER_NOTICE), "{s}");
+        assert_eq!(s.contains("comparable across tokenizers"), differ, "{s}");
     }
 }

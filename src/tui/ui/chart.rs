@@ -1,12 +1,13 @@
-//! Perplexity vs input length: log-scale length axis, training length marked, the extrapolation
-//! region shaded, the cursor, and one curve per slope setting / compare model, with a legend.
+//! Perplexity (or bits per byte) vs input length: log-scale length axis, training length marked,
+//! the extrapolation region shaded, the cursor, and one curve per slope setting / compare model,
+//! with a legend.
 //!
 //! Curves that run close share braille cells, and a cell has one colour. So every curve is drawn
 //! in one canvas layer (the dots of all curves stay, even where the colour is another curve's),
 //! and each curve carries its own point marker (`●`, `▲`, ...) at some of its samples, staggered
 //! along x so no two curves' markers fall into one cell; the legend shows each marker.
 
-use super::super::app::{App, chart_x_bounds};
+use super::super::app::{App, Metric, chart_x_bounds};
 use super::super::palette;
 use super::common::panel;
 use ratatui::buffer::Buffer;
@@ -30,6 +31,9 @@ const MAIN_MARKER: &str = "●";
 const PREVIOUS_MARKER: &str = "○";
 /// Compare models' markers, in order.
 const COMPARE_MARKERS: [&str; 4] = ["▲", "■", "◆", "✚"];
+/// Said when the curves' models tokenize the text differently and the chart shows token ppl.
+pub const TOKENIZER_NOTICE: &str =
+    "token ppl: not comparable across tokenizers — press y for bits/byte";
 
 /// The plot area inside the chart panel (where the canvas draws), for mouse mapping.
 pub fn plot_area(panel: Rect) -> Rect {
@@ -55,11 +59,27 @@ struct Drawn {
 }
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
+    let what = match app.metric {
+        Metric::TokenPpl => "Perplexity",
+        Metric::BitsPerByte => "Bits per byte",
+    };
     let title = format!(
-        " Perplexity vs input length · train_len {} · sweep to {} ",
+        " {what} vs input length · train_len {} · sweep to {} ",
         app.info.train_len, app.lmax
     );
-    let block = panel(title, focused);
+    let mut block = panel(title, focused);
+    if app.tokenizers_differ() {
+        block = block.title_bottom(match app.metric {
+            Metric::TokenPpl => Line::styled(
+                format!(" {TOKENIZER_NOTICE} "),
+                Style::new().fg(palette::CURSOR),
+            ),
+            Metric::BitsPerByte => {
+                Line::from(" bits/byte: comparable across tokenizers · y for token ppl ")
+                    .dark_gray()
+            }
+        });
+    }
     block.render(area, buf);
     let plot = plot_area(area);
     if plot.width < 10 || plot.height < 4 {
@@ -73,7 +93,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             label: prev.label.clone(),
             color: palette::PREVIOUS,
             marker: PREVIOUS_MARKER,
-            pts: to_xy(&app.grid, &p),
+            pts: to_xy(&app.grid, &p, app.metric),
         });
     }
     for (i, c) in app.curves.iter().enumerate().skip(1) {
@@ -82,7 +102,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 label: c.label.clone(),
                 color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
                 marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
-                pts: to_xy(&app.grid, &p),
+                pts: to_xy(&app.grid, &p, app.metric),
             });
         }
     }
@@ -91,7 +111,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             label: app.curves[0].label.clone(),
             color: palette::CURRENT,
             marker: MAIN_MARKER,
-            pts: to_xy(&app.grid, &p),
+            pts: to_xy(&app.grid, &p, app.metric),
         });
     }
     let (x0, x1) = chart_x_bounds(&app.grid);
@@ -106,20 +126,43 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         area.width.saturating_sub(2),
         area.height.saturating_sub(2),
     );
-    legend(&curves, Rect::new(inner.x, inner.y, inner.width, 1), buf);
+    let unit = match app.metric {
+        Metric::TokenPpl => "ppl",
+        Metric::BitsPerByte => "bits/B",
+    };
+    buf.set_stringn(
+        inner.x,
+        inner.y,
+        format!("{unit:>6}"),
+        Y_LABELS as usize - 1,
+        Style::new().dark_gray(),
+    );
+    legend(
+        &curves,
+        Rect::new(
+            inner.x + Y_LABELS,
+            inner.y,
+            inner.width.saturating_sub(Y_LABELS),
+            1,
+        ),
+        buf,
+    );
     if ys.is_empty() {
         let (done, total) = app.progress();
-        Line::from(format!("computing the sweep… window {done}/{total}"))
-            .dark_gray()
-            .render(
-                Rect::new(
-                    plot.x + 2,
-                    plot.y + plot.height / 2,
-                    plot.width.saturating_sub(2),
-                    1,
-                ),
-                buf,
-            );
+        let waiting = if app.metric == Metric::BitsPerByte && !curves.is_empty() {
+            "no byte counts for this input (token ids): press y for token perplexity".to_string()
+        } else {
+            format!("computing the sweep… window {done}/{total}")
+        };
+        Line::from(waiting).dark_gray().render(
+            Rect::new(
+                plot.x + 2,
+                plot.y + plot.height / 2,
+                plot.width.saturating_sub(2),
+                1,
+            ),
+            buf,
+        );
         x_labels(x0, x1, plot, buf);
         return;
     }
@@ -196,7 +239,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         );
     }
     markers(&curves, plot, [x0, x1], [y0, y1], buf);
-    // y labels: perplexity at five levels (log scale).
+    // y labels at five levels (perplexity on a log scale, or bits per byte).
     for k in 0..5 {
         let t = f64::from(k) / 4.0;
         let y = y0 + t * (y1 - y0);
@@ -205,7 +248,13 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         buf.set_string(
             inner.x,
             row,
-            format!("{:>6}", fmt_ppl(y.exp())),
+            format!(
+                "{:>6}",
+                match app.metric {
+                    Metric::TokenPpl => fmt_ppl(y.exp()),
+                    Metric::BitsPerByte => format!("{y:.3}"),
+                }
+            ),
             Style::new().dark_gray(),
         );
     }
@@ -237,11 +286,19 @@ fn x_labels(x0: f64, x1: f64, plot: Rect, buf: &mut Buffer) {
     }
 }
 
-fn to_xy(grid: &[usize], points: &[crate::eval::Point]) -> Vec<(f64, f64)> {
+/// The curve's samples as (log2 length, y): `ln ppl` (the axis is log-scaled perplexity) or bits
+/// per byte; samples without a value are left out.
+fn to_xy(grid: &[usize], points: &[crate::eval::Point], metric: Metric) -> Vec<(f64, f64)> {
     grid.iter()
         .zip(points)
         .filter(|(_, p)| p.tokens > 0 && p.ppl.is_finite())
-        .map(|(&l, p)| ((l as f64).log2(), p.nll))
+        .filter_map(|(&l, p)| {
+            let y = match metric {
+                Metric::TokenPpl => Some(p.nll),
+                Metric::BitsPerByte => p.bits_per_byte,
+            };
+            y.filter(|y| y.is_finite()).map(|y| ((l as f64).log2(), y))
+        })
         .collect()
 }
 
