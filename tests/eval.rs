@@ -219,7 +219,15 @@ fn every_protocol_reports_its_unscored_targets() {
     for (a, b) in last.iter().rev().zip(&tail[5..]) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
-    let e = evaluate(&m, &s, &[8], Protocol::NonOverlap, None, &Control::default()).unwrap();
+    let e = evaluate(
+        &m,
+        &s,
+        &[8],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
     assert_eq!((e.points[0].tokens, e.points[0].unscored), (16, Some(3)));
     let e = evaluate(&m, &s, &[4, 8], Protocol::Sweep, None, &Control::default()).unwrap();
     assert_eq!(e.points[0].unscored, Some(19 - 8));
@@ -235,7 +243,7 @@ fn window_losses_at(
 ) -> Vec<f32> {
     let mut out = Vec::new();
     window_losses(m, s, &[start], len, None, &Control::default(), |_, nll| {
-        out = nll.to_vec();
+        out = nll.clone();
     })
     .unwrap();
     out

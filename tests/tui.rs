@@ -5,11 +5,14 @@
 
 use alibi_explorer::model::Position;
 use alibi_explorer::text::Stream;
-use alibi_explorer::tui::app::{App, Effect, ModelInfo, length_grid};
+use alibi_explorer::tui::app::{App, Effect, Metric, ModelInfo, length_grid};
 use alibi_explorer::tui::keymap::{Action, Focus};
+use alibi_explorer::tui::palette::PANEL_BG;
+use alibi_explorer::tui::ui::{TOKENIZER_NOTICE, layout, plot_area};
 use alibi_explorer::tui::worker::{AttentionMap, Job, WorkerMsg};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
 use ratatui::style::Color;
 
 fn info(position: Position) -> ModelInfo {
@@ -601,4 +604,227 @@ fn slope_edits_that_leave_the_valid_range_are_refused() {
     assert!(a.error.clone().unwrap_or_default().contains("negative"));
     // ... and one with too few slopes.
     assert!(a.slopes_loaded(Ok(vec![0.5])).is_empty());
+}
+
+/// An app over the given streams (main model first, then one compare model each).
+fn app_with(streams: Vec<Stream>) -> App {
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    let labels = (1..streams.len()).map(|i| format!("other{i}")).collect();
+    App::new(
+        info(Position::Alibi),
+        labels,
+        streams,
+        text,
+        256,
+        "slopes.json".into(),
+    )
+}
+
+fn with_attention(a: &mut App) {
+    let generation = a.attn_gen;
+    let probs: Vec<f32> = (0..256)
+        .map(|i| {
+            if i % 16 <= i / 16 {
+                1.0 / (i / 16 + 1) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    a.on_worker(WorkerMsg::Attention {
+        generation,
+        map: AttentionMap {
+            len: 16,
+            layer: 0,
+            head: 0,
+            probs,
+        },
+    });
+}
+
+fn cells(buf: &ratatui::buffer::Buffer, r: Rect) -> Vec<(u16, u16, &ratatui::buffer::Cell)> {
+    let mut v = Vec::new();
+    for y in r.top()..r.bottom() {
+        for x in r.left()..r.right() {
+            v.push((x, y, &buf[(x, y)]));
+        }
+    }
+    v
+}
+
+#[test]
+fn the_masked_future_is_blank_in_the_heatmap_and_the_bias_matrices() {
+    for truecolor in [true, false] {
+        for enlarged in [false, true] {
+            let mut a = app(Position::Alibi);
+            a.truecolor = truecolor;
+            a.enlarged = enlarged;
+            a.start();
+            with_attention(&mut a);
+            let (w, h) = (200, 60);
+            let (_, buf) = screen(&a, w, h);
+            let areas = layout(Rect::new(0, 0, w, h)).unwrap();
+            let palette_colour = |c: Color| {
+                if truecolor {
+                    matches!(c, Color::Rgb(..))
+                } else {
+                    matches!(c, Color::Indexed(..))
+                }
+            };
+            for (name, area) in [("bias", areas.bias), ("attention", areas.attention)] {
+                let (mut upper, mut lower, mut blank) = (0, 0, 0);
+                let mut last_was_pixel = false;
+                for (x, y, c) in cells(&buf, area) {
+                    let at =
+                        format!("{name} ({x},{y}), truecolor {truecolor}, enlarged {enlarged}");
+                    match c.symbol() {
+                        // A glyph in Reset would show in the terminal's default colour.
+                        "▀" => {
+                            upper += 1;
+                            assert!(palette_colour(c.fg) || c.fg == Color::White, "{at}: {c:?}");
+                            assert!(
+                                palette_colour(c.bg) || c.bg == Color::White || c.bg == PANEL_BG,
+                                "{at}: {c:?}"
+                            );
+                        }
+                        "▄" => {
+                            lower += 1;
+                            assert!(palette_colour(c.fg) || c.fg == Color::White, "{at}: {c:?}");
+                            assert_eq!(c.bg, PANEL_BG, "{at}: the masked upper half");
+                        }
+                        " " if last_was_pixel => {
+                            // The masked cells right of the diagonal.
+                            blank += 1;
+                            assert_eq!((c.fg, c.bg), (PANEL_BG, PANEL_BG), "{at}");
+                        }
+                        _ => {}
+                    }
+                    last_was_pixel = matches!(c.symbol(), "▀" | "▄");
+                }
+                assert!(upper > 20 && blank > 0, "{name}: {upper} ▀, {blank} blank");
+                if name == "attention" || enlarged {
+                    assert!(lower > 0, "{name}: the diagonal has cells masked on top");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn curves_that_share_cells_stay_visible_with_their_markers() {
+    for truecolor in [true, false] {
+        let mut a = app(Position::Alibi);
+        a.truecolor = truecolor;
+        a.start();
+        // The same losses: the two curves fall into the very same cells everywhere.
+        feed_sweep(&mut a, 0, 0, 1.0);
+        feed_sweep(&mut a, 1, 0, 1.0);
+        let (w, h) = (200, 60);
+        let (_, buf) = screen(&a, w, h);
+        let areas = layout(Rect::new(0, 0, w, h)).unwrap();
+        let plot = plot_area(areas.chart);
+        let count = |symbol: &str, fg: Color| {
+            cells(&buf, plot)
+                .iter()
+                .filter(|(_, _, c)| c.symbol() == symbol && c.fg == fg)
+                .count()
+        };
+        let main = Color::Cyan;
+        let other = Color::Magenta;
+        assert!(count("●", main) >= 3, "the main curve's markers");
+        assert!(count("▲", other) >= 3, "the compare curve's markers");
+        let legend_row = areas.chart.y + 1;
+        let legend: String = (areas.chart.x..areas.chart.right())
+            .map(|x| buf[(x, legend_row)].symbol().to_string())
+            .collect();
+        for (mark, colour) in [("━●━", main), ("━▲━", other)] {
+            let at = legend
+                .find(mark)
+                .unwrap_or_else(|| panic!("{mark} in {legend}"));
+            let col = areas.chart.x + legend[..at].chars().count() as u16 + 1;
+            assert_eq!(buf[(col, legend_row)].fg, colour, "{legend}");
+        }
+    }
+}
+
+fn with_bytes(mut s: Stream, bytes_per_token: u32) -> Stream {
+    s.bytes = Some(vec![bytes_per_token; s.ids.len()]);
+    s
+}
+
+#[test]
+fn y_switches_the_chart_and_the_status_bar_to_bits_per_byte() {
+    let s = with_bytes(stream(600), 4);
+    let mut a = app_with(vec![s.clone(), s]);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    feed_sweep(&mut a, 1, 0, 1.3);
+    assert_eq!(a.metric, Metric::TokenPpl);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(
+        s.contains("Perplexity vs input length") && s.contains("   ppl"),
+        "{s}"
+    );
+    let p = a.point_at_cursor().unwrap();
+    assert!(s.contains(&format!("ppl {:.2}", p.ppl)), "{s}");
+    assert!(a.update(Action::ToggleMetric).is_empty(), "no new work");
+    assert_eq!(a.metric, Metric::BitsPerByte);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(
+        s.contains("Bits per byte vs input length") && s.contains("bits/B"),
+        "{s}"
+    );
+    let bpb = p.bits_per_byte.unwrap();
+    assert!((bpb - p.nll / std::f64::consts::LN_2 / 4.0).abs() < 1e-9);
+    assert!(s.contains(&format!("bits/byte {bpb:.4}")), "{s}");
+    // The y labels are bits per byte (around 1.3..2.3 here), no longer perplexities (~10..150).
+    let labels: Vec<f64> = s
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.get(3..9).and_then(|t| t.trim().parse().ok()))
+        .collect();
+    assert!(labels.len() >= 3, "{labels:?}\n{s}");
+    assert!(
+        labels.iter().all(|&y| (0.5..4.0).contains(&y)),
+        "{labels:?}"
+    );
+    a.update(Action::ToggleMetric);
+    assert_eq!(a.metric, Metric::TokenPpl);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(s.contains("Perplexity vs input length"), "{s}");
+}
+
+#[test]
+fn bits_per_byte_without_byte_counts_shows_a_dash() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    a.update(Action::ToggleMetric);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(s.contains("bits/byte - ("), "{s}");
+    assert!(s.contains("no byte counts for this input"), "{s}");
+}
+
+#[test]
+fn the_tokenizer_notice_shows_only_when_the_token_streams_differ() {
+    let same = with_bytes(stream(600), 4);
+    let mut other = with_bytes(stream(600), 4);
+    other.ids[7] += 1;
+    for (streams, differ) in [
+        (vec![same.clone(), same.clone()], false),
+        (vec![same.clone(), other], true),
+    ] {
+        let mut a = app_with(streams);
+        assert_eq!(a.tokenizers_differ(), differ);
+        a.start();
+        feed_sweep(&mut a, 0, 0, 1.0);
+        feed_sweep(&mut a, 1, 0, 1.3);
+        let (s, _) = screen(&a, 200, 60);
+        assert_eq!(s.contains(TOKENIZER_NOTICE), differ, "{s}");
+        // In bits per byte the curves compare; the warning goes.
+        a.update(Action::ToggleMetric);
+        let (s, _) = screen(&a, 200, 60);
+        assert!(!s.contains(TOKENIZER_NOTICE), "{s}");
+        assert_eq!(s.contains("comparable across tokenizers"), differ, "{s}");
+    }
 }

@@ -106,7 +106,8 @@ pub fn table(info: &RunInfo, points: &[Point]) -> String {
             "{:>8}  {:>9}  {:>9}  {:>9.4}  {:>22}  {:>13}{mark}\n",
             p.length,
             p.tokens,
-            p.unscored.map_or_else(|| "-".to_string(), |u| u.to_string()),
+            p.unscored
+                .map_or_else(|| "-".to_string(), |u| u.to_string()),
             p.nll,
             format!("{:.3} ± {:.3}", p.ppl, p.ppl_stderr),
             fmt_opt(p.bits_per_byte, 4),

@@ -51,6 +51,27 @@ pub enum Rule {
     Mean,
 }
 
+/// What the chart's y axis (and the status bar's number) shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metric {
+    /// Token perplexity: comparable only between models with the same tokenizer.
+    #[default]
+    TokenPpl,
+    /// Bits per UTF-8 byte of the text: comparable across tokenizers.
+    BitsPerByte,
+}
+
+impl Metric {
+    /// The other metric.
+    #[must_use]
+    pub fn toggled(self) -> Metric {
+        match self {
+            Metric::TokenPpl => Metric::BitsPerByte,
+            Metric::BitsPerByte => Metric::TokenPpl,
+        }
+    }
+}
+
 /// Side effects the main loop carries out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -107,6 +128,8 @@ pub struct App {
     pub query: usize,
     /// Downsampling rule.
     pub rule: Rule,
+    /// The chart's metric.
+    pub metric: Metric,
     /// Focused panel.
     pub focus: Focus,
     /// Help overlay open.
@@ -168,6 +191,7 @@ impl App {
             pan: 0,
             query,
             rule: Rule::Max,
+            metric: Metric::TokenPpl,
             focus: Focus::Chart,
             help: false,
             mouse: true,
@@ -241,6 +265,13 @@ impl App {
     /// The attention length: the cursor length, capped.
     pub fn attention_len(&self) -> usize {
         self.length().min(MAX_ATTENTION_LEN)
+    }
+
+    /// Whether some curve's model tokenizes the text differently from the main model (its token
+    /// stream differs): then token perplexities are not comparable between the curves.
+    pub fn tokenizers_differ(&self) -> bool {
+        let main = &self.curves[0].stream.ids;
+        self.curves[1..].iter().any(|c| c.stream.ids != *main)
     }
 
     /// The main curve's point at the cursor, if computed.
@@ -410,6 +441,7 @@ impl App {
                     Rule::Max
                 }
             }
+            Action::ToggleMetric => self.metric = self.metric.toggled(),
             Action::ToggleMouse => {
                 self.mouse = !self.mouse;
                 return vec![Effect::SetMouse(self.mouse)];

@@ -83,6 +83,8 @@ pub enum Action {
     ToggleRule,
     /// Toggle mouse capture.
     ToggleMouse,
+    /// Switch the chart between token perplexity and bits per byte.
+    ToggleMetric,
 }
 
 /// Grid steps per octave of the length axis.
@@ -149,6 +151,7 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
         KeyCode::Char('e') | KeyCode::Enter => Action::Enlarge,
         KeyCode::Char('a') => Action::ToggleRule,
         KeyCode::Char('m') => Action::ToggleMouse,
+        KeyCode::Char('y') => Action::ToggleMetric,
         _ => return None,
     })
 }
@@ -189,6 +192,10 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("z / x", "zoom the attention heatmap in / out"),
     ("h / l", "pan the zoomed heatmap left / right"),
     ("a", "heatmap downsampling: max or mean per block"),
+    (
+        "y",
+        "chart: token perplexity or bits per byte (comparable across tokenizers)",
+    ),
     (
         "m",
         "toggle mouse capture (off lets the terminal select text)",
@@ -244,6 +251,22 @@ mod tests {
             Some(Action::ToggleHelp)
         );
         assert_eq!(map_key(key(KeyCode::Char('§')), Focus::Chart, false), None);
+    }
+
+    #[test]
+    fn y_switches_the_chart_metric_from_any_panel() {
+        for focus in Focus::ALL {
+            assert_eq!(
+                map_key(key(KeyCode::Char('y')), focus, false),
+                Some(Action::ToggleMetric)
+            );
+        }
+        assert_eq!(map_key(key(KeyCode::Char('y')), Focus::Chart, true), None);
+        assert!(
+            KEY_HELP
+                .iter()
+                .any(|(k, what)| *k == "y" && what.contains("bits per byte"))
+        );
     }
 
     #[test]

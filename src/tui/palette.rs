@@ -102,6 +102,8 @@ pub const CURSOR: Color = Color::LightYellow;
 pub const FOCUS: Color = Color::LightCyan;
 /// Errors in the status bar.
 pub const ERROR: Color = Color::LightRed;
+/// The panels' background: the terminal's own (no panel sets one). Blank cells are spaces on it.
+pub const PANEL_BG: Color = Color::Reset;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ mod help;
 mod slopes;
 mod status;
 
-pub use chart::plot_area;
+pub use chart::{TOKENIZER_NOTICE, plot_area};
 pub use common::{fmt_reach, panel, token_label};
 
 use super::app::App;

@@ -5,7 +5,7 @@
 
 use super::super::app::App;
 use super::super::palette;
-use super::common::{fmt_reach, panel};
+use super::common::{fmt_reach, half_block, panel};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
@@ -109,20 +109,21 @@ fn draw_head(app: &App, head: usize, area: Rect, buf: &mut Buffer, large: bool) 
     let px_w = side as usize;
     let px_h = (side as usize).div_ceil(2) * 2;
     let tl = app.info.train_len as f64;
-    let color = |qi: usize, kj: usize| -> Color {
+    // None = the masked future (drawn blank).
+    let color = |qi: usize, kj: usize| -> Option<Color> {
         // Pixel (qi, kj) covers a block of queries/keys; use its centre.
         let i = (qi as f64 + 0.5) * len as f64 / px_h as f64;
         let j = (kj as f64 + 0.5) * len as f64 / px_w as f64;
         let cell_q = len as f64 / px_h as f64;
         let cell_k = len as f64 / px_w as f64;
         if j > i + cell_k / 2.0 {
-            return Color::Reset;
+            return None;
         }
         let d = (i - j).max(0.0);
         if (d - tl).abs() <= f64::midpoint(cell_q, cell_k) && tl < len as f64 {
-            return Color::White;
+            return Some(Color::White);
         }
-        palette::heat((-m * d).exp(), app.truecolor)
+        Some(palette::heat((-m * d).exp(), app.truecolor))
     };
     for row in 0..(px_h / 2) as u16 {
         if row >= plot.height {
@@ -132,7 +133,7 @@ fn draw_head(app: &App, head: usize, area: Rect, buf: &mut Buffer, large: bool) 
             let top = color(2 * row as usize, col as usize);
             let bottom = color(2 * row as usize + 1, col as usize);
             if let Some(cell) = buf.cell_mut((plot.x + col, plot.y + row)) {
-                cell.set_symbol("▀").set_fg(top).set_bg(bottom);
+                half_block(cell, top, bottom);
             }
         }
     }

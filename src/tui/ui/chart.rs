@@ -1,7 +1,13 @@
-//! Perplexity vs input length: log-scale length axis, training length marked, the extrapolation
-//! region shaded, the cursor, and one curve per slope setting / compare model, with a legend.
+//! Perplexity (or bits per byte) vs input length: log-scale length axis, training length marked,
+//! the extrapolation region shaded, the cursor, and one curve per slope setting / compare model,
+//! with a legend.
+//!
+//! Curves that run close share braille cells, and a cell has one colour. So every curve is drawn
+//! in one canvas layer (the dots of all curves stay, even where the colour is another curve's),
+//! and each curve carries its own point marker (`●`, `▲`, ...) at some of its samples, staggered
+//! along x so no two curves' markers fall into one cell; the legend shows each marker.
 
-use super::super::app::{App, chart_x_bounds};
+use super::super::app::{App, Metric, chart_x_bounds};
 use super::super::palette;
 use super::common::panel;
 use ratatui::buffer::Buffer;
@@ -14,6 +20,20 @@ use ratatui::widgets::canvas::{Canvas, Line as CLine};
 
 /// Width of the y-axis label column.
 const Y_LABELS: u16 = 7;
+/// Columns between two markers of one curve, per curve on the chart (the curves' markers take
+/// turns along x).
+const MARKER_COLUMNS_PER_CURVE: u16 = 4;
+/// The fewest columns between two markers of one curve.
+const MIN_MARKER_PERIOD: u16 = 8;
+/// The main curve's marker.
+const MAIN_MARKER: &str = "●";
+/// The previous slopes' marker.
+const PREVIOUS_MARKER: &str = "○";
+/// Compare models' markers, in order.
+const COMPARE_MARKERS: [&str; 4] = ["▲", "■", "◆", "✚"];
+/// Said when the curves' models tokenize the text differently and the chart shows token ppl.
+pub const TOKENIZER_NOTICE: &str =
+    "token ppl: not comparable across tokenizers — press y for bits/byte";
 
 /// The plot area inside the chart panel (where the canvas draws), for mouse mapping.
 pub fn plot_area(panel: Rect) -> Rect {
@@ -34,15 +54,32 @@ pub fn plot_area(panel: Rect) -> Rect {
 struct Drawn {
     label: String,
     color: Color,
+    marker: &'static str,
     pts: Vec<(f64, f64)>,
 }
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
+    let what = match app.metric {
+        Metric::TokenPpl => "Perplexity",
+        Metric::BitsPerByte => "Bits per byte",
+    };
     let title = format!(
-        " Perplexity vs input length · train_len {} · sweep to {} ",
+        " {what} vs input length · train_len {} · sweep to {} ",
         app.info.train_len, app.lmax
     );
-    let block = panel(title, focused);
+    let mut block = panel(title, focused);
+    if app.tokenizers_differ() {
+        block = block.title_bottom(match app.metric {
+            Metric::TokenPpl => Line::styled(
+                format!(" {TOKENIZER_NOTICE} "),
+                Style::new().fg(palette::CURSOR),
+            ),
+            Metric::BitsPerByte => {
+                Line::from(" bits/byte: comparable across tokenizers · y for token ppl ")
+                    .dark_gray()
+            }
+        });
+    }
     block.render(area, buf);
     let plot = plot_area(area);
     if plot.width < 10 || plot.height < 4 {
@@ -55,7 +92,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         curves.push(Drawn {
             label: prev.label.clone(),
             color: palette::PREVIOUS,
-            pts: to_xy(&app.grid, &p),
+            marker: PREVIOUS_MARKER,
+            pts: to_xy(&app.grid, &p, app.metric),
         });
     }
     for (i, c) in app.curves.iter().enumerate().skip(1) {
@@ -63,7 +101,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             curves.push(Drawn {
                 label: c.label.clone(),
                 color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
-                pts: to_xy(&app.grid, &p),
+                marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
+                pts: to_xy(&app.grid, &p, app.metric),
             });
         }
     }
@@ -71,7 +110,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         curves.push(Drawn {
             label: app.curves[0].label.clone(),
             color: palette::CURRENT,
-            pts: to_xy(&app.grid, &p),
+            marker: MAIN_MARKER,
+            pts: to_xy(&app.grid, &p, app.metric),
         });
     }
     let (x0, x1) = chart_x_bounds(&app.grid);
@@ -86,20 +126,43 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         area.width.saturating_sub(2),
         area.height.saturating_sub(2),
     );
-    legend(&curves, Rect::new(inner.x, inner.y, inner.width, 1), buf);
+    let unit = match app.metric {
+        Metric::TokenPpl => "ppl",
+        Metric::BitsPerByte => "bits/B",
+    };
+    buf.set_stringn(
+        inner.x,
+        inner.y,
+        format!("{unit:>6}"),
+        Y_LABELS as usize - 1,
+        Style::new().dark_gray(),
+    );
+    legend(
+        &curves,
+        Rect::new(
+            inner.x + Y_LABELS,
+            inner.y,
+            inner.width.saturating_sub(Y_LABELS),
+            1,
+        ),
+        buf,
+    );
     if ys.is_empty() {
         let (done, total) = app.progress();
-        Line::from(format!("computing the sweep… window {done}/{total}"))
-            .dark_gray()
-            .render(
-                Rect::new(
-                    plot.x + 2,
-                    plot.y + plot.height / 2,
-                    plot.width.saturating_sub(2),
-                    1,
-                ),
-                buf,
-            );
+        let waiting = if app.metric == Metric::BitsPerByte && !curves.is_empty() {
+            "no byte counts for this input (token ids): press y for token perplexity".to_string()
+        } else {
+            format!("computing the sweep… window {done}/{total}")
+        };
+        Line::from(waiting).dark_gray().render(
+            Rect::new(
+                plot.x + 2,
+                plot.y + plot.height / 2,
+                plot.width.saturating_sub(2),
+                1,
+            ),
+            buf,
+        );
         x_labels(x0, x1, plot, buf);
         return;
     }
@@ -123,6 +186,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 color: palette::TRAIN_LEN,
             });
             ctx.layer();
+            // One layer for every curve: a later layer would replace a shared cell's dots.
             for c in &curves {
                 for w in c.pts.windows(2) {
                     ctx.draw(&CLine {
@@ -133,8 +197,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                         color: c.color,
                     });
                 }
-                ctx.layer();
             }
+            ctx.layer();
             ctx.draw(&CLine {
                 x1: cx,
                 y1: y0,
@@ -174,7 +238,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             Style::new().fg(Color::Gray),
         );
     }
-    // y labels: perplexity at five levels (log scale).
+    markers(&curves, plot, [x0, x1], [y0, y1], buf);
+    // y labels at five levels (perplexity on a log scale, or bits per byte).
     for k in 0..5 {
         let t = f64::from(k) / 4.0;
         let y = y0 + t * (y1 - y0);
@@ -183,7 +248,13 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         buf.set_string(
             inner.x,
             row,
-            format!("{:>6}", fmt_ppl(y.exp())),
+            format!(
+                "{:>6}",
+                match app.metric {
+                    Metric::TokenPpl => fmt_ppl(y.exp()),
+                    Metric::BitsPerByte => format!("{y:.3}"),
+                }
+            ),
             Style::new().dark_gray(),
         );
     }
@@ -215,18 +286,74 @@ fn x_labels(x0: f64, x1: f64, plot: Rect, buf: &mut Buffer) {
     }
 }
 
-fn to_xy(grid: &[usize], points: &[crate::eval::Point]) -> Vec<(f64, f64)> {
+/// The curve's samples as (log2 length, y): `ln ppl` (the axis is log-scaled perplexity) or bits
+/// per byte; samples without a value are left out.
+fn to_xy(grid: &[usize], points: &[crate::eval::Point], metric: Metric) -> Vec<(f64, f64)> {
     grid.iter()
         .zip(points)
         .filter(|(_, p)| p.tokens > 0 && p.ppl.is_finite())
-        .map(|(&l, p)| ((l as f64).log2(), p.nll))
+        .filter_map(|(&l, p)| {
+            let y = match metric {
+                Metric::TokenPpl => Some(p.nll),
+                Metric::BitsPerByte => p.bits_per_byte,
+            };
+            y.filter(|y| y.is_finite()).map(|y| ((l as f64).log2(), y))
+        })
         .collect()
+}
+
+/// Puts each curve's marker on some of its samples: curve `k` of `n` near the columns
+/// `k*period/n + m*period`, so different curves' markers never share a cell and every curve shows
+/// where curves run together. The cell is the one the canvas drew the sample's dot into.
+fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut Buffer) {
+    let n = curves.len() as u16;
+    if n == 0 {
+        return;
+    }
+    let period = (MARKER_COLUMNS_PER_CURVE * n).max(MIN_MARKER_PERIOD);
+    let reach = period / n / 2;
+    // The canvas's own mapping (braille: 2x4 dots a cell).
+    let dots = |v: f64, [lo, hi]: [f64; 2], cells: u16, per: f64, flip: bool| {
+        let t = if flip { hi - v } else { v - lo };
+        ((t * (f64::from(cells) * per - 1.0) / (hi - lo)).round() / per) as u16
+    };
+    let mut taken = std::collections::HashSet::new();
+    for (k, c) in curves.iter().enumerate() {
+        let cells: Vec<(u16, u16)> = c
+            .pts
+            .iter()
+            .filter(|p| p.1 >= yb[0] && p.1 <= yb[1])
+            .map(|&(x, y)| {
+                (
+                    dots(x, xb, plot.width, 2.0, false),
+                    dots(y, yb, plot.height, 4.0, true),
+                )
+            })
+            .collect();
+        let mut target = k as u16 * period / n;
+        while target < plot.width {
+            let nearest = cells
+                .iter()
+                .min_by_key(|(col, _)| col.abs_diff(target))
+                .filter(|(col, _)| col.abs_diff(target) <= reach);
+            if let Some(&(col, row)) = nearest
+                && taken.insert((col, row))
+                && let Some(cell) = buf.cell_mut((plot.x + col, plot.y + row))
+            {
+                cell.set_symbol(c.marker).set_fg(c.color);
+            }
+            target += period;
+        }
+    }
 }
 
 fn legend(curves: &[Drawn], area: Rect, buf: &mut Buffer) {
     let mut spans = Vec::new();
     for c in curves.iter().rev() {
-        spans.push(Span::styled("━━ ", Style::new().fg(c.color)));
+        spans.push(Span::styled(
+            format!("━{}━ ", c.marker),
+            Style::new().fg(c.color),
+        ));
         spans.push(Span::raw(format!("{}   ", c.label)));
     }
     spans.push(Span::styled("│ ", Style::new().fg(palette::TRAIN_LEN)));

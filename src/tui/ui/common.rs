@@ -1,7 +1,9 @@
-//! Small pieces every panel uses: the bordered panel block, reach and token labels.
+//! Small pieces every panel uses: the bordered panel block, half-block pixels, reach and token
+//! labels.
 
 use super::super::palette;
-use ratatui::style::Style;
+use ratatui::buffer::Cell;
+use ratatui::style::{Color, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, BorderType};
 
@@ -15,6 +17,20 @@ pub fn panel<'a>(title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
     } else {
         block.border_style(Style::new().dark_gray())
     }
+}
+
+/// Draws two vertical pixels into one cell; `None` is a blank pixel (the masked future). A blank
+/// pixel must be the panel's background, not a glyph in `Color::Reset` (the terminal would paint
+/// that in its default foreground, as a light stripe): both blank is a space, one blank is the
+/// other pixel's half block (`▀` or `▄`) over the panel background.
+pub fn half_block(cell: &mut Cell, top: Option<Color>, bottom: Option<Color>) {
+    let (symbol, fg, bg) = match (top, bottom) {
+        (Some(t), Some(b)) => ("▀", t, b),
+        (Some(t), None) => ("▀", t, palette::PANEL_BG),
+        (None, Some(b)) => ("▄", b, palette::PANEL_BG),
+        (None, None) => (" ", palette::PANEL_BG, palette::PANEL_BG),
+    };
+    cell.set_symbol(symbol).set_fg(fg).set_bg(bg);
 }
 
 /// Formats a reach in tokens (`inf` for zero slopes).
@@ -42,4 +58,42 @@ pub fn token_label(s: &str, max: usize) -> String {
         .take(max)
         .collect();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drawn(top: Option<Color>, bottom: Option<Color>) -> Cell {
+        let mut cell = Cell::default();
+        // A stale glyph and colours from the last frame must not survive.
+        cell.set_symbol("X").set_fg(Color::Red).set_bg(Color::Blue);
+        half_block(&mut cell, top, bottom);
+        cell
+    }
+
+    #[test]
+    fn masked_pixels_are_blank_in_both_palettes() {
+        for truecolor in [true, false] {
+            let a = palette::heat(0.2, truecolor);
+            let b = palette::heat(0.9, truecolor);
+            let both = drawn(Some(a), Some(b));
+            assert_eq!((both.symbol(), both.fg, both.bg), ("▀", a, b));
+            let top_only = drawn(Some(a), None);
+            assert_eq!(
+                (top_only.symbol(), top_only.fg, top_only.bg),
+                ("▀", a, palette::PANEL_BG)
+            );
+            let bottom_only = drawn(None, Some(b));
+            assert_eq!(
+                (bottom_only.symbol(), bottom_only.fg, bottom_only.bg),
+                ("▄", b, palette::PANEL_BG)
+            );
+            let none = drawn(None, None);
+            assert_eq!(
+                (none.symbol(), none.fg, none.bg),
+                (" ", palette::PANEL_BG, palette::PANEL_BG)
+            );
+        }
+    }
 }

@@ -1,16 +1,17 @@
 //! The attention heatmap of the selected layer and head over the real tokens.
 //!
-//! Each screen cell holds two pixels (`▀`, foreground = upper, background = lower). A pixel covers
+//! Each screen cell holds two pixels (`▀`, foreground = upper, background = lower; the masked
+//! future is blank). A pixel covers
 //! a block of queries x keys and shows the block's max or mean (the rule is stated in the title);
 //! colour is log-scaled from `max/10^4` to `max`, with the range in the legend. Zoom shows a square
 //! window on the diagonal; the query row's most attended tokens are listed below.
 
 use super::super::app::{App, Rule};
 use super::super::palette;
-use super::common::{panel, token_label};
+use super::common::{half_block, panel, token_label};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Style, Stylize};
+use ratatui::style::{Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
@@ -117,19 +118,13 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let (w, h) = (side as usize, plot_h as usize * 2);
     let pixels = downsample(&map.probs, len, first, count, w, h, app.rule);
     let max = pixels.iter().flatten().copied().fold(0f32, f32::max);
-    let color = |p: Option<f32>| {
-        p.map_or(Color::Reset, |v| {
-            palette::heat(log_scale(v, max), app.truecolor)
-        })
-    };
+    let color = |p: Option<f32>| p.map(|v| palette::heat(log_scale(v, max), app.truecolor));
     for row in 0..plot_h {
         for col in 0..side {
             let top = pixels[(2 * row as usize) * w + col as usize];
             let bottom = pixels[(2 * row as usize + 1) * w + col as usize];
             if let Some(cell) = buf.cell_mut((x0 + col, inner.y + row)) {
-                cell.set_symbol("▀")
-                    .set_fg(color(top))
-                    .set_bg(color(bottom));
+                half_block(cell, color(top), color(bottom));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The status bar: model, device, dtype, training length, the cursor's length and perplexity with
-//! its standard error, worker progress, and the last error or message.
+//! its standard error (or bits per byte, following the chart), worker progress, and the last error
+//! or message.
 
-use super::super::app::App;
+use super::super::app::{App, Metric};
 use super::super::palette;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -12,10 +13,19 @@ use ratatui::widgets::Widget;
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let len = app.length();
     let ratio = len as f64 / app.info.train_len as f64;
-    let ppl = app.point_at_cursor().map_or_else(
-        || "ppl …".to_string(),
-        |p| format!("ppl {:.2} ± {:.2} ({} tok)", p.ppl, p.ppl_stderr, p.tokens),
-    );
+    let ppl = match (app.metric, app.point_at_cursor()) {
+        (Metric::TokenPpl, None) => "ppl …".to_string(),
+        (Metric::BitsPerByte, None) => "bits/byte …".to_string(),
+        (Metric::TokenPpl, Some(p)) => {
+            format!("ppl {:.2} ± {:.2} ({} tok)", p.ppl, p.ppl_stderr, p.tokens)
+        }
+        (Metric::BitsPerByte, Some(p)) => format!(
+            "bits/byte {} ({} tok)",
+            p.bits_per_byte
+                .map_or("-".to_string(), |b| format!("{b:.4}")),
+            p.tokens
+        ),
+    };
     let (done, total) = app.progress();
     let c = &app.curves[0];
     let work = if c.done {
