@@ -243,7 +243,7 @@ fn window_losses_at(
 ) -> Vec<f32> {
     let mut out = Vec::new();
     window_losses(m, s, &[start], len, None, &Control::default(), |_, nll| {
-        out = nll.clone();
+        out.clone_from(&nll);
     })
     .unwrap();
     out
