@@ -1,5 +1,7 @@
-//! The model engine: one normalised config, the transformer, position schemes, loading.
+//! The model engine: one normalised config, the transformer (with attention statistics),
+//! position schemes, loading.
 
+pub mod attention_stats;
 pub mod bloom;
 pub mod config;
 pub mod hub;
