@@ -3,7 +3,15 @@
 //! Follows Press, Smith & Lewis, "Train Short, Test Long" (ICLR 2022) and the reference code
 //! `get_slopes` in `ofirpress/attention_with_linear_biases`; BLOOM's `build_alibi_tensor` and MPT's
 //! `gen_slopes` are reproduced as separate functions so the tests can check them against each other.
-//! Pure functions of numbers: no candle, no terminal.
+//! Pure functions of numbers: no candle, no terminal. [`prior`] holds the statistics of the bias
+//! alone (the attention a head would pay with no content), which attention statistics compare to.
+
+pub mod prior;
+
+pub use prior::{
+    PriorMeans, PriorQuery, log_bin, log_bin_range, log_bins, prior_means, prior_profile,
+    prior_query,
+};
 
 pub mod file;
 

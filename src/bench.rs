@@ -1,11 +1,15 @@
 //! `bench`: speed and memory measured in one run, written as a Markdown report. Ratios measured in
-//! the same run (sweep vs non-overlapping windows) are what to compare on shared machines.
+//! the same run (sweep vs non-overlapping windows, statistics vs plain forward) are what to compare
+//! on shared machines.
 
 use crate::eval::{Control, Protocol, evaluate, window_losses};
 use crate::model::device::{device_name, dtype_name};
 use crate::model::load::ModelSource;
+use crate::model::memory::{peak_rss_mib, reset_peak_rss};
+use crate::model::transformer::{ForwardOptions, Transformer};
 use crate::text::{Input, Stream};
 use crate::tui::app::{App, ModelInfo};
+use candle_core::Tensor;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,6 +49,10 @@ pub struct BenchSettings {
     pub sweep_windows: usize,
     /// Long-input memory check length (0 skips).
     pub long_length: usize,
+    /// Attention statistics: one window of this length with and without statistics (0 skips).
+    pub stats_length: usize,
+    /// Run only the attention-statistics section.
+    pub only_stats: bool,
     /// Also write the report here.
     pub out: Option<PathBuf>,
 }
@@ -86,39 +94,21 @@ pub fn run(a: &BenchSettings) -> Result<()> {
         candle_core::utils::get_num_threads(),
     )?;
     // 1. Forward throughput by length (one window, batch 1).
-    writeln!(
-        report,
-        "## Forward throughput (one window per forward pass)\n\n| length | seconds | tokens/s |\n|---:|---:|---:|"
-    )?;
-    let mut len = a.min_length;
-    while len <= a.max_length {
-        let s = stream_of(&base, len);
-        let ctl = Control {
-            batch: Some(1),
-            ..Default::default()
-        };
-        // Warm-up once, then time the median of `repeats`.
-        window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
-        let mut times = Vec::new();
-        for _ in 0..a.repeats {
-            let t = Instant::now();
-            window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        let t = times[times.len() / 2];
-        writeln!(report, "| {len} | {t:.3} | {:.0} |", len as f64 / t)?;
-        eprintln!("forward {len}: {:.0} tokens/s", len as f64 / t);
-        len *= 2;
+    if !a.only_stats {
+        forward_section(model, &base, a, &mut report)?;
     }
     // 2. Sweep vs non-overlapping windows for every length.
-    let sweep = if a.sweep_max > 0 {
+    let sweep = if a.sweep_max > 0 && !a.only_stats {
         Some(sweep_section(model, &base, a, &mut report)?)
     } else {
         None
     };
-    // 3. Peak memory of a long input, in a fresh process so earlier work does not count.
-    if a.long_length > 0 {
+    // 3. Attention statistics of every head vs a plain forward.
+    if a.stats_length > 0 {
+        stats_section(model, &base, a.stats_length, a.repeats, &mut report)?;
+    }
+    // 4. Peak memory of a long input, in a fresh process so earlier work does not count.
+    if a.long_length > 0 && !a.only_stats {
         let ids_file = std::env::temp_dir().join(format!("alibi-bench-{}.txt", std::process::id()));
         let long = stream_of(&base, a.long_length);
         std::fs::write(
@@ -163,7 +153,7 @@ pub fn run(a: &BenchSettings) -> Result<()> {
             rss.unwrap_or_else(|| "unknown".to_string())
         )?;
     }
-    // 4. TUI frame draw time.
+    // 5. TUI frame draw time.
     let info = ModelInfo {
         name: loaded.name.clone(),
         arch: cfg.arch.name().to_string(),
@@ -314,4 +304,100 @@ fn write_report(path: &Path, report: &str) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, report).map_err(|e| eyre!("cannot write '{}': {e}", path.display()))
+}
+
+/// Plain forward vs forward with the statistics of every head, one window of `len` tokens (batch
+/// 1): the two are interleaved `repeats` times (medians), then run once each after a peak-RSS reset.
+fn stats_section(
+    model: &Transformer,
+    base: &[u32],
+    len: usize,
+    repeats: usize,
+    report: &mut String,
+) -> Result<()> {
+    let s = stream_of(base, len);
+    let dev = model.device();
+    let x = Tensor::from_vec(s.ids[..len].to_vec(), (1, len), dev)?;
+    let y = Tensor::from_vec(s.ids[1..=len].to_vec(), (1, len), dev)?;
+    let once = |stats: bool| -> Result<f64> {
+        let opts = ForwardOptions {
+            stats,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let out = model.forward_hidden(&x, &opts)?;
+        model.nll(&out.hidden, &y)?.to_vec2::<f32>()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    once(false)?;
+    once(true)?;
+    let (mut plain, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        plain.push(once(false)?);
+        with.push(once(true)?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t_plain, t_with) = (median(&mut plain), median(&mut with));
+    let rss = |stats: bool| -> Result<String> {
+        let reset = reset_peak_rss();
+        once(stats)?;
+        Ok(match (reset, peak_rss_mib()) {
+            (true, Some(mib)) => format!("{mib:.0}"),
+            _ => "unknown".to_string(),
+        })
+    };
+    let (rss_plain, rss_with) = (rss(false)?, rss(true)?);
+    let cfg = model.config();
+    writeln!(
+        report,
+        "## Attention statistics\n\nOne window of {len} tokens (forward + loss), statistics of all {} heads ({} layers x {}) accumulated inside blocked attention; median of {} interleaved runs. Peak RSS of one run each (process high-water mark reset before it).\n\n| forward | seconds | peak RSS MiB |\n|---|---:|---:|\n| plain | {t_plain:.3} | {rss_plain} |\n| with statistics | {t_with:.3} | {rss_with} |\n\n**Statistics cost {:.2}x a plain forward.**\n",
+        cfg.n_layers * cfg.n_heads,
+        cfg.n_layers,
+        cfg.n_heads,
+        repeats.max(1),
+        t_with / t_plain.max(1e-9)
+    )?;
+    eprintln!(
+        "stats {len}: {t_with:.3}s vs plain {t_plain:.3}s ({:.2}x)",
+        t_with / t_plain.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Forward throughput by length.
+fn forward_section(
+    model: &Transformer,
+    base: &[u32],
+    a: &BenchSettings,
+    report: &mut String,
+) -> Result<()> {
+    writeln!(
+        report,
+        "## Forward throughput (one window per forward pass)\n\n| length | seconds | tokens/s |\n|---:|---:|---:|"
+    )?;
+    let mut len = a.min_length;
+    while len <= a.max_length {
+        let s = stream_of(base, len);
+        let ctl = Control {
+            batch: Some(1),
+            ..Default::default()
+        };
+        // Warm-up once, then time the median of `repeats`.
+        window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
+        let mut times = Vec::new();
+        for _ in 0..a.repeats {
+            let t = Instant::now();
+            window_losses(model, &s, &[0], len, None, &ctl, |_, _| {})?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        writeln!(report, "| {len} | {t:.3} | {:.0} |", len as f64 / t)?;
+        eprintln!("forward {len}: {:.0} tokens/s", len as f64 / t);
+        len *= 2;
+    }
+    Ok(())
 }

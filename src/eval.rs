@@ -1,5 +1,6 @@
 //! The perplexity engine: per-position losses over a token stream under the paper's protocols,
-//! and the one-pass `sweep` that yields every length at once.
+//! and the one-pass `sweep` that yields every length at once; [`stats`] measures attention
+//! statistics of every head over the same windows.
 //!
 //! A window of `L` input tokens starting at `t` predicts tokens `t+1..=t+L`; position `p` of the
 //! window is the prediction made with `p+1` tokens of context (as in Press et al.'s code).
@@ -7,6 +8,7 @@
 pub mod command;
 pub mod output;
 pub mod plot;
+pub mod stats;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
 use crate::text::Stream;

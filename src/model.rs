@@ -8,7 +8,9 @@
 //!   (the local Hugging Face cache), [`folder`] (a checkpoint folder's files and config),
 //!   [`weights`] (safetensors in and out), [`load`] (a whole model, dispatched by family).
 //! - [`memory`]: estimates that turn impossible lengths into clear errors.
+//! - [`attention_stats`]: per-head attention statistics accumulated inside blocked attention.
 
+pub mod attention_stats;
 pub mod bloom;
 pub mod config;
 pub mod device;

@@ -422,8 +422,18 @@ fn bad_eval_input_is_a_one_line_error_without_partial_files() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// Forward lengths 16 and 32, one timed repeat: a bench that takes well under a second.
-const BENCH_QUICK: [&str; 6] = ["--min-length", "16", "--max-length", "32", "--repeats", "1"];
+/// Forward lengths 16 and 32, one timed repeat, statistics at 32: a bench that takes well under a
+/// second.
+const BENCH_QUICK: [&str; 8] = [
+    "--min-length",
+    "16",
+    "--max-length",
+    "32",
+    "--repeats",
+    "1",
+    "--stats-length",
+    "32",
+];
 
 #[test]
 fn bench_writes_a_report() {
@@ -462,6 +472,7 @@ fn bench_writes_a_report() {
         "peak RSS",
         "MiB",
         "TUI frame",
+        "Attention statistics",
     ] {
         assert!(report.contains(needle), "missing {needle}: {report}");
     }

@@ -124,6 +124,13 @@ pub struct BenchArgs {
     /// Long-input memory check length (0 skips).
     #[arg(long, default_value_t = 16384)]
     pub long_length: usize,
+    /// Attention statistics: one window of this length with and without statistics of every
+    /// head (0 skips).
+    #[arg(long, default_value_t = 2048)]
+    pub stats_length: usize,
+    /// Run only the attention-statistics section.
+    #[arg(long)]
+    pub only_stats: bool,
     /// Write the report (Markdown) here too.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -142,6 +149,8 @@ impl BenchArgs {
             sweep_max: self.sweep_max,
             sweep_windows: self.sweep_windows,
             long_length: self.long_length,
+            stats_length: self.stats_length,
+            only_stats: self.only_stats,
             out: self.out.clone(),
         })
     }

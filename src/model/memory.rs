@@ -17,6 +17,12 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Resets the peak RSS to the current RSS (Linux >= 4.0, `clear_refs` mode 5), so the next
+/// [`peak_rss_mib`] covers only what runs in between. False where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 const F32: u64 = 4;
 /// Activations a training step keeps per token and layer, in units of `d_model` (residual,
 /// norms, q/k/v, attention output, MLP in/out: a generous count for the backward pass).

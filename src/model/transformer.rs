@@ -6,6 +6,7 @@
 //! blocks (flash-style) so memory stays linear in the number of heads and layers; training uses
 //! the full score matrix through ops that record gradients (the fused candle ops record none).
 
+use super::attention_stats::{AttentionStats, HeadSums, accumulate_block};
 use super::config::{Activation, Config, Position};
 use super::position::{apply_rotary, causal_bias, rotary_tables, sinusoidal_table};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
@@ -70,6 +71,9 @@ pub struct ForwardOptions {
     pub train: bool,
     /// Force this query-block size in blocked attention (tests and benchmarks).
     pub query_block: Option<usize>,
+    /// Accumulate attention statistics of every (layer, head) (see [`AttentionStats`]) while
+    /// attending, one query block at a time.
+    pub stats: bool,
 }
 
 /// Attention probabilities of one head, `(batch, len, len)` f32, rows = queries.
@@ -90,6 +94,8 @@ pub struct ForwardOutput {
     pub hidden: Tensor,
     /// The requested attention maps, in request order.
     pub captured: Vec<Captured>,
+    /// Attention statistics of every head, when [`ForwardOptions::stats`] is set.
+    pub stats: Option<AttentionStats>,
 }
 
 struct Ctx<'a> {
@@ -142,7 +148,13 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &Ctx, capture: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        capture: &[usize],
+        stats: Option<&mut [HeadSums]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let (b, t, d) = x.dims3()?;
         let mut qkv = self.qkv.forward(x)?; // (b, t, 3d)
         if let Some(c) = self.clip_qkv {
@@ -171,9 +183,9 @@ impl Attention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let q = (q * scale)?;
         let (y, probs) = if ctx.train {
-            self.full_attention(&q, &k, &v, ctx)?
+            self.full_attention(&q, &k, &v, ctx, stats)?
         } else {
-            self.blocked_attention(&q, &k, &v, ctx, capture)?
+            self.blocked_attention(&q, &k, &v, ctx, capture, stats)?
         };
         // (b, heads, t, head_dim) -> (b, t, d)
         let y = y.transpose(1, 2)?.reshape((b, t, d))?;
@@ -187,17 +199,23 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         ctx: &Ctx,
+        stats: Option<&mut [HeadSums]>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let t = q.dim(2)?;
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (b, heads, t, t)
         let bias = causal_bias(ctx.slopes, 0, t, t, q.device())?; // (heads|1, t, t)
         let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        if let Some(heads) = stats {
+            accumulate_block(heads, &probs.detach(), 0)?;
+        }
+        let probs = probs.to_dtype(v.dtype())?;
         Ok((probs.matmul(v)?, Vec::new()))
     }
 
     /// Attention computed one block of queries at a time; each block sees only the keys up to its
     /// last query, so the scores never exceed `SCORE_BLOCK_ELEMENTS` and masked work is skipped.
+    /// Statistics, when asked for, are taken from each block's probabilities as it goes.
     fn blocked_attention(
         &self,
         q: &Tensor,
@@ -205,6 +223,7 @@ impl Attention {
         v: &Tensor,
         ctx: &Ctx,
         capture: &[usize],
+        mut stats: Option<&mut [HeadSums]>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let (b, h, t, _) = q.dims4()?;
         let block = ctx
@@ -226,7 +245,10 @@ impl Attention {
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
             let bias = causal_bias(ctx.slopes, start, len, keys, q.device())?;
             let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (b, h, len, keys)
+            if let Some(heads) = stats.as_deref_mut() {
+                accumulate_block(heads, &probs, start)?;
+            }
             for (slot, &head) in captured.iter_mut().zip(capture) {
                 let p = probs.narrow(1, head, 1)?.squeeze(1)?; // (b, len, keys)
                 let p = if keys < t {
@@ -304,10 +326,16 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &Ctx, capture: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
-        let (a, probs) = self
-            .attn
-            .forward(&self.ln1.forward(x, ctx.train)?, ctx, capture)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &Ctx,
+        capture: &[usize],
+        stats: Option<&mut [HeadSums]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let (a, probs) =
+            self.attn
+                .forward(&self.ln1.forward(x, ctx.train)?, ctx, capture, stats)?;
         let x = (x + a)?;
         let m = self
             .mlp
@@ -442,6 +470,9 @@ impl Transformer {
             Position::None => {}
         }
         let mut captured = Vec::new();
+        let mut stats = opts
+            .stats
+            .then(|| AttentionStats::new(self.cfg.n_layers, self.cfg.n_heads));
         for (layer, block) in self.blocks.iter().enumerate() {
             let heads: Vec<usize> = opts
                 .capture
@@ -449,7 +480,8 @@ impl Transformer {
                 .filter(|(l, _)| *l == layer)
                 .map(|(_, h)| *h)
                 .collect();
-            let (y, probs) = block.forward(&x, &ctx, &heads)?;
+            let layer_stats = stats.as_mut().map(|s| s.layer_mut(layer));
+            let (y, probs) = block.forward(&x, &ctx, &heads, layer_stats)?;
             x = y;
             captured.extend(heads.into_iter().zip(probs).map(|(head, probs)| Captured {
                 layer,
@@ -467,6 +499,7 @@ impl Transformer {
         Ok(ForwardOutput {
             hidden: self.ln_f.forward(&x, opts.train)?,
             captured: ordered,
+            stats,
         })
     }
 
