@@ -5,8 +5,10 @@ pub mod app;
 pub mod curve;
 pub mod event;
 pub mod keymap;
+pub mod messages;
 pub mod palette;
 pub mod ui;
+pub mod views;
 pub mod worker;
 
 use crate::alibi::file::{read_slopes, write_slopes};

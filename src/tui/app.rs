@@ -4,6 +4,8 @@
 
 pub use super::curve::{Curve, MIN_LENGTH, chart_x_bounds, length_grid};
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
+use super::views::{AttnView, Stat, StatsCache, series_lengths};
+pub use super::views::{Metric, Rule};
 use super::worker::{AttentionMap, Job, WorkerMsg};
 use crate::alibi::{self, Preset, SlopeSpec};
 use crate::eval::Point;
@@ -39,37 +41,6 @@ pub struct ModelInfo {
     pub dtype: String,
     /// The model's own slopes (ALiBi only).
     pub slopes: Option<Vec<f64>>,
-}
-
-/// Heatmap downsampling: each cell shows the max or the mean of its block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Rule {
-    /// Maximum per block (keeps sharp peaks visible).
-    #[default]
-    Max,
-    /// Mean per block.
-    Mean,
-}
-
-/// What the chart's y axis (and the status bar's number) shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Metric {
-    /// Token perplexity: comparable only between models with the same tokenizer.
-    #[default]
-    TokenPpl,
-    /// Bits per UTF-8 byte of the text: comparable across tokenizers.
-    BitsPerByte,
-}
-
-impl Metric {
-    /// The other metric.
-    #[must_use]
-    pub fn toggled(self) -> Metric {
-        match self {
-            Metric::TokenPpl => Metric::BitsPerByte,
-            Metric::BitsPerByte => Metric::TokenPpl,
-        }
-    }
 }
 
 /// Side effects the main loop carries out.
@@ -130,6 +101,14 @@ pub struct App {
     pub rule: Rule,
     /// The chart's metric.
     pub metric: Metric,
+    /// What the attention panel shows.
+    pub view: AttnView,
+    /// The statistic of the head grid and the length plot.
+    pub stat: Stat,
+    /// Show the statistic minus the ALiBi prior's (diverging colours) instead of the statistic.
+    pub stat_minus_prior: bool,
+    /// Attention statistics of the current slopes, by length.
+    pub stats: StatsCache,
     /// Focused panel.
     pub focus: Focus,
     /// Help overlay open.
@@ -192,6 +171,10 @@ impl App {
             query,
             rule: Rule::Max,
             metric: Metric::TokenPpl,
+            view: AttnView::Heatmap,
+            stat: Stat::MeanDistance,
+            stat_minus_prior: false,
+            stats: StatsCache::default(),
             focus: Focus::Chart,
             help: false,
             mouse: true,
@@ -318,6 +301,44 @@ impl App {
 
     /// Applies one user action.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        let mut fx = self.apply_action(action);
+        fx.extend(self.stats_jobs());
+        fx
+    }
+
+    /// Requests the statistics a statistics view needs and the cache lacks: the cursor's length
+    /// first, then the lengths of the statistic-vs-length plot.
+    pub fn stats_jobs(&mut self) -> Vec<Effect> {
+        if !self.view.needs_stats() {
+            return Vec::new();
+        }
+        if self.stats.generation != self.sweep_gen {
+            self.stats.reset(self.sweep_gen);
+        }
+        let cursor = self.length();
+        let mut lengths = vec![cursor];
+        lengths.extend(series_lengths(
+            self.grid.first().copied().unwrap_or(cursor),
+            self.lmax,
+            self.info.train_len,
+        ));
+        let mut fx = Vec::new();
+        for len in lengths {
+            if self.stats.has(len) {
+                continue;
+            }
+            self.stats.pending.push(len);
+            fx.push(Effect::Job(Job::Stats {
+                generation: self.sweep_gen,
+                len,
+                slopes: self.alibi_slopes(),
+                cursor: len == cursor,
+            }));
+        }
+        fx
+    }
+
+    fn apply_action(&mut self, action: Action) -> Vec<Effect> {
         let heads = self.info.n_heads.max(1);
         match action {
             Action::Back if self.help => self.help = false,
@@ -442,6 +463,9 @@ impl App {
                 }
             }
             Action::ToggleMetric => self.metric = self.metric.toggled(),
+            Action::NextView => self.view = self.view.next(),
+            Action::NextStat => self.stat = self.stat.next(),
+            Action::TogglePriorDiff => self.stat_minus_prior = !self.stat_minus_prior,
             Action::ToggleMouse => {
                 self.mouse = !self.mouse;
                 return vec![Effect::SetMouse(self.mouse)];
@@ -551,6 +575,9 @@ impl App {
                     self.query = self.query.min(map.len.saturating_sub(1));
                     self.attention = Some(map);
                 }
+            }
+            WorkerMsg::Stats { generation, stats } => {
+                self.stats.insert(generation, stats);
             }
             WorkerMsg::Error { msg, .. } => self.error = Some(msg),
         }

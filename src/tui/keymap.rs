@@ -47,6 +47,12 @@ pub enum Action {
     MoveLength(i32),
     /// Jump to the shortest (false) or longest (true) length.
     LengthEnd(bool),
+    /// Cycle the attention panel's view (heatmap, distance, heads, loss by position).
+    NextView,
+    /// Cycle the statistic of the head grid.
+    NextStat,
+    /// Show statistic minus prior (or the statistic).
+    TogglePriorDiff,
     /// Esc: close what is open (the enlarged bias view), else quit.
     Back,
     /// Jump to the training length.
@@ -152,6 +158,9 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
         KeyCode::Char('a') => Action::ToggleRule,
         KeyCode::Char('m') => Action::ToggleMouse,
         KeyCode::Char('y') => Action::ToggleMetric,
+        KeyCode::Char('v') => Action::NextView,
+        KeyCode::Char('s') => Action::NextStat,
+        KeyCode::Char('d') => Action::TogglePriorDiff,
         _ => return None,
     })
 }
@@ -189,6 +198,18 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("b", "swap current and previous slopes (A/B)"),
     ("S / L", "save / load slopes (JSON file, see --slopes-file)"),
     ("e / Enter", "enlarge the selected head's bias matrix"),
+    (
+        "v",
+        "attention panel view: heatmap, attention by distance, head statistics, loss by position",
+    ),
+    (
+        "s",
+        "head statistics: mean distance, 90% mass distance, normalised entropy, sink mass",
+    ),
+    (
+        "d",
+        "head statistics: the statistic, or minus the ALiBi prior's",
+    ),
     ("z / x", "zoom the attention heatmap in / out"),
     ("h / l", "pan the zoomed heatmap left / right"),
     ("a", "heatmap downsampling: max or mean per block"),

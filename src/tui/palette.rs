@@ -83,6 +83,20 @@ pub fn heat(t: f64, truecolor: bool) -> Color {
     rgb(r, g, b, truecolor)
 }
 
+/// A diverging colour for a signed value `t` in `[-1, 1]` (clamped): red for positive, white at
+/// 0, blue for negative (ColorBrewer's RdBu via `colorous`), for differences such as statistic
+/// minus prior.
+pub fn diverging(t: f64, truecolor: bool) -> Color {
+    let t = if t.is_finite() {
+        t.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
+    // RED_BLUE runs from red (0) to blue (1).
+    let c = colorous::RED_BLUE.eval_continuous(0.5 - 0.5 * t);
+    rgb(c.r, c.g, c.b, truecolor)
+}
+
 /// Curve colours: current slopes, previous slopes, then compare models.
 pub const CURRENT: Color = Color::Cyan;
 /// The faded previous-slopes curve.

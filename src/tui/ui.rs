@@ -3,8 +3,12 @@
 mod bias;
 mod chart;
 mod common;
+mod distance;
+mod heads;
 mod heatmap;
 mod help;
+pub mod lineplot;
+mod posloss;
 mod slopes;
 mod status;
 
@@ -13,6 +17,7 @@ pub use common::{fmt_reach, panel, token_label};
 
 use super::app::App;
 use super::keymap::Focus;
+use super::views::AttnView;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::{Paragraph, Widget, Wrap};
@@ -71,7 +76,13 @@ impl Widget for &App {
         chart::render(self, areas.chart, buf, self.focus == Focus::Chart);
         slopes::render(self, areas.slopes, buf, self.focus == Focus::Slopes);
         bias::render(self, areas.bias, buf, self.focus == Focus::Bias);
-        heatmap::render(self, areas.attention, buf, self.focus == Focus::Attention);
+        let focused = self.focus == Focus::Attention;
+        match self.view {
+            AttnView::Heatmap => heatmap::render(self, areas.attention, buf, focused),
+            AttnView::Distance => distance::render(self, areas.attention, buf, focused),
+            AttnView::Heads => heads::render(self, areas.attention, buf, focused),
+            AttnView::PositionLoss => posloss::render(self, areas.attention, buf, focused),
+        }
         status::render(self, areas.status, buf);
         if self.help {
             help::render(area, buf);

@@ -1,15 +1,22 @@
-//! The worker thread: owns the models, runs sweeps and attention captures, streams results.
+//! The worker thread: owns the models, runs sweeps, attention captures and statistics, streams
+//! results (the jobs and messages are in `messages.rs`).
 //!
 //! Jobs carry a generation number. A newer job of the same kind supersedes queued ones (gitui's
 //! `AsyncSingleJob`); a running sweep checks for newer jobs between windows and gives way, and an
 //! attention request is served between two sweep windows so the heatmap never waits for a sweep.
 
+pub use super::messages::{AttentionMap, Job, StatsResult, WorkerMsg, supersedes};
 use crate::eval::{Control, window_losses};
 use crate::model::LoadedModel;
 use crate::model::transformer::{ForwardOptions, slopes_tensor};
 use crate::text::Stream;
 use candle_core::Tensor;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+/// Attention statistics at one length run over at most this many tokens (whole windows, at least
+/// one): enough queries for stable means, a few seconds on a CPU for the default model.
+pub const STATS_TOKENS: usize = 8192;
 
 /// Where the worker delivers its messages (the main loop's event channel implements it in
 /// `event.rs`, so the worker does not depend on the event type).
@@ -17,7 +24,6 @@ pub trait Outbox: Send + 'static {
     /// Delivers `msg`; `false` when nobody listens any more.
     fn deliver(&self, msg: WorkerMsg) -> bool;
 }
-use std::time::Instant;
 
 /// A model and the text tokenized with its tokenizer.
 pub struct ModelSlot {
@@ -25,112 +31,6 @@ pub struct ModelSlot {
     pub loaded: LoadedModel,
     /// The text as its tokens.
     pub stream: Stream,
-}
-
-/// Work for the worker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Job {
-    /// Score windows of `lmax` over the stream of model `curve` (0 = the main model).
-    Sweep {
-        /// Generation.
-        generation: u64,
-        /// Which curve/model.
-        curve: usize,
-        /// Slopes for the main model (None = its own).
-        slopes: Option<Vec<f64>>,
-        /// Window length.
-        lmax: usize,
-    },
-    /// After a sweep: score the text again in windows of `lmax/2`, `lmax/4`, ... down to `min_len`,
-    /// so short lengths rest on the whole text rather than on the start of each `lmax` window.
-    /// Runs after every pending sweep and gives way to new ones, resuming at `done`.
-    Refine {
-        /// Generation (that of the sweep it refines).
-        generation: u64,
-        /// Which curve/model.
-        curve: usize,
-        /// Slopes for the main model (None = its own).
-        slopes: Option<Vec<f64>>,
-        /// The sweep's window length.
-        lmax: usize,
-        /// The shortest refinement window.
-        min_len: usize,
-        /// Refinement windows already scored.
-        done: usize,
-    },
-    /// Attention probabilities of one head over the first `len` tokens (main model).
-    Attention {
-        /// Generation.
-        generation: u64,
-        /// Input length.
-        len: usize,
-        /// Layer.
-        layer: usize,
-        /// Head.
-        head: usize,
-        /// Slopes (None = the model's own).
-        slopes: Option<Vec<f64>>,
-    },
-}
-
-/// One head's attention over `len` tokens, row-major `len x len` (rows = queries).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttentionMap {
-    /// Input length.
-    pub len: usize,
-    /// Layer.
-    pub layer: usize,
-    /// Head.
-    pub head: usize,
-    /// Probabilities.
-    pub probs: Vec<f32>,
-}
-
-/// What the worker reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WorkerMsg {
-    /// One more window of a sweep.
-    Window {
-        /// Generation.
-        generation: u64,
-        /// Which curve.
-        curve: usize,
-        /// Stream index where the window starts.
-        start: usize,
-        /// Per-position NLL.
-        nll: Vec<f32>,
-        /// Windows done so far.
-        done: usize,
-        /// Windows in the sweep.
-        total: usize,
-        /// Whether it is a refinement window ([`Job::Refine`]).
-        refine: bool,
-    },
-    /// A sweep (or its refinement) finished.
-    SweepDone {
-        /// Generation.
-        generation: u64,
-        /// Which curve.
-        curve: usize,
-        /// Seconds it took.
-        secs: f64,
-        /// Whether the refinement finished (else the sweep).
-        refine: bool,
-    },
-    /// An attention map.
-    Attention {
-        /// Generation.
-        generation: u64,
-        /// The map.
-        map: AttentionMap,
-    },
-    /// A failed job.
-    Error {
-        /// Generation.
-        generation: u64,
-        /// One-line message.
-        msg: String,
-    },
 }
 
 /// Starts the worker; jobs go in through the returned sender, results come out as events.
@@ -196,11 +96,14 @@ impl Worker {
             if let Flow::Disconnected = self.drain() {
                 return;
             }
-            // Attention first (quick, and the user is looking at it), then sweeps, then refinements.
+            // Attention first (quick, and the user is looking at it), then sweeps, then the
+            // statistics at the cursor's length, the other lengths' statistics, refinements.
             let rank = |j: &Job| match j {
                 Job::Attention { .. } => 0,
                 Job::Sweep { .. } => 1,
-                Job::Refine { .. } => 2,
+                Job::Stats { cursor: true, .. } => 2,
+                Job::Stats { .. } => 3,
+                Job::Refine { .. } => 4,
             };
             let i = (0..self.pending.len())
                 .min_by_key(|&i| rank(&self.pending[i]))
@@ -210,6 +113,7 @@ impl Worker {
                 Job::Attention { .. } => self.attention(&next),
                 Job::Sweep { .. } => self.sweep(&next),
                 Job::Refine { .. } => self.refine(next),
+                Job::Stats { .. } => self.stats(&next),
             };
             if !ok {
                 return;
@@ -350,6 +254,51 @@ impl Worker {
         })
     }
 
+    fn stats(&self, job: &Job) -> bool {
+        let Job::Stats {
+            generation,
+            len,
+            slopes,
+            ..
+        } = job
+        else {
+            return true;
+        };
+        let slot = &self.slots[0];
+        let model = &slot.loaded.model;
+        let windows = (STATS_TOKENS / (*len).max(1)).max(1);
+        let result = crate::eval::stats::length_stats(
+            model,
+            &slot.stream,
+            *len,
+            slopes.as_deref(),
+            Some(windows),
+            &Control::default(),
+        );
+        match result {
+            Ok(run) => {
+                let cfg = model.config();
+                let heads = (0..cfg.n_layers)
+                    .flat_map(|l| (0..cfg.n_heads).map(move |h| (l, h)))
+                    .map(|(l, h)| run.attention.head(l, h).means())
+                    .collect();
+                self.send(WorkerMsg::Stats {
+                    generation: *generation,
+                    stats: StatsResult {
+                        len: run.length,
+                        windows: run.windows,
+                        heads,
+                        n_heads: cfg.n_heads,
+                    },
+                })
+            }
+            Err(e) => self.send(WorkerMsg::Error {
+                generation: *generation,
+                msg: format!("statistics: {}", crate::model::error::one_line(e)),
+            }),
+        }
+    }
+
     /// Serves a pending attention request, if any (between two windows of a long job).
     fn serve_attention(&mut self) -> bool {
         match self
@@ -399,8 +348,12 @@ impl Worker {
             if self.pending.iter().any(|j| supersedes(j, &me)) {
                 return true;
             }
-            if self.pending.iter().any(|j| matches!(j, Job::Sweep { .. })) {
-                // A sweep is waiting: let it go first and resume afterwards.
+            if self
+                .pending
+                .iter()
+                .any(|j| matches!(j, Job::Sweep { .. } | Job::Stats { .. }))
+            {
+                // A sweep or statistics are waiting: let them go first and resume afterwards.
                 self.pending.push(me);
                 return true;
             }
@@ -475,27 +428,6 @@ pub fn refine_plan(n: usize, lmax: usize, min_len: usize) -> Vec<(usize, usize)>
         len /= 2;
     }
     plan
-}
-
-/// Whether `new` makes `old` pointless: a newer sweep or refinement of the same curve (the slopes
-/// changed), or any newer attention.
-pub fn supersedes(new: &Job, old: &Job) -> bool {
-    let curve_job = |j: &Job| match j {
-        Job::Sweep {
-            generation, curve, ..
-        }
-        | Job::Refine {
-            generation, curve, ..
-        } => Some((*generation, *curve)),
-        Job::Attention { .. } => None,
-    };
-    match (new, old) {
-        (Job::Attention { generation: g1, .. }, Job::Attention { generation: g0, .. }) => g1 > g0,
-        _ => match (curve_job(new), curve_job(old)) {
-            (Some((g1, c1)), Some((g0, c0))) => c1 == c0 && g1 > g0,
-            _ => false,
-        },
-    }
 }
 
 #[cfg(test)]

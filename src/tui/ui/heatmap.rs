@@ -82,7 +82,7 @@ pub fn log_scale(v: f32, max: f32) -> f64 {
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let rule = if app.rule == Rule::Max { "max" } else { "mean" };
     let title = format!(
-        " Attention · layer {} head {} · length {} · zoom {}x · {rule} per block ",
+        " Attention · layer {} head {} · length {} · zoom {}x · {rule} per block · v: next view ",
         app.layer,
         app.head,
         app.attention_len(),

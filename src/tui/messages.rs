@@ -1,0 +1,182 @@
+//! What goes to the worker ([`Job`]) and what comes back ([`WorkerMsg`]), and which queued job a
+//! newer one supersedes (gitui's `AsyncSingleJob`): the contract between the app and the worker.
+
+use crate::model::attention_stats::HeadMeans;
+
+/// Work for the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Score windows of `lmax` over the stream of model `curve` (0 = the main model).
+    Sweep {
+        /// Generation.
+        generation: u64,
+        /// Which curve/model.
+        curve: usize,
+        /// Slopes for the main model (None = its own).
+        slopes: Option<Vec<f64>>,
+        /// Window length.
+        lmax: usize,
+    },
+    /// After a sweep: score the text again in windows of `lmax/2`, `lmax/4`, ... down to `min_len`,
+    /// so short lengths rest on the whole text rather than on the start of each `lmax` window.
+    /// Runs after every pending sweep and gives way to new ones, resuming at `done`.
+    Refine {
+        /// Generation (that of the sweep it refines).
+        generation: u64,
+        /// Which curve/model.
+        curve: usize,
+        /// Slopes for the main model (None = its own).
+        slopes: Option<Vec<f64>>,
+        /// The sweep's window length.
+        lmax: usize,
+        /// The shortest refinement window.
+        min_len: usize,
+        /// Refinement windows already scored.
+        done: usize,
+    },
+    /// Attention probabilities of one head over the first `len` tokens (main model).
+    Attention {
+        /// Generation.
+        generation: u64,
+        /// Input length.
+        len: usize,
+        /// Layer.
+        layer: usize,
+        /// Head.
+        head: usize,
+        /// Slopes (None = the model's own).
+        slopes: Option<Vec<f64>>,
+    },
+    /// Attention statistics of every (layer, head) of the main model at one length.
+    Stats {
+        /// Generation (that of the slopes: new slopes make older statistics stale).
+        generation: u64,
+        /// Input length.
+        len: usize,
+        /// Slopes (None = the model's own).
+        slopes: Option<Vec<f64>>,
+        /// The cursor's length (served before the other lengths).
+        cursor: bool,
+    },
+}
+
+/// The statistics of every head at one length, as means over the queries of its windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsResult {
+    /// Input length.
+    pub len: usize,
+    /// Windows run.
+    pub windows: usize,
+    /// `[layer * n_heads + head]`.
+    pub heads: Vec<HeadMeans>,
+    /// Heads per layer.
+    pub n_heads: usize,
+}
+
+impl StatsResult {
+    /// One head's means.
+    pub fn head(&self, layer: usize, head: usize) -> Option<&HeadMeans> {
+        self.heads.get(layer * self.n_heads + head)
+    }
+}
+
+/// One head's attention over `len` tokens, row-major `len x len` (rows = queries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionMap {
+    /// Input length.
+    pub len: usize,
+    /// Layer.
+    pub layer: usize,
+    /// Head.
+    pub head: usize,
+    /// Probabilities.
+    pub probs: Vec<f32>,
+}
+
+/// What the worker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerMsg {
+    /// One more window of a sweep.
+    Window {
+        /// Generation.
+        generation: u64,
+        /// Which curve.
+        curve: usize,
+        /// Stream index where the window starts.
+        start: usize,
+        /// Per-position NLL.
+        nll: Vec<f32>,
+        /// Windows done so far.
+        done: usize,
+        /// Windows in the sweep.
+        total: usize,
+        /// Whether it is a refinement window ([`Job::Refine`]).
+        refine: bool,
+    },
+    /// A sweep (or its refinement) finished.
+    SweepDone {
+        /// Generation.
+        generation: u64,
+        /// Which curve.
+        curve: usize,
+        /// Seconds it took.
+        secs: f64,
+        /// Whether the refinement finished (else the sweep).
+        refine: bool,
+    },
+    /// An attention map.
+    Attention {
+        /// Generation.
+        generation: u64,
+        /// The map.
+        map: AttentionMap,
+    },
+    /// Attention statistics at one length.
+    Stats {
+        /// Generation.
+        generation: u64,
+        /// The statistics.
+        stats: StatsResult,
+    },
+    /// A failed job.
+    Error {
+        /// Generation.
+        generation: u64,
+        /// One-line message.
+        msg: String,
+    },
+}
+
+/// Whether `new` makes `old` pointless: a newer sweep or refinement of the same curve (the slopes
+/// changed), or any newer attention.
+pub fn supersedes(new: &Job, old: &Job) -> bool {
+    let curve_job = |j: &Job| match j {
+        Job::Sweep {
+            generation, curve, ..
+        }
+        | Job::Refine {
+            generation, curve, ..
+        } => Some((*generation, *curve)),
+        Job::Attention { .. } | Job::Stats { .. } => None,
+    };
+    match (new, old) {
+        (Job::Attention { generation: g1, .. }, Job::Attention { generation: g0, .. }) => g1 > g0,
+        // Statistics of older slopes are stale; a repeated length replaces the queued one.
+        (
+            Job::Stats {
+                generation: g1,
+                len: l1,
+                ..
+            },
+            Job::Stats {
+                generation: g0,
+                len: l0,
+                ..
+            },
+        ) => g1 > g0 || (g1 == g0 && l1 == l0),
+        _ => match (curve_job(new), curve_job(old)) {
+            (Some((g1, c1)), Some((g0, c0))) => c1 == c0 && g1 > g0,
+            _ => false,
+        },
+    }
+}

@@ -1,0 +1,358 @@
+//! The attention panel's views (issue 13): the `v`/`s`/`d` keys, statistics requested from the
+//! worker for the cursor's length first and for the length plot, stale statistics dropped, and
+//! every view rendered (symbols and colours) from known statistics; the real worker computes them.
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::alibi::prior::{log_bins, prior_means};
+use alibi_explorer::model::Position;
+use alibi_explorer::model::attention_stats::HeadMeans;
+use alibi_explorer::text::Stream;
+use alibi_explorer::tui::app::{App, Effect, ModelInfo};
+use alibi_explorer::tui::keymap::{Action, Focus, map_key};
+use alibi_explorer::tui::palette;
+use alibi_explorer::tui::views::{AttnView, Stat};
+use alibi_explorer::tui::worker::{Job, StatsResult, WorkerMsg};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+
+fn info(position: Position) -> ModelInfo {
+    ModelInfo {
+        name: "tiny".into(),
+        arch: "alibi-explorer".into(),
+        position,
+        train_len: 16,
+        n_layers: 2,
+        n_heads: 4,
+        device: "cpu".into(),
+        device_note: "test".into(),
+        dtype: "f32".into(),
+        slopes: (position == Position::Alibi).then(|| alibi_explorer::alibi::paper_slopes(4)),
+    }
+}
+
+fn app(position: Position) -> App {
+    let s = Stream {
+        ids: (0..600u32).map(|i| i % 50).collect(),
+        bytes: None,
+    };
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    App::new(
+        info(position),
+        vec![],
+        vec![s],
+        text,
+        256,
+        "slopes.json".into(),
+    )
+}
+
+fn screen(app: &App) -> (String, Buffer) {
+    let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    term.draw(|f| f.render_widget(app, f.area())).unwrap();
+    let buf = term.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..48 {
+        for x in 0..160 {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    (s, buf)
+}
+
+/// Statistics where head `h` of layer `l` has mean distance `10 l + h + 1`.
+fn stats(len: usize) -> StatsResult {
+    let heads = (0..2)
+        .flat_map(|l| (0..4).map(move |h| (l, h)))
+        .map(|(l, h)| {
+            let md = (10 * l + h + 1) as f64;
+            HeadMeans {
+                queries: len as u64,
+                mean_distance: md,
+                entropy: 1.0,
+                entropy_norm: Some(0.5),
+                mass90_distance: 2.0 * md,
+                sink_mass: Some(0.1),
+                profile: (0..log_bins(len))
+                    .map(|b| 0.5f64.powi(b as i32 + 1))
+                    .collect(),
+            }
+        })
+        .collect();
+    StatsResult {
+        len,
+        windows: 3,
+        heads,
+        n_heads: 4,
+    }
+}
+
+fn stats_jobs(fx: &[Effect]) -> Vec<(u64, usize, bool)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Job(Job::Stats {
+                generation,
+                len,
+                cursor,
+                ..
+            }) => Some((*generation, *len, *cursor)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn keys_switch_views_statistics_and_the_prior_difference() {
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    assert_eq!(
+        map_key(key('v'), Focus::Attention, false),
+        Some(Action::NextView)
+    );
+    assert_eq!(
+        map_key(key('s'), Focus::Chart, false),
+        Some(Action::NextStat)
+    );
+    assert_eq!(
+        map_key(key('d'), Focus::Chart, false),
+        Some(Action::TogglePriorDiff)
+    );
+    let mut a = app(Position::Alibi);
+    for want in [
+        AttnView::Distance,
+        AttnView::Heads,
+        AttnView::PositionLoss,
+        AttnView::Heatmap,
+    ] {
+        a.update(Action::NextView);
+        assert_eq!(a.view, want);
+    }
+    a.update(Action::NextStat);
+    assert_eq!(a.stat, Stat::Mass90);
+    a.update(Action::TogglePriorDiff);
+    assert!(a.stat_minus_prior);
+}
+
+#[test]
+fn statistics_views_request_the_cursor_length_first_then_the_length_plot() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    // The heatmap needs no statistics.
+    assert!(stats_jobs(&a.update(Action::MoveLength(1))).is_empty());
+    let fx = a.update(Action::NextView);
+    let jobs = stats_jobs(&fx);
+    let cursor = a.length();
+    assert_eq!(jobs[0], (a.sweep_gen, cursor, true), "{jobs:?}");
+    let lengths: Vec<usize> = jobs.iter().map(|j| j.1).collect();
+    for l in [8, 16, 32, 64, 128, 256] {
+        assert!(lengths.contains(&l), "{lengths:?}");
+    }
+    assert!(jobs[1..].iter().all(|j| !j.2));
+    // Asked once: switching views again does not repeat them.
+    assert!(stats_jobs(&a.update(Action::NextView)).is_empty());
+    // New slopes: a new generation, everything again.
+    let fx = a.update(Action::ScaleAll(2.0));
+    let jobs = stats_jobs(&fx);
+    assert!(!jobs.is_empty() && jobs.iter().all(|j| j.0 == a.sweep_gen));
+}
+
+#[test]
+fn statistics_of_old_slopes_are_dropped() {
+    let mut a = app(Position::Alibi);
+    a.update(Action::NextView);
+    let old = a.sweep_gen;
+    a.update(Action::ScaleAll(2.0));
+    let len = a.length();
+    a.on_worker(WorkerMsg::Stats {
+        generation: old,
+        stats: stats(len),
+    });
+    assert!(a.stats.at(len).is_none(), "a stale result was kept");
+    a.on_worker(WorkerMsg::Stats {
+        generation: a.sweep_gen,
+        stats: stats(len),
+    });
+    assert!(a.stats.at(len).is_some());
+}
+
+/// Cells of `buf` inside the attention panel (bottom right) whose symbol is `sym`.
+fn attention_cells(buf: &Buffer, pred: impl Fn(&ratatui::buffer::Cell) -> bool) -> usize {
+    let mut n = 0;
+    for y in 26..46 {
+        for x in 75..159 {
+            if pred(&buf[(x, y)]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn the_distance_view_draws_the_head_over_its_prior() {
+    let mut a = app(Position::Alibi);
+    a.update(Action::NextView);
+    let (s, _) = screen(&a);
+    assert!(s.contains("computing attention statistics"), "{s}");
+    let len = a.length();
+    a.on_worker(WorkerMsg::Stats {
+        generation: a.sweep_gen,
+        stats: stats(len),
+    });
+    let (s, buf) = screen(&a);
+    assert!(s.contains("Attention by distance · layer 0 head 0"), "{s}");
+    assert!(s.contains("ALiBi prior (m = 0.2500)"), "{s}");
+    assert!(s.contains("distance i−j"), "{s}");
+    let braille = |c: &ratatui::buffer::Cell| {
+        c.symbol()
+            .chars()
+            .any(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+    };
+    assert!(
+        attention_cells(&buf, |c| braille(c) && c.fg == palette::CURRENT) > 5,
+        "no measured curve:\n{s}"
+    );
+    assert!(
+        attention_cells(&buf, |c| braille(c) && c.fg == palette::PREVIOUS) > 5,
+        "no prior curve:\n{s}"
+    );
+}
+
+#[test]
+fn the_head_grid_colours_each_head_and_plots_the_statistic_vs_length() {
+    let mut a = app(Position::Alibi);
+    a.truecolor = true;
+    a.update(Action::NextView);
+    a.update(Action::NextView);
+    assert_eq!(a.view, AttnView::Heads);
+    for len in [8, 16, 32, 64, 128, 256, a.length()] {
+        a.on_worker(WorkerMsg::Stats {
+            generation: a.sweep_gen,
+            stats: stats(len),
+        });
+    }
+    let (s, buf) = screen(&a);
+    assert!(
+        s.contains("Head statistics · mean distance (tokens)"),
+        "{s}"
+    );
+    // Every head's value is printed on its colour; the selected one in brackets.
+    for v in ["[1.0]", "2.0", "4.0", "11", "14"] {
+        assert!(s.contains(v), "missing {v}:\n{s}");
+    }
+    let rgb_cells = attention_cells(&buf, |c| matches!(c.bg, Color::Rgb(..)));
+    assert!(rgb_cells >= 8, "grid not coloured");
+    // The extremes use viridis' ends.
+    let (r, g, b) = palette::viridis(1.0);
+    assert!(attention_cells(&buf, |c| c.bg == Color::Rgb(r, g, b)) > 0);
+    assert!(s.contains("ALiBi prior"), "{s}");
+    // Statistic minus prior: a diverging map, and the prior difference in the title.
+    a.update(Action::TogglePriorDiff);
+    let (s, _) = screen(&a);
+    assert!(s.contains("mean distance (tokens) − prior"), "{s}");
+    let len = a.length();
+    let prior = prior_means(a.slopes[0], len).mean_distance;
+    let want = alibi_explorer::tui::ui::lineplot::compact(1.0 - prior);
+    assert!(s.contains(&format!("[{want}]")), "missing [{want}]:\n{s}");
+    // In 256 colours the grid uses indexed colours.
+    a.truecolor = false;
+    let (_, buf) = screen(&a);
+    assert!(attention_cells(&buf, |c| matches!(c.bg, Color::Indexed(..))) >= 8);
+    // A model without ALiBi has no prior to subtract.
+    let mut r = app(Position::Rotary);
+    r.update(Action::NextView);
+    r.update(Action::NextView);
+    r.update(Action::TogglePriorDiff);
+    let (s, _) = screen(&r);
+    assert!(s.contains("no ALiBi prior to subtract"), "{s}");
+}
+
+#[test]
+fn the_loss_by_position_view_draws_every_curve() {
+    let mut a = app(Position::Alibi);
+    for _ in 0..3 {
+        a.update(Action::NextView);
+    }
+    assert_eq!(a.view, AttnView::PositionLoss);
+    let (s, _) = screen(&a);
+    assert!(s.contains("waiting for the sweep"), "{s}");
+    for w in 0..2 {
+        let nll: Vec<f32> = (0..256).map(|p| 3.0 + 2.0 / (1.0 + p as f32)).collect();
+        a.on_worker(WorkerMsg::Window {
+            generation: a.sweep_gen,
+            curve: 0,
+            start: w * 256,
+            nll,
+            done: w + 1,
+            total: 2,
+            refine: false,
+        });
+    }
+    let (s, buf) = screen(&a);
+    assert!(s.contains("Loss by position · windows of 256"), "{s}");
+    assert!(s.contains("nats/token") && s.contains("2 windows"), "{s}");
+    let braille = |c: &ratatui::buffer::Cell| {
+        c.symbol()
+            .chars()
+            .any(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+    };
+    assert!(attention_cells(&buf, |c| braille(c) && c.fg == palette::CURRENT) > 5);
+}
+
+#[test]
+fn the_worker_computes_statistics_for_the_view() {
+    use alibi_explorer::model::config::Config;
+    use alibi_explorer::model::device::ChosenDevice;
+    use alibi_explorer::model::init::random_model;
+    use alibi_explorer::model::load::LoadedModel;
+    use alibi_explorer::tui::worker::{ModelSlot, spawn};
+    let cfg = Config::ours(50, 16, 2, 4, 32, Position::Alibi, 16);
+    let model = random_model(&cfg, 3, &candle_core::Device::Cpu).unwrap();
+    let slot = ModelSlot {
+        loaded: LoadedModel {
+            model,
+            tokenizer: None,
+            folder: "x".into(),
+            name: "tiny".into(),
+            device: ChosenDevice {
+                device: candle_core::Device::Cpu,
+                note: "test".into(),
+            },
+        },
+        stream: Stream {
+            ids: (0..400u32).map(|i| (i * 7) % 50).collect(),
+            bytes: None,
+        },
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let jobs = spawn(vec![slot], tx);
+    jobs.send(Job::Stats {
+        generation: 4,
+        len: 32,
+        slopes: None,
+        cursor: true,
+    })
+    .unwrap();
+    let got = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+            alibi_explorer::tui::event::Event::Worker(WorkerMsg::Stats { generation, stats }) => {
+                break (generation, stats);
+            }
+            alibi_explorer::tui::event::Event::Worker(WorkerMsg::Error { msg, .. }) => {
+                panic!("{msg}")
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(got.0, 4);
+    assert_eq!((got.1.len, got.1.heads.len(), got.1.n_heads), (32, 8, 4));
+    assert!(got.1.windows >= 1);
+    // Means over 32 queries: distances between 0 and 31.
+    for m in &got.1.heads {
+        assert_eq!(m.queries, 32 * got.1.windows as u64);
+        assert!((0.0..=31.0).contains(&m.mean_distance));
+    }
+}
