@@ -11,6 +11,10 @@ use std::str::FromStr;
 /// The value of `format` in our own `config.json`.
 pub const OUR_FORMAT: &str = "alibi-explorer";
 
+/// The most attention heads a config may have. Real models have at most a few hundred; the
+/// bound keeps a corrupt `config.json` from asking for a slope vector of absurd size.
+pub const MAX_HEADS: usize = 1 << 16;
+
 /// How positions enter the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -251,6 +255,12 @@ impl Config {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.n_heads > MAX_HEADS {
+            return Err(format!(
+                "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads (is config.json corrupt?)",
+                self.n_heads
+            ));
         }
         if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
