@@ -37,12 +37,19 @@ impl Stream {
 
 /// Tokenizes `text` and records how many bytes each token covers (differences of the end
 /// offsets, so multi-byte characters split across tokens still sum to the text's length).
+///
+/// A malformed tokenizer.json can load and then panic inside tokenizers while encoding (a
+/// `Replace` normalizer with an empty regex indexes past its alignments); that panic becomes an
+/// error here.
 pub fn tokenize(
     tokenizer: &tokenizers::Tokenizer,
     text: &str,
 ) -> std::result::Result<Stream, String> {
-    let enc = tokenizer
-        .encode(text, false)
+    let enc = std::panic::catch_unwind(|| tokenizer.encode(text, false))
+        .map_err(|_| {
+            "cannot tokenize: the tokenizers library panicked (is tokenizer.json malformed?)"
+                .to_string()
+        })?
         .map_err(|e| format!("cannot tokenize: {e}"))?;
     let mut bytes = Vec::with_capacity(enc.len());
     let mut prev_end = 0usize;
