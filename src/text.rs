@@ -16,9 +16,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The UTF-8 bytes token `i` covers, when the text is known.
+    /// The UTF-8 bytes token `i` covers, when the text is known (`None` past the end of the
+    /// stream: a window that overruns it must not crash the app).
     pub fn bytes_of(&self, i: usize) -> Option<u32> {
-        self.bytes.as_ref().map(|b| b[i])
+        self.bytes.as_ref().and_then(|b| b.get(i).copied())
     }
 
     /// Keeps only the first `n` tokens (`--max-tokens`).
