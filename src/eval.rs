@@ -68,11 +68,13 @@ pub fn parse_lengths(spec: &str) -> std::result::Result<Vec<usize>, String> {
         if b < a {
             return Err(bad("the end is smaller than the start"));
         }
+        // At most 64 doublings fit in a usize; stop before the doubling overflows (it would wrap
+        // to 0 in release builds and loop forever).
         let mut v = Vec::new();
-        let mut l = a;
-        while l <= b {
-            v.push(l);
-            l *= 2;
+        let mut l = Some(a);
+        while let Some(len) = l.filter(|&len| len <= b) {
+            v.push(len);
+            l = len.checked_mul(2);
         }
         v
     } else {

@@ -16,9 +16,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The UTF-8 bytes token `i` covers, when the text is known.
+    /// The UTF-8 bytes token `i` covers, when the text is known (`None` past the end of the
+    /// stream: a window that overruns it must not crash the app).
     pub fn bytes_of(&self, i: usize) -> Option<u32> {
-        self.bytes.as_ref().map(|b| b[i])
+        self.bytes.as_ref().and_then(|b| b.get(i).copied())
     }
 
     /// Keeps only the first `n` tokens (`--max-tokens`).
@@ -44,12 +45,19 @@ impl Stream {
 /// character per byte (GPT-2's byte-to-unicode alphabet) and a byte-fallback token `<0xNN>` is one
 /// byte; when those do not add up to the character, its bytes are split evenly. The bytes of all
 /// tokens add up to `text.len()`.
+///
+/// A malformed tokenizer.json can load and then panic inside tokenizers while encoding (a
+/// `Replace` normalizer with an empty regex indexes past its alignments); that panic becomes an
+/// error here.
 pub fn tokenize(
     tokenizer: &tokenizers::Tokenizer,
     text: &str,
 ) -> std::result::Result<Stream, String> {
-    let enc = tokenizer
-        .encode(text, false)
+    let enc = std::panic::catch_unwind(|| tokenizer.encode(text, false))
+        .map_err(|_| {
+            "cannot tokenize: the tokenizers library panicked (is tokenizer.json malformed?)"
+                .to_string()
+        })?
         .map_err(|e| format!("cannot tokenize: {e}"))?;
     let ids = enc.get_ids();
     let bytes = token_bytes(text.len(), enc.get_offsets(), |k| {

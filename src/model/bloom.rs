@@ -79,12 +79,18 @@ pub fn to_config(raw: &RawBloomConfig) -> std::result::Result<Config, String> {
                 .to_string(),
         );
     }
+    let d_ff = raw.hidden_size.checked_mul(4).ok_or_else(|| {
+        format!(
+            "BLOOM hidden_size {} is too large (the MLP width 4*hidden_size does not fit)",
+            raw.hidden_size
+        )
+    })?;
     let mut cfg = Config::ours(
         raw.vocab_size,
         raw.hidden_size,
         raw.n_layer,
         raw.n_head,
-        4 * raw.hidden_size,
+        d_ff,
         Position::Alibi,
         raw.seq_length.unwrap_or(BLOOM_TRAIN_LEN_TOKENS),
     );
@@ -96,6 +102,8 @@ pub fn to_config(raw: &RawBloomConfig) -> std::result::Result<Config, String> {
     cfg.embed_scale = 1.0;
     cfg.tie_embeddings = raw.tie_word_embeddings;
     cfg.activation = Activation::GeluTanh;
+    // Checked before the slopes are built: their length is n_head.
+    cfg.validate()?;
     cfg.slopes = Some(crate::alibi::bloom_slopes(raw.n_head));
     cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
     cfg.validate()?;

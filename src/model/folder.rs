@@ -162,11 +162,36 @@ pub fn check_folder(dir: &Path) -> Result<(), LoadError> {
 }
 
 /// Loads a tokenizer file.
+///
+/// tokenizers 0.23 panics on some broken files instead of returning an error (`expect("Helper")`
+/// on a `decoder` cut short, `expect("Precompiled")` on a bad `precompiled_charsmap`), so the JSON
+/// is checked first (a truncated download is the common case) and a panic while reading it is
+/// turned into an error.
 pub fn load_tokenizer(file: &Path) -> Result<tokenizers::Tokenizer, LoadError> {
-    tokenizers::Tokenizer::from_file(file).map_err(|e| LoadError::BadTokenizer {
+    let bad = |msg: String| LoadError::BadTokenizer {
         file: file.to_path_buf(),
-        msg: one_line(e),
-    })
+        msg,
+    };
+    let bytes = read_file(file)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+        bad(format!(
+            "not valid JSON ({}); the file may be truncated",
+            one_line(e)
+        ))
+    })?;
+    std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown");
+            bad(format!(
+                "the tokenizers library panicked reading it ({}); the file is malformed",
+                one_line(why)
+            ))
+        })?
+        .map_err(|e| bad(one_line(e)))
 }
 
 /// The `weight_map` of a sharded checkpoint's index: (tensor name, shard file name) pairs.

@@ -571,6 +571,17 @@ impl App {
                 }
             }
             WorkerMsg::Attention { generation, map } => {
+                // The heatmap divides by the map's length and indexes `len * len` values.
+                if map.len == 0 || map.probs.len() != map.len * map.len {
+                    if generation == self.attn_gen {
+                        self.error = Some(format!(
+                            "attention: got a map of length {} with {} values; dropped it",
+                            map.len,
+                            map.probs.len()
+                        ));
+                    }
+                    return;
+                }
                 if generation == self.attn_gen {
                     self.query = self.query.min(map.len.saturating_sub(1));
                     self.attention = Some(map);
