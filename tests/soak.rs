@@ -10,11 +10,12 @@
 #![allow(clippy::unwrap_used)]
 
 use alibi_explorer::model::Position;
+use alibi_explorer::model::attention_stats::HeadMeans;
 use alibi_explorer::text::Stream;
 use alibi_explorer::tui::app::{App, Effect, MAX_ZOOM, ModelInfo, chart_x_bounds};
 use alibi_explorer::tui::keymap::{self, Action};
 use alibi_explorer::tui::ui;
-use alibi_explorer::tui::worker::{AttentionMap, WorkerMsg};
+use alibi_explorer::tui::worker::{AttentionMap, StatsResult, WorkerMsg};
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers, MouseButton, MouseEvent,
     MouseEventKind,
@@ -131,6 +132,10 @@ const KEYS: &[KeyCode] = &[
     KeyCode::Char('a'),
     KeyCode::Char('m'),
     KeyCode::Char('t'),
+    KeyCode::Char('v'),
+    KeyCode::Char('s'),
+    KeyCode::Char('d'),
+    KeyCode::Char('y'),
     KeyCode::Esc,
     KeyCode::Enter,
     KeyCode::Tab,
@@ -284,7 +289,7 @@ fn random_worker(rng: &mut Rng, app: &App) -> (WorkerMsg, bool) {
     let generation = if old { stale(rng, app.sweep_gen) } else { None };
     let stale_msg = generation.is_some() && curve == 0;
     let generation = generation.unwrap_or(app.sweep_gen);
-    match rng.below(10) {
+    match rng.below(11) {
         0..=4 => {
             let len = match rng.below(4) {
                 0 => rng.below(lmax + 4),
@@ -331,6 +336,45 @@ fn random_worker(rng: &mut Rng, app: &App) -> (WorkerMsg, bool) {
                     false,
                 ),
             }
+        }
+        9 => {
+            // Attention statistics of any length and shape (a result for another model's head
+            // count must not crash the views either).
+            let len = 1 + rng.below(lmax + 4);
+            let n_heads = if rng.chance(80) {
+                app.info.n_heads
+            } else {
+                rng.below(5)
+            };
+            let layers = if rng.chance(80) {
+                app.info.n_layers
+            } else {
+                rng.below(3)
+            };
+            let bins = rng.below(14);
+            let heads = (0..n_heads * layers)
+                .map(|_| HeadMeans {
+                    queries: rng.below(1000) as u64,
+                    mean_distance: f64::from(rng.f32()) * len as f64,
+                    entropy: f64::from(rng.f32()) * 5.0,
+                    entropy_norm: rng.chance(80).then(|| f64::from(rng.f32())),
+                    mass90_distance: f64::from(rng.f32()) * len as f64,
+                    sink_mass: rng.chance(70).then(|| f64::from(rng.f32())),
+                    profile: (0..bins).map(|_| f64::from(rng.f32())).collect(),
+                })
+                .collect();
+            (
+                WorkerMsg::Stats {
+                    generation,
+                    stats: StatsResult {
+                        len,
+                        windows: rng.below(9),
+                        heads,
+                        n_heads,
+                    },
+                },
+                old,
+            )
         }
         _ => (
             WorkerMsg::Error {

@@ -587,9 +587,14 @@ impl App {
                     self.attention = Some(map);
                 }
             }
-            WorkerMsg::Stats { generation, stats } => {
+            // Statistics belong to the slopes they were computed with: only the current ones count.
+            WorkerMsg::Stats { generation, stats } if generation == self.sweep_gen => {
+                if self.stats.generation != generation {
+                    self.stats.reset(generation);
+                }
                 self.stats.insert(generation, stats);
             }
+            WorkerMsg::Stats { .. } => {}
             WorkerMsg::Error { msg, .. } => self.error = Some(msg),
         }
     }
