@@ -47,7 +47,11 @@ pub enum SlopeError {
     #[error("{0} heads is more than alibi-explorer handles (at most {max}; real models have at most a few hundred)", max = MAX_HEADS)]
     TooManyHeads(usize),
     /// A slope list whose length is not the head count.
-    #[error("{got} slopes for {heads} heads (hint: give one slope per head)")]
+    #[error(
+        "{got} slope{} for {heads} head{} (hint: give one slope per head)",
+        if *got == 1 { "" } else { "s" },
+        if *heads == 1 { "" } else { "s" }
+    )]
     Count {
         /// Slopes given.
         got: usize,

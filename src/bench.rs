@@ -82,11 +82,11 @@ pub fn run(a: &BenchSettings) -> Result<()> {
     writeln!(report, "# alibi-explorer benchmark\n")?;
     writeln!(
         report,
-        "Model `{}` ({}, {} layers, {} heads, d_model {}, vocab {}), {} on {}, {} CPU threads. {input}.\n",
+        "Model `{}` ({}, {}, {}, d_model {}, vocab {}), {} on {}, {} CPU threads. {input}.\n",
         loaded.name,
         cfg.position,
-        cfg.n_layers,
-        cfg.n_heads,
+        crate::text::count(cfg.n_layers, "layer"),
+        crate::text::count(cfg.n_heads, "head"),
         cfg.d_model,
         cfg.vocab_size,
         dtype_name(model.dtype()),

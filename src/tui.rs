@@ -202,7 +202,11 @@ fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
             Effect::SetMouse(on) => set_mouse(on),
             Effect::SaveSlopes(path, slopes) => match write_slopes(&path, &slopes) {
                 Ok(()) => {
-                    app.message = format!("saved {} slopes to {}", slopes.len(), path.display());
+                    app.message = format!(
+                        "saved {} to {}",
+                        crate::text::count(slopes.len(), "slope"),
+                        path.display()
+                    );
                 }
                 Err(e) => app.error = Some(e),
             },

@@ -61,8 +61,11 @@ pub fn slopes(a: &SlopesArgs) -> Result<()> {
     } else {
         writeln!(
             out,
-            "{} heads, preset {}, max bias {}, scale {}",
-            a.heads, a.preset, a.max_bias, a.scale
+            "{}, preset {}, max bias {}, scale {}",
+            crate::text::count(a.heads, "head"),
+            a.preset,
+            a.max_bias,
+            a.scale
         )?;
         writeln!(
             out,
@@ -124,9 +127,9 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     writeln!(out, "architecture  {}", cfg.arch.name())?;
     writeln!(
         out,
-        "size          {} layers, {} heads, d_model {}, d_ff {}, {} parameters ({:.2} M)",
-        cfg.n_layers,
-        cfg.n_heads,
+        "size          {}, {}, d_model {}, d_ff {}, {} parameters ({:.2} M)",
+        crate::text::count(cfg.n_layers, "layer"),
+        crate::text::count(cfg.n_heads, "head"),
         cfg.d_model,
         cfg.d_ff,
         params,

@@ -135,7 +135,7 @@ fn translate<'a>(
 /// A short description of a config's sizes for error messages.
 fn describe(cfg: &Config) -> String {
     format!(
-        "{}: vocab_size {}, d_model {}, {} layers, {} heads, d_ff {}",
+        "{}: vocab_size {}, d_model {}, n_layers {}, n_heads {}, d_ff {}",
         cfg.arch.name(),
         cfg.vocab_size,
         cfg.d_model,

@@ -4,7 +4,7 @@
 
 pub use super::curve::{Curve, MIN_LENGTH, chart_x_bounds, length_grid};
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
-use super::views::{AttnView, Stat, StatsCache, series_lengths};
+use super::views::{AttnView, Stat, StatsCache};
 pub use super::views::{Metric, Rule};
 use super::worker::{AttentionMap, Job, WorkerMsg};
 use crate::alibi::{self, Preset, SlopeSpec};
@@ -13,6 +13,7 @@ use crate::model::Position;
 use crate::text::Stream;
 use std::path::PathBuf;
 
+mod stats;
 /// Attention maps are computed for at most this many tokens (memory and draw time stay bounded).
 pub const MAX_ATTENTION_LEN: usize = 2048;
 /// The deepest heatmap zoom (1 = whole map).
@@ -306,38 +307,6 @@ impl App {
         fx
     }
 
-    /// Requests the statistics a statistics view needs and the cache lacks: the cursor's length
-    /// first, then the lengths of the statistic-vs-length plot.
-    pub fn stats_jobs(&mut self) -> Vec<Effect> {
-        if !self.view.needs_stats() {
-            return Vec::new();
-        }
-        if self.stats.generation != self.sweep_gen {
-            self.stats.reset(self.sweep_gen);
-        }
-        let cursor = self.length();
-        let mut lengths = vec![cursor];
-        lengths.extend(series_lengths(
-            self.grid.first().copied().unwrap_or(cursor),
-            self.lmax,
-            self.info.train_len,
-        ));
-        let mut fx = Vec::new();
-        for len in lengths {
-            if self.stats.has(len) {
-                continue;
-            }
-            self.stats.pending.push(len);
-            fx.push(Effect::Job(Job::Stats {
-                generation: self.sweep_gen,
-                len,
-                slopes: self.alibi_slopes(),
-                cursor: len == cursor,
-            }));
-        }
-        fx
-    }
-
     fn apply_action(&mut self, action: Action) -> Vec<Effect> {
         let heads = self.info.n_heads.max(1);
         match action {
@@ -611,10 +580,10 @@ impl App {
             }
             Ok(s) => {
                 self.error = Some(format!(
-                    "{} has {} slopes; the model has {} heads",
+                    "{} has {}; the model has {}",
                     self.slopes_file.display(),
-                    s.len(),
-                    self.info.n_heads
+                    crate::text::count(s.len(), "slope"),
+                    crate::text::count(self.info.n_heads, "head")
                 ));
                 Vec::new()
             }

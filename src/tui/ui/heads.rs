@@ -165,7 +165,11 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     Line::from(vec![
         Span::raw(scale).gray(),
         Span::raw(rows_note).gray(),
-        Span::raw(format!("{} windows of {len}", result.windows)).dark_gray(),
+        Span::raw(format!(
+            "{} of {len}",
+            crate::text::count(result.windows, "window")
+        ))
+        .dark_gray(),
     ])
     .render(Rect::new(inner.x, legend_y, inner.width, 1), buf);
     // The selected head's statistic vs input length, on the chart's x axis.

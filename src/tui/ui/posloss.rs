@@ -95,7 +95,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         return;
     }
     Line::from(format!(
-        "x: position in the window (tokens of context − 1, log bins) · y: mean loss, nats/token · white: train_len · {windows} windows"
+        "x: position in the window (tokens of context − 1, log bins) · y: mean loss, nats/token · white: train_len · {}",
+        crate::text::count(windows, "window")
     ))
     .dark_gray()
     .render(
