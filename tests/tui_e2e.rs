@@ -134,6 +134,22 @@ fn tui_runs_in_tmux() {
     let ppl1 = status_field(&screen, "ppl");
     assert_eq!(len1, "32", "{screen}");
     assert_ne!(ppl0, ppl1, "perplexity did not change:\n{screen}");
+    // The attention panel's views: attention by distance and the head grid come from statistics
+    // the worker computes; loss by position from the sweep.
+    for (key, title, ready) in [
+        ("v", "Attention by distance", "distance i−j"),
+        ("v", "Head statistics", "windows of 32"),
+        ("s", "90% mass distance", "windows of 32"),
+        ("v", "Loss by position", "nats/token"),
+        ("v", "Attention · layer 0 head 0", "per block"),
+    ] {
+        tmux(&socket, &["send-keys", "-t", "e2e", key]);
+        let screen = wait_for(&socket, |s| s.contains(title) && s.contains(ready), 30);
+        if !(screen.contains(title) && screen.contains(ready)) {
+            cleanup();
+            panic!("view '{title}' did not show '{ready}':\n{screen}");
+        }
+    }
     tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
     let screen = wait_for(&socket, |s| s.contains("EXIT="), 10);
     cleanup();
