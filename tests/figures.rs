@@ -7,7 +7,7 @@
 use alibi_explorer::eval::Control;
 use alibi_explorer::eval::figures::maps::AttentionHeatmap;
 use alibi_explorer::eval::figures::report::{
-    Statistic, bin_x, distance_figure, grid_figure, length_figure, overview_figure,
+    Statistic, bin_positions, bin_x, distance_figure, grid_figure, length_figure, overview_figure,
     position_loss_figure,
 };
 use alibi_explorer::eval::figures::{self, Figure, diverging, viridis};
@@ -155,6 +155,20 @@ fn statistics_and_bins_read_the_report() {
     assert_eq!(grid.values.len(), 2);
     assert!(grid_figure(&alibi, 5, Statistic::Entropy, false).is_err());
     assert!(distance_figure(&alibi, 9, 0).is_err());
+    let bins = bin_positions(&[1.0, 2.0, 3.0, 5.0, 7.0], 4);
+    let got: Vec<_> = bins
+        .iter()
+        .map(|b| (b.from, b.to, b.tokens, b.nll))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, 1, 4, 1.0),
+            (1, 2, 4, 2.0),
+            (2, 4, 8, 4.0),
+            (4, 5, 4, 7.0)
+        ]
+    );
     assert_eq!(bin_x(0, 1), 0.5);
     assert_eq!(bin_x(1, 2), 1.0);
     assert!((bin_x(4, 8) - (4.0f64 * 7.0).sqrt()).abs() < 1e-12);

@@ -7,6 +7,7 @@
 
 use super::maps::HeadGrid;
 use super::{Curve, LineFigure, PanelFigure};
+use crate::alibi::prior::{log_bin_range, log_bins};
 use crate::eval::stats::{HeadPoint, HeadReport, PositionLoss, StatsReport};
 
 /// Where a log bin `[from, to)` of whole numbers is drawn on a log axis.
@@ -260,6 +261,25 @@ pub fn grid_figure(
         values,
         diverging: minus_prior,
     })
+}
+
+/// Log-bins a per-position mean loss (`eval`'s `position_nll`: `[p]` = the mean NLL at position
+/// `p` over `windows` windows) into [`PositionLoss`] bins, each weighing its positions equally.
+pub fn bin_positions(position_nll: &[f64], windows: usize) -> Vec<PositionLoss> {
+    let len = position_nll.len();
+    (0..log_bins(len))
+        .map(|bin| {
+            let (from, to) = log_bin_range(bin);
+            let to = to.min(len);
+            let xs = &position_nll[from..to];
+            PositionLoss {
+                from,
+                to,
+                tokens: xs.len() * windows,
+                nll: xs.iter().sum::<f64>() / xs.len().max(1) as f64,
+            }
+        })
+        .collect()
 }
 
 /// The loss by position of several models (name, log-binned losses), one curve each; token
