@@ -294,7 +294,7 @@ pub fn stats_table(report: &StatsReport, info: &StatsInfo) -> String {
         info.input
     );
     s.push_str(&format!(
-        "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11} {:>9} {:>9} {:>11} {:>12}\n",
+        "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11} {:>9} {:>9} {:>11} {:>15}\n",
         "layer",
         "head",
         "slope",
@@ -307,7 +307,7 @@ pub fn stats_table(report: &StatsReport, info: &StatsInfo) -> String {
         "prior: mean"
     ));
     s.push_str(&format!(
-        "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11} {:>9} {:>9} {:>11} {:>12}\n",
+        "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11} {:>9} {:>9} {:>11} {:>15}\n",
         "", "", "", "(tok)", "", "(tok)", "(tok)", "(norm.)", "(first 4)", "/ mass90 (tok)"
     ));
     for h in &report.heads {
@@ -322,7 +322,7 @@ pub fn stats_table(report: &StatsReport, info: &StatsInfo) -> String {
                 ""
             };
             s.push_str(&format!(
-                "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11.2} {:>9.1} {:>9} {:>11} {:>12}{mark}\n",
+                "{:>5} {:>4} {:>8} {:>7} {:>9} {:>11.2} {:>9.1} {:>9} {:>11} {:>15}{mark}\n",
                 h.layer,
                 h.head,
                 opt(h.slope, 4),
