@@ -7,11 +7,13 @@
 //! - [`common`]: the model and input arguments several commands share.
 //! - [`inspect`]: `slopes` and `inspect`.
 //! - [`eval`]: `eval`, `plot`, `bench`.
+//! - [`stats`]: `stats`, `attention`.
 //! - [`train`]: `tokenizer train`, `train`.
 
 pub mod common;
 pub mod eval;
 pub mod inspect;
+pub mod stats;
 pub mod train;
 
 use crate::model::device::{DeviceSpec, parse_dtype};
@@ -20,6 +22,7 @@ use color_eyre::eyre::{Result, eyre};
 use common::parse_device;
 use eval::{BenchArgs, EvalArgs, PlotArgs};
 use inspect::{InspectArgs, SlopesArgs};
+use stats::{AttentionArgs, StatsArgs};
 use std::path::PathBuf;
 use train::{TokenizerArgs, TrainArgs};
 
@@ -80,6 +83,10 @@ pub enum Command {
     Eval(Box<EvalArgs>),
     /// Draw several `eval --json` results into one perplexity-vs-length figure.
     Plot(PlotArgs),
+    /// Attention statistics of every head vs input length, with the ALiBi prior (bias alone).
+    Stats(Box<StatsArgs>),
+    /// One head's attention map over the first L tokens: heatmap (PNG/SVG) and JSON.
+    Attention(Box<AttentionArgs>),
     /// Measure forward speed, sweep vs non-overlapping windows, long-input memory and TUI frame time.
     Bench(BenchArgs),
     /// Tokenizer tools.
@@ -100,6 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(a)) => train::train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a.settings()?),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a.settings()),
+        Some(Command::Stats(a)) => crate::eval::stats_command::stats(&a.settings()?),
+        Some(Command::Attention(a)) => crate::eval::stats_command::attention(&a.settings()?),
         Some(Command::Bench(a)) => crate::bench::run(&a.settings()?),
         None => {
             let t = cli.tui;

@@ -6,9 +6,11 @@
 //! window is the prediction made with `p+1` tokens of context (as in Press et al.'s code).
 
 pub mod command;
+pub mod figures;
 pub mod output;
 pub mod plot;
 pub mod stats;
+pub mod stats_command;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
 use crate::text::Stream;

@@ -25,6 +25,8 @@ fn every_command_is_documented() {
         "inspect",
         "eval",
         "plot",
+        "stats",
+        "attention",
         "bench",
         "tokenizer train",
         "train",

@@ -36,7 +36,8 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-fn register_font() -> Result<(), String> {
+/// Registers a TrueType font for plotters' "sans-serif" once ([`FONT_ENV`], then common paths).
+pub fn register_font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let from_env = std::env::var(FONT_ENV).ok();

@@ -13,11 +13,11 @@ use crate::model::config::Position;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
 use crate::text::Stream;
 use candle_core::{Result, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
 /// Everything `stats` reports, in the shape of its JSON output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsReport {
     /// The model's name.
     pub model: String,
@@ -36,7 +36,7 @@ pub struct StatsReport {
 }
 
 /// One head's statistics at every length.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadReport {
     /// Layer index.
     pub layer: usize,
@@ -49,7 +49,7 @@ pub struct HeadReport {
 }
 
 /// One head's statistics at one length: means over every query of every window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadPoint {
     /// Input length `L`.
     pub length: usize,
@@ -70,7 +70,7 @@ pub struct HeadPoint {
 }
 
 /// The ALiBi prior's statistics, averaged over the same queries as the head's.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PriorPoint {
     /// Tokens.
     pub mean_distance: f64,
@@ -85,7 +85,7 @@ pub struct PriorPoint {
 }
 
 /// Attention by distance for one head at one length.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DistanceProfile {
     /// Layer index.
     pub layer: usize,
@@ -98,7 +98,7 @@ pub struct DistanceProfile {
 }
 
 /// The mean attention at one distance `d` in `[from, to)`, over queries `i >= d`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DistanceBin {
     /// First distance, tokens.
     pub from: usize,
@@ -112,7 +112,7 @@ pub struct DistanceBin {
 }
 
 /// The mean loss at positions `[from, to)` of the window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PositionLoss {
     /// First position (0 = predicted from one token of context).
     pub from: usize,
