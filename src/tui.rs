@@ -4,6 +4,7 @@
 pub mod app;
 pub mod curve;
 pub mod event;
+pub mod export;
 pub mod keymap;
 pub mod messages;
 pub mod palette;
@@ -200,6 +201,7 @@ fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
                 let _ = jobs.send(job);
             }
             Effect::SetMouse(on) => set_mouse(on),
+            Effect::Export(export) => app.exported(export::write_export(Path::new("."), &export)),
             Effect::SaveSlopes(path, slopes) => match write_slopes(&path, &slopes) {
                 Ok(()) => {
                     app.message = format!(

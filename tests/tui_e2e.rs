@@ -84,7 +84,8 @@ fn tui_runs_in_tmux() {
     let (model, text) = fixture(dir.path());
     let socket = format!("alibi-e2e-{}", std::process::id());
     let cmd = format!(
-        "{} --model {} --text {} --device cpu; echo EXIT=$?; sleep 60",
+        "cd {} && {} --model {} --text {} --device cpu; echo EXIT=$?; sleep 60",
+        dir.path().display(),
         env!("CARGO_BIN_EXE_alibi-explorer"),
         model.display(),
         text.display()
@@ -149,6 +150,31 @@ fn tui_runs_in_tmux() {
             cleanup();
             panic!("view '{title}' did not show '{ready}':\n{screen}");
         }
+    }
+    // w writes the focused panel (the chart, then the attention heatmap) as SVG + PNG + JSON in
+    // the working folder, and the status bar says so.
+    for (keys, stem) in [
+        (vec!["w"], "alibi-explorer-perplexity-model-L32"),
+        (
+            vec!["Tab", "Tab", "Tab", "w"],
+            "alibi-explorer-heatmap-model-L32",
+        ),
+    ] {
+        for k in keys {
+            tmux(&socket, &["send-keys", "-t", "e2e", k]);
+        }
+        let said = format!("exported {stem}.{{svg,png,json}}");
+        let screen = wait_for(&socket, |s| s.contains(&said), 20);
+        if !screen.contains(&said) {
+            cleanup();
+            panic!("no export message for {stem}:\n{screen}");
+        }
+        let svg = std::fs::read_to_string(dir.path().join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.contains("<svg"), "{stem}.svg");
+        let png = std::fs::read(dir.path().join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+        let json = std::fs::read_to_string(dir.path().join(format!("{stem}.json"))).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&json).unwrap();
     }
     tmux(&socket, &["send-keys", "-t", "e2e", "q"]);
     let screen = wait_for(&socket, |s| s.contains("EXIT="), 10);

@@ -356,3 +356,108 @@ fn the_worker_computes_statistics_for_the_view() {
         assert!((0.0..=31.0).contains(&m.mean_distance));
     }
 }
+
+#[test]
+fn w_exports_the_focused_panel_as_svg_png_and_json() {
+    use alibi_explorer::tui::app::{Export, ExportFigure};
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = app(Position::Alibi);
+    // Nothing computed yet: a clear message, no effect.
+    assert!(a.update(Action::Export).is_empty());
+    assert!(a.error.clone().unwrap().contains("nothing to export yet"));
+    for w in 0..2 {
+        let nll: Vec<f32> = (0..256).map(|p| 3.0 + 2.0 / (1.0 + p as f32)).collect();
+        a.on_worker(WorkerMsg::Window {
+            generation: a.sweep_gen,
+            curve: 0,
+            start: w * 256,
+            nll,
+            done: w + 1,
+            total: 2,
+            refine: false,
+        });
+    }
+    let len = a.length();
+    a.on_worker(WorkerMsg::Stats {
+        generation: a.sweep_gen,
+        stats: stats(len),
+    });
+    let export = |a: &mut App| -> Export {
+        match a.update(Action::Export).into_iter().next() {
+            Some(Effect::Export(e)) => e,
+            other => panic!("no export: {other:?} {:?}", a.error),
+        }
+    };
+    let mut stems = Vec::new();
+    // The chart, the slopes, the bias, then every view of the attention panel.
+    for focus in 0..4 {
+        if focus == 3 {
+            a.update(Action::NextView);
+            for view in 0..4 {
+                if view == 3 {
+                    // The heatmap: after the worker's map arrives.
+                    let n = a.attention_len();
+                    a.on_worker(WorkerMsg::Attention {
+                        generation: a.attn_gen,
+                        map: alibi_explorer::tui::worker::AttentionMap {
+                            len: n,
+                            layer: 0,
+                            head: 0,
+                            probs: (0..n * n)
+                                .map(|k| {
+                                    if k % n <= k / n {
+                                        1.0 / (k / n + 1) as f32
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect(),
+                        },
+                    });
+                }
+                let e = export(&mut a);
+                stems.push(e.stem.clone());
+                let files = alibi_explorer::tui::export::write_export(dir.path(), &e).unwrap();
+                check_files(&files);
+                a.update(Action::NextView);
+            }
+        } else {
+            let e = export(&mut a);
+            if focus == 2 {
+                assert!(matches!(e.figure, ExportFigure::Map(_)));
+            }
+            stems.push(e.stem.clone());
+            let files = alibi_explorer::tui::export::write_export(dir.path(), &e).unwrap();
+            check_files(&files);
+        }
+        a.update(Action::Focus(true));
+    }
+    let want: Vec<String> = [
+        "perplexity",
+        "slopes",
+        "bias",
+        "distance",
+        "heads",
+        "loss-by-position",
+        "heatmap",
+    ]
+    .iter()
+    .map(|p| format!("alibi-explorer-{p}-tiny-L{len}"))
+    .collect();
+    assert_eq!(stems, want);
+    a.exported(Ok(vec![dir.path().join("x.svg")]));
+    assert!(a.message.contains("exported"));
+}
+
+fn check_files(files: &[std::path::PathBuf]) {
+    assert_eq!(files.len(), 3);
+    let svg = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "not an SVG"
+    );
+    let png = std::fs::read(&files[1]).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let _: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[2]).unwrap()).unwrap();
+}

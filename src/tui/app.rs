@@ -13,7 +13,10 @@ use crate::model::Position;
 use crate::text::Stream;
 use std::path::PathBuf;
 
+mod export;
 mod stats;
+
+pub use super::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
 /// Attention maps are computed for at most this many tokens (memory and draw time stay bounded).
 pub const MAX_ATTENTION_LEN: usize = 2048;
 /// The deepest heatmap zoom (1 = whole map).
@@ -55,6 +58,9 @@ pub enum Effect {
     LoadSlopes(PathBuf),
     /// Turn mouse capture on or off.
     SetMouse(bool),
+    /// Write the focused panel as SVG, PNG and JSON; the result comes back through
+    /// [`App::exported`].
+    Export(Export),
 }
 
 /// Everything the screen shows.
@@ -433,6 +439,15 @@ impl App {
             }
             Action::ToggleMetric => self.metric = self.metric.toggled(),
             Action::NextView => self.view = self.view.next(),
+            Action::Export => {
+                return match self.export() {
+                    Ok(fx) => vec![fx],
+                    Err(e) => {
+                        self.error = Some(format!("export: {e}"));
+                        Vec::new()
+                    }
+                };
+            }
             Action::NextStat => self.stat = self.stat.next(),
             Action::TogglePriorDiff => self.stat_minus_prior = !self.stat_minus_prior,
             Action::ToggleMouse => {

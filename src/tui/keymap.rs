@@ -49,6 +49,8 @@ pub enum Action {
     LengthEnd(bool),
     /// Cycle the attention panel's view (heatmap, distance, heads, loss by position).
     NextView,
+    /// Write the focused panel as SVG, PNG and JSON.
+    Export,
     /// Cycle the statistic of the head grid.
     NextStat,
     /// Show statistic minus prior (or the statistic).
@@ -159,6 +161,7 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
         KeyCode::Char('m') => Action::ToggleMouse,
         KeyCode::Char('y') => Action::ToggleMetric,
         KeyCode::Char('v') => Action::NextView,
+        KeyCode::Char('w') => Action::Export,
         KeyCode::Char('s') => Action::NextStat,
         KeyCode::Char('d') => Action::TogglePriorDiff,
         _ => return None,
