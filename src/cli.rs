@@ -5,13 +5,15 @@
 //! module but `main`: the settings types live with the commands that run them.
 //!
 //! - [`common`]: the model and input arguments several commands share.
-//! - [`inspect`]: `slopes` and `inspect`.
+//! - [`inspect`]: the `slopes` table and `inspect`.
+//! - [`slopes`]: `slopes` with its subcommands `check` and `fit`.
 //! - [`eval`]: `eval`, `plot`, `bench`.
 //! - [`train`]: `tokenizer train`, `train`.
 
 pub mod common;
 pub mod eval;
 pub mod inspect;
+pub mod slopes;
 pub mod train;
 
 use crate::model::device::{DeviceSpec, parse_dtype};
@@ -19,7 +21,8 @@ use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{Result, eyre};
 use common::parse_device;
 use eval::{BenchArgs, EvalArgs, PlotArgs};
-use inspect::{InspectArgs, SlopesArgs};
+use inspect::InspectArgs;
+use slopes::SlopesArgs;
 use std::path::PathBuf;
 use train::{TokenizerArgs, TrainArgs};
 
@@ -72,7 +75,8 @@ pub struct TuiArgs {
 /// The headless commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print ALiBi slopes and per-head reach for a head count (no model needed).
+    /// Print ALiBi slopes and per-head reach for a head count (no model needed); `check` a slope
+    /// list against the known formulas and faults; `fit` slopes to a frozen model.
     Slopes(SlopesArgs),
     /// Describe a model: architecture, sizes, position scheme, slopes with reach.
     Inspect(InspectArgs),
@@ -94,7 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         crate::tui::inject_fault()?;
     }
     match cli.command {
-        Some(Command::Slopes(a)) => inspect::slopes(&a),
+        Some(Command::Slopes(a)) => slopes::run(&a),
         Some(Command::Inspect(a)) => inspect::inspect(&a),
         Some(Command::Tokenizer(a)) => train::tokenizer(a),
         Some(Command::Train(a)) => train::train(&a),
