@@ -4,14 +4,18 @@
 //! doing any work (ripgrep splits "parse" from "resolve" the same way). Nothing imports this
 //! module but `main`: the settings types live with the commands that run them.
 //!
+//! - [`ablate`]: the `ablate` command (per-head sensitivity).
 //! - [`common`]: the model and input arguments several commands share.
 //! - [`inspect`]: the `slopes` table and `inspect`.
 //! - [`slopes`]: `slopes` with its subcommands `check` and `fit`.
 //! - [`eval`]: `eval`, `plot`, `bench`.
+//! - [`fit`]: `slopes fit`.
 //! - [`train`]: `tokenizer train`, `train`.
 
+pub mod ablate;
 pub mod common;
 pub mod eval;
+pub mod fit;
 pub mod inspect;
 pub mod slopes;
 pub mod train;
@@ -82,6 +86,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Perplexity versus input length under the paper's protocols (or the one-pass sweep).
     Eval(Box<EvalArgs>),
+    /// Per-head sensitivity: the change in perplexity when each head's slope is set to 0, halved
+    /// or doubled, or (--knockout) each (layer, head)'s output zeroed.
+    Ablate(Box<ablate::AblateArgs>),
     /// Draw several `eval --json` results into one perplexity-vs-length figure.
     Plot(PlotArgs),
     /// Measure forward speed, sweep vs non-overlapping windows, long-input memory and TUI frame time.
@@ -103,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Tokenizer(a)) => train::tokenizer(a),
         Some(Command::Train(a)) => train::train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a.settings()?),
+        Some(Command::Ablate(a)) => crate::eval::ablate::command(&a.settings()?),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a.settings()),
         Some(Command::Bench(a)) => crate::bench::run(&a.settings()?),
         None => {

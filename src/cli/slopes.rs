@@ -36,6 +36,8 @@ pub enum SlopesCommand {
     /// Compare a slope list with the known formulas (paper/BLOOM, MPT) and name the fault it
     /// shows; exit 0 on a match, 1 otherwise, 2 on bad input.
     Check(CheckArgs),
+    /// Fit the slopes of a frozen ALiBi model by gradient descent (weights unchanged).
+    Fit(Box<super::fit::FitArgs>),
 }
 
 /// Arguments of `slopes check`.
@@ -68,6 +70,7 @@ pub fn run(a: &SlopesArgs) -> Result<()> {
     match &a.command {
         None => table(&a.table),
         Some(SlopesCommand::Check(c)) => run_check(c),
+        Some(SlopesCommand::Fit(f)) => crate::train::fit::run(&f.settings()?),
     }
 }
 
