@@ -84,6 +84,19 @@ fn fit_lowers_the_fitting_loss_and_round_trips() {
         .map(|p| p["length"].as_u64().unwrap())
         .collect();
     assert_eq!(lengths, [16, 32]);
+    for (b, a) in doc["heldout_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(doc["heldout_after"].as_array().unwrap())
+    {
+        let d = a["ppl"].as_f64().unwrap() - b["ppl"].as_f64().unwrap();
+        assert!(
+            (a["delta_ppl"].as_f64().unwrap() - d).abs() < 1e-9,
+            "{a} {b}"
+        );
+        assert!(a["delta_stderr"].as_f64().unwrap() >= 0.0);
+    }
     // The file loads with `eval --slopes` and evaluates with exactly those slopes.
     let e = dir.path().join("e.json");
     let o = run(&[

@@ -10,6 +10,7 @@
 
 use super::batch_offsets;
 use super::optim::{AdamW, AdamWConfig, lr_at};
+use crate::eval::ablate::{delta, token_losses};
 use crate::eval::output::AtomicFile;
 use crate::eval::{Control, Point, Protocol, evaluate};
 use crate::model::Position;
@@ -288,11 +289,42 @@ pub fn run(s: &FitSettings) -> Result<()> {
         eprint!("\r\x1b[K");
     }
     let f = result?;
-    let before = measure(model, &held, &report_lengths, &f.before)?;
-    let after = measure(model, &held, &report_lengths, &f.after)?;
-    let pts = |p: &[Point]| {
-        p.iter()
-            .map(|p| serde_json::json!({"length": p.length, "tokens": p.tokens, "ppl": p.ppl, "ppl_stderr": p.ppl_stderr}))
+    // Before and after on the same held-out tokens: the change's s.e. is the paired one.
+    let mut heldout = Vec::with_capacity(report_lengths.len());
+    for &len in &report_lengths {
+        let losses = |slopes: &[f64]| -> Result<Vec<f32>> {
+            let opts = ForwardOptions {
+                slopes: Some(slopes_tensor(slopes, model.device())?),
+                ..Default::default()
+            };
+            let batch = (crate::eval::BATCH_TOKENS / len).max(1);
+            Ok(token_losses(
+                model,
+                &held,
+                len,
+                batch,
+                &opts,
+                &Control::default(),
+            )?)
+        };
+        let base = losses(&f.before)?;
+        heldout.push((
+            delta(len, &base, &base),
+            delta(len, &base, &losses(&f.after)?),
+        ));
+    }
+    let pts = |after: bool| {
+        heldout
+            .iter()
+            .map(|(b, a)| {
+                let d = if after { a } else { b };
+                let mut v = serde_json::json!({"length": d.length, "tokens": d.tokens, "ppl": d.ppl, "ppl_stderr": d.ppl_stderr});
+                if after {
+                    v["delta_ppl"] = d.delta_ppl.into();
+                    v["delta_stderr"] = d.delta_stderr.into();
+                }
+                v
+            })
             .collect::<Vec<_>>()
     };
     let doc = serde_json::json!({
@@ -309,8 +341,8 @@ pub fn run(s: &FitSettings) -> Result<()> {
         "lr": s.lr,
         "fit_nll_before": f.fit_nll.0,
         "fit_nll_after": f.fit_nll.1,
-        "heldout_before": pts(&before),
-        "heldout_after": pts(&after),
+        "heldout_before": pts(false),
+        "heldout_after": pts(true),
     });
     serde_json::to_writer_pretty(file.writer(), &doc)?;
     writeln!(file.writer())?;
@@ -333,10 +365,10 @@ pub fn run(s: &FitSettings) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:>8}  {:>20}  {:>20}  (held-out perplexity)",
-        "length", "before", "after"
+        "{:>8}  {:>20}  {:>20}  {:>18}  (held-out perplexity; change ± paired s.e.)",
+        "length", "before", "after", "change"
     )?;
-    for (b, a) in before.iter().zip(&after) {
+    for (b, a) in &heldout {
         let mark = if b.length == cfg.train_len {
             "  ← train_len"
         } else {
@@ -344,10 +376,11 @@ pub fn run(s: &FitSettings) -> Result<()> {
         };
         writeln!(
             out,
-            "{:>8}  {:>20}  {:>20}{mark}",
+            "{:>8}  {:>20}  {:>20}  {:>18}{mark}",
             b.length,
             format!("{:.3} ± {:.3}", b.ppl, b.ppl_stderr),
-            format!("{:.3} ± {:.3}", a.ppl, a.ppl_stderr)
+            format!("{:.3} ± {:.3}", a.ppl, a.ppl_stderr),
+            format!("{:+.3} ± {:.3}", a.delta_ppl, a.delta_stderr)
         )?;
     }
     writeln!(
