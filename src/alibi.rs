@@ -4,7 +4,8 @@
 //! `get_slopes` in `ofirpress/attention_with_linear_biases`; BLOOM's `build_alibi_tensor` and MPT's
 //! `gen_slopes` are reproduced as separate functions so the tests can check them against each other.
 //! Pure functions of numbers: no candle, no terminal. [`prior`] holds the statistics of the bias
-//! alone (the attention a head would pay with no content), which attention statistics compare to.
+//! alone (the attention a head would pay with no content), which attention statistics compare to;
+//! [`check`] names the formula a slope list follows, or the known fault it shows.
 
 pub mod prior;
 
@@ -13,6 +14,7 @@ pub use prior::{
     prior_query,
 };
 
+pub mod check;
 pub mod file;
 
 use std::fmt;

@@ -4,15 +4,21 @@
 //! doing any work (ripgrep splits "parse" from "resolve" the same way). Nothing imports this
 //! module but `main`: the settings types live with the commands that run them.
 //!
+//! - [`ablate`]: the `ablate` command (per-head sensitivity).
 //! - [`common`]: the model and input arguments several commands share.
-//! - [`inspect`]: `slopes` and `inspect`.
+//! - [`inspect`]: the `slopes` table and `inspect`.
+//! - [`slopes`]: `slopes` with its subcommands `check` and `fit`.
 //! - [`eval`]: `eval`, `plot`, `bench`.
 //! - [`stats`]: `stats`, `attention`.
+//! - [`fit`]: `slopes fit`.
 //! - [`train`]: `tokenizer train`, `train`.
 
+pub mod ablate;
 pub mod common;
 pub mod eval;
+pub mod fit;
 pub mod inspect;
+pub mod slopes;
 pub mod stats;
 pub mod train;
 
@@ -21,7 +27,8 @@ use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{Result, eyre};
 use common::parse_device;
 use eval::{BenchArgs, EvalArgs, PlotArgs};
-use inspect::{InspectArgs, SlopesArgs};
+use inspect::InspectArgs;
+use slopes::SlopesArgs;
 use stats::{AttentionArgs, StatsArgs};
 use std::path::PathBuf;
 use train::{TokenizerArgs, TrainArgs};
@@ -75,12 +82,16 @@ pub struct TuiArgs {
 /// The headless commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print ALiBi slopes and per-head reach for a head count (no model needed).
+    /// Print ALiBi slopes and per-head reach for a head count (no model needed); `check` a slope
+    /// list against the known formulas and faults; `fit` slopes to a frozen model.
     Slopes(SlopesArgs),
     /// Describe a model: architecture, sizes, position scheme, slopes with reach.
     Inspect(InspectArgs),
     /// Perplexity versus input length under the paper's protocols (or the one-pass sweep).
     Eval(Box<EvalArgs>),
+    /// Per-head sensitivity: the change in perplexity when each head's slope is set to 0, halved
+    /// or doubled, or (--knockout) each (layer, head)'s output zeroed.
+    Ablate(Box<ablate::AblateArgs>),
     /// Draw several `eval --json` results into one perplexity-vs-length figure.
     Plot(PlotArgs),
     /// Attention statistics of every head vs input length, with the ALiBi prior (bias alone).
@@ -101,11 +112,12 @@ pub fn run(cli: Cli) -> Result<()> {
         crate::tui::inject_fault()?;
     }
     match cli.command {
-        Some(Command::Slopes(a)) => inspect::slopes(&a),
+        Some(Command::Slopes(a)) => slopes::run(&a),
         Some(Command::Inspect(a)) => inspect::inspect(&a),
         Some(Command::Tokenizer(a)) => train::tokenizer(a),
         Some(Command::Train(a)) => train::train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a.settings()?),
+        Some(Command::Ablate(a)) => crate::eval::ablate::command(&a.settings()?),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a.settings()),
         Some(Command::Stats(a)) => crate::eval::stats_command::stats(&a.settings()?),
         Some(Command::Attention(a)) => crate::eval::stats_command::attention(&a.settings()?),

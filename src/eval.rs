@@ -5,6 +5,7 @@
 //! A window of `L` input tokens starting at `t` predicts tokens `t+1..=t+L`; position `p` of the
 //! window is the prediction made with `p+1` tokens of context (as in Press et al.'s code).
 
+pub mod ablate;
 pub mod command;
 pub mod figures;
 pub mod output;
@@ -198,6 +199,23 @@ pub fn window_losses(
     len: usize,
     slopes: Option<&Tensor>,
     ctl: &Control,
+    each: impl FnMut(usize, Vec<f32>),
+) -> Result<()> {
+    let opts = ForwardOptions {
+        slopes: slopes.cloned(),
+        ..Default::default()
+    };
+    window_losses_with(model, stream, starts, len, &opts, ctl, each)
+}
+
+/// [`window_losses`] with any forward options (slopes, knocked-out heads).
+pub fn window_losses_with(
+    model: &Transformer,
+    stream: &Stream,
+    starts: &[usize],
+    len: usize,
+    opts: &ForwardOptions,
+    ctl: &Control,
     mut each: impl FnMut(usize, Vec<f32>),
 ) -> Result<()> {
     let batch = ctl.batch.unwrap_or(BATCH_TOKENS / len.max(1)).max(1);
@@ -215,11 +233,7 @@ pub fn window_losses(
         }
         let x = Tensor::from_vec(x, (chunk.len(), len), dev)?;
         let y = Tensor::from_vec(y, (chunk.len(), len), dev)?;
-        let opts = ForwardOptions {
-            slopes: slopes.cloned(),
-            ..Default::default()
-        };
-        let out = model.forward_hidden(&x, &opts)?;
+        let out = model.forward_hidden(&x, opts)?;
         let nll = model.nll(&out.hidden, &y)?.to_vec2::<f32>()?;
         for (row, &s) in nll.into_iter().zip(chunk) {
             each(s, row);

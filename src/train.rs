@@ -1,9 +1,10 @@
 //! Training our own models: tokenizer training, corpus loading, the optimiser loop with
 //! validation, checkpoints that resume exactly, and the final checkpoint folder plus a
-//! `TRAINING.md` record of how it was made.
+//! `TRAINING.md` record of how it was made; [`fit`] fits only the slopes of a frozen model.
 
 pub mod checkpoint;
 pub mod corpus;
+pub mod fit;
 pub mod optim;
 pub mod settings;
 pub mod tokenizer;

@@ -22,6 +22,9 @@ fn every_command_is_documented() {
     let r = readme();
     for cmd in [
         "slopes",
+        "slopes check",
+        "slopes fit",
+        "ablate",
         "inspect",
         "eval",
         "plot",

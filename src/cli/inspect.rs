@@ -1,20 +1,21 @@
-//! `slopes` (ALiBi slopes and reach for a head count) and `inspect` (what a model is).
+//! `slopes` without a subcommand (ALiBi slopes and reach for a head count) and `inspect` (what a
+//! model is).
 
 use super::common::{ModelArgs, fmt_reach, reach_json};
 use crate::alibi::{self, Preset, SlopeSpec};
 use crate::model::device::{device_name, dtype_name};
 use crate::model::{Position, init};
 use clap::Args;
-use color_eyre::eyre::Result;
+use color_eyre::eyre::{Result, eyre};
 use serde_json::json;
 use std::io::Write;
 
-/// Arguments of `slopes`.
+/// Arguments of `slopes` without a subcommand: the slope table for a head count.
 #[derive(Debug, Args)]
-pub struct SlopesArgs {
+pub struct SlopesTableArgs {
     /// Number of attention heads.
-    #[arg(long)]
-    pub heads: usize,
+    #[arg(long, required = true)]
+    pub heads: Option<usize>,
     /// geometric | equal | linear | reversed | zero.
     #[arg(long, default_value = "geometric")]
     pub preset: Preset,
@@ -40,19 +41,22 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Runs `slopes`.
-pub fn slopes(a: &SlopesArgs) -> Result<()> {
+/// Runs `slopes` (the table).
+pub fn slopes(a: &SlopesTableArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let spec = SlopeSpec {
         preset: a.preset,
         max_bias: a.max_bias,
         scale: a.scale,
     };
-    let slopes = spec.slopes(a.heads)?;
+    let heads = a
+        .heads
+        .ok_or_else(|| eyre!("slopes needs --heads N (or a subcommand: check, fit)"))?;
+    let slopes = spec.slopes(heads)?;
     let reach: Vec<f64> = slopes.iter().map(|&m| alibi::reach(m)).collect();
     if a.json {
         let doc = json!({
-            "heads": a.heads,
+            "heads": heads,
             "preset": a.preset.name(),
             "slopes": slopes,
             "reach": reach.iter().map(|&r| reach_json(r)).collect::<Vec<_>>(),
@@ -62,7 +66,7 @@ pub fn slopes(a: &SlopesArgs) -> Result<()> {
         writeln!(
             out,
             "{}, preset {}, max bias {}, scale {}",
-            crate::text::count(a.heads, "head"),
+            crate::text::count(heads, "head"),
             a.preset,
             a.max_bias,
             a.scale

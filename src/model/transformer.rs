@@ -74,6 +74,9 @@ pub struct ForwardOptions {
     /// Accumulate attention statistics of every (layer, head) (see [`AttentionStats`]) while
     /// attending, one query block at a time.
     pub stats: bool,
+    /// `(layer, head)` pairs whose attention output is zeroed before the output projection
+    /// (knock-out ablation).
+    pub knockout: Vec<(usize, usize)>,
 }
 
 /// Attention probabilities of one head, `(batch, len, len)` f32, rows = queries.
@@ -99,6 +102,8 @@ pub struct ForwardOutput {
 }
 
 struct Ctx<'a> {
+    /// `(1, heads, 1, 1)` multipliers for this layer's head outputs (0 = knocked out).
+    head_mask: Option<Tensor>,
     train: bool,
     query_block: Option<usize>,
     slopes: Option<&'a Tensor>,
@@ -186,6 +191,10 @@ impl Attention {
             self.full_attention(&q, &k, &v, ctx, stats)?
         } else {
             self.blocked_attention(&q, &k, &v, ctx, capture, stats)?
+        };
+        let y = match &ctx.head_mask {
+            Some(mask) => y.broadcast_mul(&mask.to_dtype(y.dtype())?)?,
+            None => y,
         };
         // (b, heads, t, head_dim) -> (b, t, d)
         let y = y.transpose(1, 2)?.reshape((b, t, d))?;
@@ -443,6 +452,7 @@ impl Transformer {
         let rotary;
         let slopes;
         let mut ctx = Ctx {
+            head_mask: None,
             train: opts.train,
             query_block: opts.query_block,
             slopes: None,
@@ -481,6 +491,7 @@ impl Transformer {
                 .map(|(_, h)| *h)
                 .collect();
             let layer_stats = stats.as_mut().map(|s| s.layer_mut(layer));
+            ctx.head_mask = self.head_mask(&opts.knockout, layer)?;
             let (y, probs) = block.forward(&x, &ctx, &heads, layer_stats)?;
             x = y;
             captured.extend(heads.into_iter().zip(probs).map(|(head, probs)| Captured {
@@ -501,6 +512,27 @@ impl Transformer {
             captured: ordered,
             stats,
         })
+    }
+
+    /// The `(1, heads, 1, 1)` mask that zeroes the knocked-out heads of `layer`, if any.
+    fn head_mask(&self, knockout: &[(usize, usize)], layer: usize) -> Result<Option<Tensor>> {
+        if !knockout.iter().any(|&(l, _)| l == layer) {
+            return Ok(None);
+        }
+        let mask: Vec<f32> = (0..self.cfg.n_heads)
+            .map(|h| {
+                if knockout.contains(&(layer, h)) {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Ok(Some(Tensor::from_vec(
+            mask,
+            (1, self.cfg.n_heads, 1, 1),
+            &self.device,
+        )?))
     }
 
     /// Logits `(batch, len, vocab)` in f32 for hidden states from [`Self::forward_hidden`].

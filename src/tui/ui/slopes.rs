@@ -1,12 +1,40 @@
-//! The slope editor: each head's slope and reach, the selected head, and the editing keys.
+//! The slope editor: each head's slope and reach, the selected head, `slopes check`'s verdict on
+//! the current slopes, and the editing keys.
 
 use super::super::app::App;
 use super::common::{fmt_reach, panel};
+use crate::alibi::check::{CheckOptions, Verdict, check, infer_max_bias};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget};
+
+/// `slopes check`'s verdict on the current slopes, against the paper's formula and, for a model
+/// whose own slopes are the geometric sequence of another maximum bias (MPT's
+/// `alibi_bias_max`), that one too.
+fn verdict_line(app: &App) -> Line<'static> {
+    let mpt_bias_max = app.info.slopes.as_deref().and_then(infer_max_bias);
+    let verdict = check(
+        &app.slopes,
+        &CheckOptions {
+            heads: Some(app.info.n_heads),
+            mpt_bias_max,
+        },
+    );
+    let (mark, colour) = match verdict {
+        Verdict::Match(_) => ("✓", Color::Green),
+        Verdict::Unknown => ("?", Color::Yellow),
+        Verdict::Fault(_) => ("✗", Color::LightRed),
+    };
+    Line::from(vec![
+        Span::styled("check ", Style::new().dark_gray()),
+        Span::styled(
+            format!("{mark} {}", verdict.short()),
+            Style::new().fg(colour),
+        ),
+    ])
+}
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let block = panel(format!(" Slopes · {} ", app.slopes_label), focused);
@@ -34,7 +62,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         ),
         Span::styled("slope (relative)", Style::new().dark_gray()),
     ])];
-    let rows = inner.height.saturating_sub(3) as usize;
+    let rows = inner.height.saturating_sub(4) as usize;
     let first = app.head.saturating_sub(rows.saturating_sub(1));
     for (h, (&m, &r)) in app
         .slopes
@@ -71,6 +99,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     while lines.len() < rows + 1 {
         lines.push(Line::from(""));
     }
+    lines.push(verdict_line(app));
     lines.push(
         Line::from("reach = ln(100)/slope: tokens until the bias cuts attention 100x").dark_gray(),
     );

@@ -1,0 +1,77 @@
+//! Arguments of `slopes fit`, resolved into [`FitSettings`].
+
+use super::common::{ModelArgs, input};
+use crate::eval::parse_lengths;
+use crate::train::fit::FitSettings;
+use clap::Args;
+use color_eyre::eyre::{Result, bail, eyre};
+use std::path::PathBuf;
+
+/// Arguments of `slopes fit`.
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// The model (ALiBi); its weights stay frozen.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Fit on this UTF-8 text file, or every .txt file of a folder (minus the held-out tail).
+    #[arg(
+        long,
+        conflicts_with = "token_ids",
+        required_unless_present = "token_ids"
+    )]
+    pub text: Option<PathBuf>,
+    /// Whitespace-separated integer token ids instead of a text.
+    #[arg(long)]
+    pub token_ids: Option<PathBuf>,
+    /// The fitting length: the loss is the mean NLL of windows of this many tokens.
+    #[arg(long, conflicts_with = "lengths", required_unless_present = "lengths")]
+    pub length: Option<usize>,
+    /// Several fitting lengths (a list or a doubling range): the loss is the mean over them.
+    #[arg(long)]
+    pub lengths: Option<String>,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Peak learning rate of Adam on log(slope) (cosine decay to 10%).
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Fraction of the tokens (the tail) held out for the before/after perplexity.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout: f64,
+    /// Windows per step and length [default: 2048 tokens' worth, at least 1].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of the window offsets.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Use only the first N tokens of the input.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// The slopes file to write (loads with `eval --slopes` and the TUI's L).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+impl FitArgs {
+    /// Parses the lengths.
+    pub fn settings(&self) -> Result<FitSettings> {
+        let lengths = match (&self.length, &self.lengths) {
+            (Some(0), _) => bail!("--length must be at least 1"),
+            (Some(l), _) => vec![*l],
+            (None, Some(spec)) => parse_lengths(spec).map_err(|e| eyre!(e))?,
+            (None, None) => bail!("give --length L or --lengths L1,L2,.."),
+        };
+        Ok(FitSettings {
+            model: self.model.source(),
+            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            lengths,
+            steps: self.steps,
+            lr: self.lr,
+            holdout: self.holdout,
+            batch: self.batch,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            out: self.out.clone(),
+        })
+    }
+}
