@@ -142,6 +142,7 @@ fn tui_runs_in_tmux() {
         ("v", "Head statistics", "windows of 32"),
         ("s", "90% mass distance", "windows of 32"),
         ("v", "Loss by position", "nats/token"),
+        ("v", "Slope sensitivity", "runs"),
         ("v", "Attention · layer 0 head 0", "per block"),
     ] {
         tmux(&socket, &["send-keys", "-t", "e2e", key]);

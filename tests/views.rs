@@ -125,6 +125,7 @@ fn keys_switch_views_statistics_and_the_prior_difference() {
         AttnView::Distance,
         AttnView::Heads,
         AttnView::PositionLoss,
+        AttnView::Sensitivity,
         AttnView::Heatmap,
     ] {
         a.update(Action::NextView);
@@ -393,8 +394,29 @@ fn w_exports_the_focused_panel_as_svg_png_and_json() {
     for focus in 0..4 {
         if focus == 3 {
             a.update(Action::NextView);
-            for view in 0..4 {
-                if view == 3 {
+            for _ in 0..5 {
+                if a.view == AttnView::Sensitivity {
+                    let g = a.sensitivity.generation;
+                    let lens = a.sensitivity.lengths.clone();
+                    let d = |length: usize| alibi_explorer::eval::ablate::Delta {
+                        length,
+                        tokens: 10,
+                        ppl: 5.0,
+                        ppl_stderr: 0.1,
+                        delta_ppl: 0.5,
+                        delta_stderr: 0.1,
+                    };
+                    for head in [None, Some(0)] {
+                        a.on_worker(WorkerMsg::Sensitivity {
+                            generation: g,
+                            head,
+                            variant: 0,
+                            deltas: lens.iter().map(|&l| d(l)).collect(),
+                            progress: (1, 12),
+                        });
+                    }
+                }
+                if a.view == AttnView::Heatmap {
                     // The heatmap: after the worker's map arrives.
                     let n = a.attention_len();
                     a.on_worker(WorkerMsg::Attention {
@@ -439,6 +461,7 @@ fn w_exports_the_focused_panel_as_svg_png_and_json() {
         "distance",
         "heads",
         "loss-by-position",
+        "sensitivity",
         "heatmap",
     ]
     .iter()
@@ -460,4 +483,140 @@ fn check_files(files: &[std::path::PathBuf]) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let _: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&files[2]).unwrap()).unwrap();
+}
+
+#[test]
+fn the_sensitivity_view_requests_one_job_and_shows_each_run() {
+    use alibi_explorer::eval::ablate::Delta;
+    let mut a = app(Position::Alibi);
+    a.truecolor = true;
+    let mut fx = Vec::new();
+    for _ in 0..4 {
+        fx = a.update(Action::NextView);
+    }
+    assert_eq!(a.view, AttnView::Sensitivity);
+    let job = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Job(Job::Sensitivity(j)) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("a sensitivity job");
+    assert_eq!(job.lengths, a.sensitivity_lengths());
+    assert_eq!(job.slopes, a.slopes);
+    // Asked once for the same slopes and lengths; again (newer) after a slope edit.
+    assert!(
+        !a.update(Action::ToggleHelp)
+            .iter()
+            .any(|e| matches!(e, Effect::Job(Job::Sensitivity(_))))
+    );
+    a.update(Action::ToggleHelp);
+    let (s, _) = screen(&a);
+    assert!(s.contains("computing the baseline"), "{s}");
+    let d = |length: usize, delta_ppl: f64| Delta {
+        length,
+        tokens: 100,
+        ppl: 50.0 + delta_ppl,
+        ppl_stderr: 1.0,
+        delta_ppl,
+        delta_stderr: 0.5,
+    };
+    let gen_ = job.generation;
+    let lens = job.lengths.clone();
+    a.on_worker(WorkerMsg::Sensitivity {
+        generation: gen_,
+        head: None,
+        variant: 0,
+        deltas: lens.iter().map(|&l| d(l, 0.0)).collect(),
+        progress: (0, 12),
+    });
+    a.on_worker(WorkerMsg::Sensitivity {
+        generation: gen_,
+        head: Some(0),
+        variant: 0,
+        deltas: lens.iter().map(|&l| d(l, 12.5)).collect(),
+        progress: (1, 12),
+    });
+    // A stale message (older generation) is dropped.
+    a.on_worker(WorkerMsg::Sensitivity {
+        generation: gen_ - 1,
+        head: Some(1),
+        variant: 2,
+        deltas: lens.iter().map(|&l| d(l, -3.0)).collect(),
+        progress: (2, 12),
+    });
+    let (s, buf) = screen(&a);
+    assert!(s.contains("Slope sensitivity"), "{s}");
+    assert!(s.contains("+12.5±0.50"), "{s}");
+    assert!(s.contains("1/12 runs"), "{s}");
+    assert!(!s.contains("-3.0"), "a stale run was shown:\n{s}");
+    // The worst cell is the red end of the diverging map.
+    let red = palette::diverging(1.0, true);
+    assert!(attention_cells(&buf, |c| c.bg == red) > 0, "{s}");
+    let fx = a.update(Action::ScaleAll(2.0));
+    let newer = fx.iter().find_map(|e| match e {
+        Effect::Job(Job::Sensitivity(j)) => Some(j.generation),
+        _ => None,
+    });
+    assert_eq!(newer, Some(gen_ + 1));
+}
+
+#[test]
+fn the_worker_streams_the_sensitivity_runs() {
+    use alibi_explorer::model::config::Config;
+    use alibi_explorer::model::device::ChosenDevice;
+    use alibi_explorer::model::init::random_model;
+    use alibi_explorer::model::load::LoadedModel;
+    use alibi_explorer::tui::event::Event;
+    use alibi_explorer::tui::worker::{ModelSlot, SensitivityJob, spawn};
+    let cfg = Config::ours(50, 16, 1, 2, 32, Position::Alibi, 16);
+    let model = random_model(&cfg, 3, &candle_core::Device::Cpu).unwrap();
+    let slot = ModelSlot {
+        loaded: LoadedModel {
+            model,
+            tokenizer: None,
+            folder: "x".into(),
+            name: "tiny".into(),
+            device: ChosenDevice {
+                device: candle_core::Device::Cpu,
+                note: "test".into(),
+            },
+        },
+        stream: Stream {
+            ids: (0..200u32).map(|i| (i * 7) % 50).collect(),
+            bytes: None,
+        },
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let jobs = spawn(vec![slot], tx);
+    jobs.send(Job::Sensitivity(Box::new(SensitivityJob {
+        generation: 1,
+        slopes: vec![0.5, 0.25],
+        lengths: vec![16, 32],
+        done: 0,
+        baseline: None,
+    })))
+    .unwrap();
+    let mut runs = Vec::new();
+    while runs.len() < 7 {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+            Event::Worker(WorkerMsg::Sensitivity {
+                head,
+                variant,
+                deltas,
+                progress,
+                ..
+            }) => runs.push((head, variant, deltas, progress)),
+            Event::Worker(WorkerMsg::Error { msg, .. }) => panic!("{msg}"),
+            _ => {}
+        }
+    }
+    // The baseline first (deltas of 0), then 2 heads x 3 variants.
+    assert_eq!(runs[0].0, None);
+    assert!(runs[0].2.iter().all(|d| d.delta_ppl == 0.0));
+    assert_eq!(runs[6].3, (6, 6));
+    // Halving head 1 (0.25 -> 0.125) is a real change, at both lengths.
+    let half_h1 = runs.iter().find(|r| r.0 == Some(1) && r.1 == 1).unwrap();
+    assert_eq!(half_h1.2.len(), 2);
+    assert!(half_h1.2.iter().all(|d| d.delta_ppl != 0.0 && d.tokens > 0));
 }

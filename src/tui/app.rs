@@ -4,7 +4,7 @@
 
 pub use super::curve::{Curve, MIN_LENGTH, chart_x_bounds, length_grid};
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
-use super::views::{AttnView, Stat, StatsCache};
+use super::views::{AttnView, SensitivityState, Stat, StatsCache};
 pub use super::views::{Metric, Rule};
 use super::worker::{AttentionMap, Job, WorkerMsg};
 use crate::alibi::{self, Preset, SlopeSpec};
@@ -116,6 +116,8 @@ pub struct App {
     pub stat_minus_prior: bool,
     /// Attention statistics of the current slopes, by length.
     pub stats: StatsCache,
+    /// The sensitivity view's results.
+    pub sensitivity: SensitivityState,
     /// Focused panel.
     pub focus: Focus,
     /// Help overlay open.
@@ -182,6 +184,7 @@ impl App {
             stat: Stat::MeanDistance,
             stat_minus_prior: false,
             stats: StatsCache::default(),
+            sensitivity: SensitivityState::default(),
             focus: Focus::Chart,
             help: false,
             mouse: true,
@@ -579,6 +582,16 @@ impl App {
                 self.stats.insert(generation, stats);
             }
             WorkerMsg::Stats { .. } => {}
+            WorkerMsg::Sensitivity {
+                generation,
+                head,
+                variant,
+                deltas,
+                progress,
+            } => {
+                self.sensitivity
+                    .receive(generation, head, variant, deltas, progress);
+            }
             WorkerMsg::Error { msg, .. } => self.error = Some(msg),
         }
     }

@@ -203,7 +203,7 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("e / Enter", "enlarge the selected head's bias matrix"),
     (
         "v",
-        "attention panel view: heatmap, attention by distance, head statistics, loss by position",
+        "attention panel view: heatmap, attention by distance, head statistics, loss by position, slope sensitivity",
     ),
     (
         "s",

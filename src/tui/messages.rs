@@ -47,6 +47,8 @@ pub enum Job {
         /// Slopes (None = the model's own).
         slopes: Option<Vec<f64>>,
     },
+    /// Per-head slope sensitivity (the sensitivity view).
+    Sensitivity(Box<SensitivityJob>),
     /// Attention statistics of every (layer, head) of the main model at one length.
     Stats {
         /// Generation (that of the slopes: new slopes make older statistics stale).
@@ -58,6 +60,23 @@ pub enum Job {
         /// The cursor's length (served before the other lengths).
         cursor: bool,
     },
+}
+
+/// Per-head slope sensitivity of the main model: for every head and slope variant (0, half,
+/// double), the change in perplexity at each length against the current slopes, on the first
+/// tokens of the text. Streams one [`WorkerMsg::Sensitivity`] per (head, variant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensitivityJob {
+    /// Generation (a newer sensitivity job supersedes this one).
+    pub generation: u64,
+    /// The current slopes.
+    pub slopes: Vec<f64>,
+    /// Input lengths (the training length and the cursor's).
+    pub lengths: Vec<usize>,
+    /// (head, variant) runs done, to resume after giving way to other jobs.
+    pub done: usize,
+    /// Baseline per-token losses at each length, once computed.
+    pub baseline: Option<Vec<Vec<f32>>>,
 }
 
 /// The statistics of every head at one length, as means over the queries of its windows.
@@ -138,6 +157,20 @@ pub enum WorkerMsg {
         /// The statistics.
         stats: StatsResult,
     },
+    /// The baseline of a sensitivity job (`head == None`) or one (head, variant) run: the change
+    /// in perplexity at each of the job's lengths.
+    Sensitivity {
+        /// Generation of the job.
+        generation: u64,
+        /// The head (None = the baseline, whose deltas are 0).
+        head: Option<usize>,
+        /// Index into [`crate::eval::ablate::Variant::SLOPES`].
+        variant: usize,
+        /// One result per length.
+        deltas: Vec<crate::eval::ablate::Delta>,
+        /// Runs done and planned (the baseline not counted).
+        progress: (usize, usize),
+    },
     /// A failed job.
     Error {
         /// Generation.
@@ -157,10 +190,11 @@ pub fn supersedes(new: &Job, old: &Job) -> bool {
         | Job::Refine {
             generation, curve, ..
         } => Some((*generation, *curve)),
-        Job::Attention { .. } | Job::Stats { .. } => None,
+        Job::Attention { .. } | Job::Stats { .. } | Job::Sensitivity(_) => None,
     };
     match (new, old) {
         (Job::Attention { generation: g1, .. }, Job::Attention { generation: g0, .. }) => g1 > g0,
+        (Job::Sensitivity(a), Job::Sensitivity(b)) => a.generation > b.generation,
         // Statistics of older slopes are stale; a repeated length replaces the queued one.
         (
             Job::Stats {

@@ -9,6 +9,7 @@ mod heatmap;
 mod help;
 pub mod lineplot;
 mod posloss;
+mod sensitivity;
 mod slopes;
 mod status;
 
@@ -82,6 +83,7 @@ impl Widget for &App {
             AttnView::Distance => distance::render(self, areas.attention, buf, focused),
             AttnView::Heads => heads::render(self, areas.attention, buf, focused),
             AttnView::PositionLoss => posloss::render(self, areas.attention, buf, focused),
+            AttnView::Sensitivity => sensitivity::render(self, areas.attention, buf, focused),
         }
         status::render(self, areas.status, buf);
         if self.help {

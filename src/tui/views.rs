@@ -5,6 +5,7 @@
 
 use super::worker::StatsResult;
 use crate::alibi::prior::{PriorMeans, prior_means, prior_profile};
+use crate::eval::ablate::Delta;
 use crate::model::attention_stats::HeadMeans;
 use std::collections::BTreeMap;
 
@@ -52,15 +53,19 @@ pub enum AttnView {
     Heads,
     /// Mean loss at each position of the window, for every curve.
     PositionLoss,
+    /// Per-head slope sensitivity: the change in perplexity when one head's slope is set to 0,
+    /// halved or doubled, at the training length and the cursor's.
+    Sensitivity,
 }
 
 impl AttnView {
     /// Every view, in cycling order.
-    pub const ALL: [AttnView; 4] = [
+    pub const ALL: [AttnView; 5] = [
         AttnView::Heatmap,
         AttnView::Distance,
         AttnView::Heads,
         AttnView::PositionLoss,
+        AttnView::Sensitivity,
     ];
 
     /// The view's short name (panel title, export file names).
@@ -70,6 +75,7 @@ impl AttnView {
             AttnView::Distance => "distance",
             AttnView::Heads => "heads",
             AttnView::PositionLoss => "loss-by-position",
+            AttnView::Sensitivity => "sensitivity",
         }
     }
 
@@ -157,6 +163,52 @@ impl Stat {
             Stat::EntropyNorm => p.entropy_norm,
             Stat::SinkMass => p.sink_mass,
         }
+    }
+}
+
+/// The sensitivity view's results for one request (slopes, lengths).
+#[derive(Debug, Clone, Default)]
+pub struct SensitivityState {
+    /// Generation of the request.
+    pub generation: u64,
+    /// The slopes it varies.
+    pub slopes: Vec<f64>,
+    /// Its lengths.
+    pub lengths: Vec<usize>,
+    /// Perplexity of the current slopes at each length (deltas of 0), once computed.
+    pub baseline: Option<Vec<Delta>>,
+    /// `rows[head][variant]`: the change at each length, once computed.
+    pub rows: Vec<[Option<Vec<Delta>>; 3]>,
+    /// Runs done and planned.
+    pub progress: (usize, usize),
+}
+
+impl SensitivityState {
+    /// Stores a message of generation `generation` (others are stale and dropped).
+    pub fn receive(
+        &mut self,
+        generation: u64,
+        head: Option<usize>,
+        variant: usize,
+        deltas: Vec<Delta>,
+        progress: (usize, usize),
+    ) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        self.progress = progress;
+        match head {
+            None => self.baseline = Some(deltas),
+            Some(h) => {
+                if self.rows.len() <= h {
+                    self.rows.resize(h + 1, [None, None, None]);
+                }
+                if let Some(cell) = self.rows[h].get_mut(variant) {
+                    *cell = Some(deltas);
+                }
+            }
+        }
+        true
     }
 }
 
@@ -261,7 +313,7 @@ mod tests {
     #[test]
     fn views_and_statistics_cycle() {
         let mut v = AttnView::Heatmap;
-        for _ in 0..4 {
+        for _ in 0..5 {
             v = v.next();
         }
         assert_eq!(v, AttnView::Heatmap);

@@ -5,7 +5,7 @@
 //! `AsyncSingleJob`); a running sweep checks for newer jobs between windows and gives way, and an
 //! attention request is served between two sweep windows so the heatmap never waits for a sweep.
 
-pub use super::messages::{AttentionMap, Job, StatsResult, WorkerMsg, supersedes};
+pub use super::messages::{AttentionMap, Job, SensitivityJob, StatsResult, WorkerMsg, supersedes};
 use crate::eval::{Control, window_losses};
 use crate::model::LoadedModel;
 use crate::model::transformer::{ForwardOptions, slopes_tensor};
@@ -17,6 +17,9 @@ use std::time::Instant;
 /// Attention statistics at one length run over at most this many tokens (whole windows, at least
 /// one): enough queries for stable means, a few seconds on a CPU for the default model.
 pub const STATS_TOKENS: usize = 8192;
+
+/// The sensitivity view scores at most this many tokens per run (a run per head and variant).
+pub const SENSITIVITY_TOKENS: usize = 4096;
 
 /// Where the worker delivers its messages (the main loop's event channel implements it in
 /// `event.rs`, so the worker does not depend on the event type).
@@ -103,7 +106,8 @@ impl Worker {
                 Job::Sweep { .. } => 1,
                 Job::Stats { cursor: true, .. } => 2,
                 Job::Stats { .. } => 3,
-                Job::Refine { .. } => 4,
+                Job::Sensitivity(_) => 4,
+                Job::Refine { .. } => 5,
             };
             let i = (0..self.pending.len())
                 .min_by_key(|&i| rank(&self.pending[i]))
@@ -114,6 +118,7 @@ impl Worker {
                 Job::Sweep { .. } => self.sweep(&next),
                 Job::Refine { .. } => self.refine(next),
                 Job::Stats { .. } => self.stats(&next),
+                Job::Sensitivity(job) => self.sensitivity(*job),
             };
             if !ok {
                 return;
@@ -299,6 +304,106 @@ impl Worker {
         }
     }
 
+    /// Runs the sensitivity job one (head, variant) at a time, giving way to any other job between
+    /// runs (it is put back with its progress and resumes after them).
+    fn sensitivity(&mut self, mut job: SensitivityJob) -> bool {
+        use crate::eval::ablate::{Variant, delta, token_losses};
+        let mut stream = self.slots[0].stream.clone();
+        stream.truncate(SENSITIVITY_TOKENS + 1);
+        let lmax = job.lengths.iter().copied().max().unwrap_or(1);
+        let batch = (crate::eval::BATCH_TOKENS / lmax.max(1)).max(1);
+        let lengths = job.lengths.clone();
+        let losses = |this: &Self, slopes: &[f64]| -> candle_core::Result<Vec<Vec<f32>>> {
+            let model = &this.slots[0].loaded.model;
+            let opts = ForwardOptions {
+                slopes: Some(slopes_tensor(slopes, model.device())?),
+                ..Default::default()
+            };
+            lengths
+                .iter()
+                .map(|&len| token_losses(model, &stream, len, batch, &opts, &Control::default()))
+                .collect()
+        };
+        let fail = |e: candle_core::Error| WorkerMsg::Error {
+            generation: job.generation,
+            msg: format!("sensitivity: {}", crate::model::error::one_line(e)),
+        };
+        let heads = job.slopes.len();
+        let total = heads * Variant::SLOPES.len();
+        if job.baseline.is_none() {
+            match losses(self, &job.slopes) {
+                Ok(b) => {
+                    let deltas = job
+                        .lengths
+                        .iter()
+                        .zip(&b)
+                        .map(|(&len, l)| delta(len, l, l))
+                        .collect();
+                    if !self.send(WorkerMsg::Sensitivity {
+                        generation: job.generation,
+                        head: None,
+                        variant: 0,
+                        deltas,
+                        progress: (0, total),
+                    }) {
+                        return false;
+                    }
+                    job.baseline = Some(b);
+                }
+                Err(e) => return self.send(fail(e)),
+            }
+        }
+        let Some(base) = job.baseline.clone() else {
+            return true;
+        };
+        while job.done < total {
+            if let Flow::Disconnected = self.drain() {
+                return false;
+            }
+            let me = Job::Sensitivity(Box::new(job.clone()));
+            if self.pending.iter().any(|j| supersedes(j, &me)) {
+                return true;
+            }
+            if self.pending.iter().any(|j| {
+                matches!(
+                    j,
+                    Job::Attention { .. } | Job::Sweep { .. } | Job::Stats { .. }
+                )
+            }) {
+                // A job of higher priority is waiting: it goes first, this one resumes afterwards.
+                self.pending.push(me);
+                return true;
+            }
+            let (head, variant) = (
+                job.done / Variant::SLOPES.len(),
+                job.done % Variant::SLOPES.len(),
+            );
+            let mut slopes = job.slopes.clone();
+            slopes[head] = Variant::SLOPES[variant].apply(slopes[head]);
+            let run = match losses(self, &slopes) {
+                Ok(r) => r,
+                Err(e) => return self.send(fail(e)),
+            };
+            job.done += 1;
+            let deltas = job
+                .lengths
+                .iter()
+                .zip(base.iter().zip(&run))
+                .map(|(&len, (b, r))| delta(len, b, r))
+                .collect();
+            if !self.send(WorkerMsg::Sensitivity {
+                generation: job.generation,
+                head: Some(head),
+                variant,
+                deltas,
+                progress: (job.done, total),
+            }) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Serves a pending attention request, if any (between two windows of a long job).
     fn serve_attention(&mut self) -> bool {
         match self
@@ -348,12 +453,14 @@ impl Worker {
             if self.pending.iter().any(|j| supersedes(j, &me)) {
                 return true;
             }
-            if self
-                .pending
-                .iter()
-                .any(|j| matches!(j, Job::Sweep { .. } | Job::Stats { .. }))
-            {
-                // A sweep or statistics are waiting: let them go first and resume afterwards.
+            if self.pending.iter().any(|j| {
+                matches!(
+                    j,
+                    Job::Sweep { .. } | Job::Stats { .. } | Job::Sensitivity(_)
+                )
+            }) {
+                // A sweep, statistics or the sensitivity are waiting: let them go first and resume
+                // afterwards.
                 self.pending.push(me);
                 return true;
             }

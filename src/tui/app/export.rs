@@ -259,6 +259,37 @@ impl App {
                     diverging: self.stat_minus_prior,
                 }))
             }
+            AttnView::Sensitivity => {
+                let s = &self.sensitivity;
+                if s.baseline.is_none() {
+                    return Err(waiting());
+                }
+                // Rows: one per head; columns: variant @ length, as in the view.
+                let values = s
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .flat_map(|cell| {
+                                (0..s.lengths.len()).map(move |k| {
+                                    cell.as_ref().and_then(|d| d.get(k)).map(|d| d.delta_ppl)
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Ok(ExportFigure::Grid(HeadGrid {
+                    title: format!(
+                        "Slope sensitivity · {} · Δ perplexity (zero, half, double) at {:?}",
+                        self.info.name, s.lengths
+                    ),
+                    statistic:
+                        "Δ perplexity (rows: heads; columns: zero, half, double at each length)"
+                            .to_string(),
+                    values,
+                    diverging: true,
+                }))
+            }
             AttnView::PositionLoss => {
                 let all = self
                     .previous

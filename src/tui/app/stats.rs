@@ -1,13 +1,19 @@
-//! The statistics requests of the attention panel's statistics views.
+//! What the attention panel's computed views ask the worker for: attention statistics (distance,
+//! head grid) and the per-head slope sensitivity.
 
 use super::{App, Effect};
-use crate::tui::messages::Job;
+use crate::tui::messages::{Job, SensitivityJob};
 use crate::tui::views::series_lengths;
+use crate::tui::views::{AttnView, SensitivityState};
+use crate::tui::worker::SENSITIVITY_TOKENS;
 
 impl App {
     /// Requests the statistics a statistics view needs and the cache lacks: the cursor's length
     /// first, then the lengths of the statistic-vs-length plot.
     pub fn stats_jobs(&mut self) -> Vec<Effect> {
+        if self.view == AttnView::Sensitivity {
+            return self.sensitivity_job().into_iter().collect();
+        }
         if !self.view.needs_stats() {
             return Vec::new();
         }
@@ -35,5 +41,43 @@ impl App {
             }));
         }
         fx
+    }
+
+    /// The lengths of the sensitivity view: the training length and the cursor's, each at most
+    /// [`SENSITIVITY_TOKENS`] (the tokens every run scores).
+    pub fn sensitivity_lengths(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = [self.info.train_len, self.length()]
+            .iter()
+            .map(|&l| l.min(SENSITIVITY_TOKENS).min(self.lmax))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// A new sensitivity request when the slopes or the lengths changed (it supersedes the old).
+    fn sensitivity_job(&mut self) -> Option<Effect> {
+        if !self.is_alibi() {
+            return None;
+        }
+        let lengths = self.sensitivity_lengths();
+        let s = &self.sensitivity;
+        if s.generation > 0 && s.slopes == self.slopes && s.lengths == lengths {
+            return None;
+        }
+        let generation = s.generation + 1;
+        self.sensitivity = SensitivityState {
+            generation,
+            slopes: self.slopes.clone(),
+            lengths: lengths.clone(),
+            ..SensitivityState::default()
+        };
+        Some(Effect::Job(Job::Sensitivity(Box::new(SensitivityJob {
+            generation,
+            slopes: self.slopes.clone(),
+            lengths,
+            done: 0,
+            baseline: None,
+        }))))
     }
 }
