@@ -7,6 +7,7 @@
 
 pub mod ablate;
 pub mod command;
+pub mod console;
 pub mod figures;
 pub mod output;
 pub mod plot;

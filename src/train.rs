@@ -24,8 +24,7 @@ use optim::{AdamW, lr_at};
 pub use settings::TrainSettings;
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Name of the checkpoint folder inside the output folder.
@@ -294,11 +293,7 @@ pub fn run_until(
         };
         eprintln!("resuming from step {}", ck.step);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    let stop = crate::eval::console::interrupt_flag();
     let log_path = s.out.join(LOSS_LOG);
     let new_log = !log_path.exists() || !resume;
     let mut log = std::fs::OpenOptions::new()

@@ -402,8 +402,6 @@ fn fmt_secs(s: f64) -> String {
 pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     use color_eyre::eyre::{bail, eyre};
     use std::io::IsTerminal;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     if a.variants.is_empty() && !a.knockout {
         bail!("nothing to run: give --variants and/or --knockout");
     }
@@ -440,11 +438,7 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
         .map_err(|e| eyre!(e))?;
     let slopes = cfg.default_slopes();
     let runs = plan(cfg.n_heads, cfg.n_layers, &a.variants, a.knockout);
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst));
-    }
+    let cancel = super::console::interrupt_flag();
     let ctl = Control {
         cancel: Some(&cancel),
         progress: None,

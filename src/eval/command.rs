@@ -14,8 +14,6 @@ use crate::text::Input;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit code after Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -141,18 +139,9 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         .as_ref()
         .map(|s| slopes_tensor(s, model.device()))
         .transpose()?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst));
-    }
+    let cancel = super::console::interrupt_flag();
     let tty = std::io::stderr().is_terminal();
-    let progress = |done: usize, total: usize| {
-        if tty {
-            eprint!("\revaluating: {done}/{total} windows   ");
-            let _ = std::io::stderr().flush();
-        }
-    };
+    let progress = super::console::window_progress("evaluating");
     let ctl = Control {
         cancel: Some(&cancel),
         progress: Some(&progress),

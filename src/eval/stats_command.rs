@@ -20,8 +20,6 @@ use candle_core::Tensor;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The longest input `attention` captures: its map has `L^2` floats (64 MiB at 4,096).
 pub const MAX_ATTENTION_LENGTH: usize = 4096;
@@ -141,18 +139,9 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
     )
     .map_err(|e| eyre!(e))?;
     let slopes = model_slopes(a.slopes.as_ref(), &loaded)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::SeqCst));
-    }
+    let cancel = super::console::interrupt_flag();
     let tty = std::io::stderr().is_terminal();
-    let progress = |done: usize, total: usize| {
-        if tty {
-            eprint!("\rmeasuring attention: {done}/{total} windows   ");
-            let _ = std::io::stderr().flush();
-        }
-    };
+    let progress = super::console::window_progress("measuring attention");
     let ctl = Control {
         cancel: Some(&cancel),
         progress: Some(&progress),

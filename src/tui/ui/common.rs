@@ -60,9 +60,42 @@ pub fn token_label(s: &str, max: usize) -> String {
     t
 }
 
+/// Readable text (black or white) on a cell of colour `bg`, truecolor or xterm-256.
+pub fn text_on(bg: Color) -> Color {
+    /// The xterm 6x6x6 cube's channel levels.
+    const LEVELS: [u8; 6] = [0, 95, 135, 175, 215, 255];
+    let (r, g, b) = match bg {
+        Color::Rgb(r, g, b) => (r, g, b),
+        Color::Indexed(i @ 16..=231) => {
+            let k = usize::from(i - 16);
+            (LEVELS[k / 36], LEVELS[(k / 6) % 6], LEVELS[k % 6])
+        }
+        Color::Indexed(i @ 232..=255) => {
+            let v = 8 + 10 * (i - 232);
+            (v, v, v)
+        }
+        _ => return Color::White,
+    };
+    let luma = 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b);
+    if luma > 140.0 {
+        Color::Black
+    } else {
+        Color::White
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_readable_on_light_and_dark_cells() {
+        assert_eq!(text_on(Color::Rgb(250, 250, 250)), Color::Black);
+        assert_eq!(text_on(Color::Rgb(20, 20, 60)), Color::White);
+        assert_eq!(text_on(Color::Indexed(231)), Color::Black);
+        assert_eq!(text_on(Color::Indexed(16)), Color::White);
+        assert_eq!(text_on(Color::Indexed(255)), Color::Black);
+    }
 
     fn drawn(top: Option<Color>, bottom: Option<Color>) -> Cell {
         let mut cell = Cell::default();

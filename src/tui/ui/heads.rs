@@ -7,11 +7,11 @@
 use super::super::app::{App, chart_x_bounds};
 use super::super::palette;
 use super::super::views::prior_stat;
-use super::common::panel;
+use super::common::{panel, text_on};
 use super::lineplot::{LinePlot, Series, VLine, compact};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
@@ -30,21 +30,6 @@ fn cell_value(app: &App, layer: usize, head: usize, len: usize) -> Option<f64> {
         Some(v - prior_stat(app.stat, slope, len)?)
     } else {
         Some(v)
-    }
-}
-
-/// Readable text on a cell of colour `bg`.
-fn text_on(bg: Color) -> Color {
-    match bg {
-        Color::Rgb(r, g, b) => {
-            let luma = 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b);
-            if luma > 140.0 {
-                Color::Black
-            } else {
-                Color::White
-            }
-        }
-        _ => Color::White,
     }
 }
 

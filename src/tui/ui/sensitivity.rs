@@ -5,32 +5,17 @@
 
 use super::super::app::App;
 use super::super::palette;
-use super::common::panel;
+use super::common::{panel, text_on};
 use super::lineplot::compact;
 use crate::eval::ablate::Variant;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::Widget;
 
 /// Width of the head label column.
 const HEAD_W: u16 = 12;
-
-/// Readable text on a cell of colour `bg`.
-fn text_on(bg: Color) -> Color {
-    match bg {
-        Color::Rgb(r, g, b) => {
-            let luma = 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b);
-            if luma > 140.0 {
-                Color::Black
-            } else {
-                Color::White
-            }
-        }
-        _ => Color::Black,
-    }
-}
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let s = &app.sensitivity;
