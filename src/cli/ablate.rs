@@ -1,6 +1,6 @@
 //! Arguments of `ablate`, resolved into [`AblateSettings`].
 
-use super::common::{ModelArgs, input};
+use super::common::{InputArgs, ModelArgs};
 use crate::eval::ablate::{AblateSettings, parse_variants};
 use crate::eval::parse_lengths;
 use clap::Args;
@@ -13,16 +13,9 @@ pub struct AblateArgs {
     /// The model (ALiBi).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Evaluate this UTF-8 text file, or every .txt file of a folder.
-    #[arg(
-        long,
-        conflicts_with = "token_ids",
-        required_unless_present = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Evaluate whitespace-separated integer token ids (for models without a tokenizer).
-    #[arg(long)]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Input lengths: a list (128,1024) or a doubling range (128..2048).
     #[arg(long)]
     pub lengths: String,
@@ -53,7 +46,7 @@ impl AblateArgs {
         };
         Ok(AblateSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             lengths: parse_lengths(&self.lengths).map_err(|e| eyre!(e))?,
             variants,
             knockout: self.knockout,

@@ -38,12 +38,29 @@ impl ModelArgs {
     }
 }
 
-/// The input of a command taking `--text FILE` or `--token-ids FILE`.
-pub fn input(text: Option<&PathBuf>, token_ids: Option<&PathBuf>) -> Result<Input> {
-    match (text, token_ids) {
-        (Some(t), _) => Ok(Input::Text(t.clone())),
-        (None, Some(f)) => Ok(Input::TokenIds(f.clone())),
-        (None, None) => bail!("give --text FILE or --token-ids FILE"),
+/// `--text FILE|DIR` or `--token-ids FILE`: what a command reads tokens from.
+#[derive(Debug, Args, Clone)]
+pub struct InputArgs {
+    /// A UTF-8 text file, or every .txt file of a folder (tokenized with the model's tokenizer).
+    #[arg(
+        long,
+        conflicts_with = "token_ids",
+        required_unless_present = "token_ids"
+    )]
+    pub text: Option<PathBuf>,
+    /// Whitespace-separated integer token ids instead (for models without a tokenizer).
+    #[arg(long, value_name = "FILE")]
+    pub token_ids: Option<PathBuf>,
+}
+
+impl InputArgs {
+    /// The input the command reads.
+    pub fn input(&self) -> Result<Input> {
+        match (&self.text, &self.token_ids) {
+            (Some(t), _) => Ok(Input::Text(t.clone())),
+            (None, Some(f)) => Ok(Input::TokenIds(f.clone())),
+            (None, None) => bail!("give --text FILE or --token-ids FILE"),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Arguments of `eval`, `plot` and `bench`, resolved into the settings their commands run with.
 
-use super::common::{ModelArgs, input};
+use super::common::{InputArgs, ModelArgs};
 use crate::bench::BenchSettings;
 use crate::eval::command::{EvalSettings, PlotSettings, resolve_protocol};
 use crate::eval::{Protocol, parse_lengths};
@@ -14,16 +14,9 @@ pub struct EvalArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Evaluate this UTF-8 text file, or every .txt file of a folder (tokenized with the model's tokenizer).
-    #[arg(
-        long,
-        conflicts_with = "token_ids",
-        required_unless_present = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Evaluate whitespace-separated integer token ids (for models without a tokenizer).
-    #[arg(long)]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Input lengths: a list (64,128,256) or a doubling range (64..4096).
     #[arg(long)]
     pub lengths: String,
@@ -72,7 +65,7 @@ impl EvalArgs {
         }
         Ok(EvalSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             lengths,
             protocol,
             slopes: self.slopes.clone(),
@@ -93,16 +86,9 @@ pub struct BenchArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text whose tokens are used (repeated as needed).
-    #[arg(
-        long,
-        required_unless_present = "token_ids",
-        conflicts_with = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Whitespace-separated token ids instead of a text (for models without tokenizer.json).
-    #[arg(long, value_name = "FILE")]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Shortest forward length.
     #[arg(long, default_value_t = 128)]
     pub min_length: usize,
@@ -141,7 +127,7 @@ impl BenchArgs {
     pub fn settings(&self) -> Result<BenchSettings> {
         Ok(BenchSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             min_length: self.min_length,
             max_length: self.max_length,
             repeats: self.repeats,

@@ -1,6 +1,6 @@
 //! Arguments of `slopes fit`, resolved into [`FitSettings`].
 
-use super::common::{ModelArgs, input};
+use super::common::{InputArgs, ModelArgs};
 use crate::eval::parse_lengths;
 use crate::train::fit::FitSettings;
 use clap::Args;
@@ -13,16 +13,9 @@ pub struct FitArgs {
     /// The model (ALiBi); its weights stay frozen.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Fit on this UTF-8 text file, or every .txt file of a folder (minus the held-out tail).
-    #[arg(
-        long,
-        conflicts_with = "token_ids",
-        required_unless_present = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Whitespace-separated integer token ids instead of a text.
-    #[arg(long)]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// The fitting length: the loss is the mean NLL of windows of this many tokens.
     #[arg(long, conflicts_with = "lengths", required_unless_present = "lengths")]
     pub length: Option<usize>,
@@ -63,7 +56,7 @@ impl FitArgs {
         };
         Ok(FitSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             lengths,
             steps: self.steps,
             lr: self.lr,

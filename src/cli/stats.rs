@@ -1,6 +1,6 @@
 //! Arguments of `stats` and `attention`, resolved into the settings their commands run with.
 
-use super::common::{ModelArgs, input};
+use super::common::{InputArgs, ModelArgs};
 use crate::eval::parse_lengths;
 use crate::eval::stats_command::{AttentionSettings, StatsSettings};
 use clap::Args;
@@ -13,16 +13,9 @@ pub struct StatsArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Measure over this UTF-8 text file, or every .txt file of a folder.
-    #[arg(
-        long,
-        conflicts_with = "token_ids",
-        required_unless_present = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Measure over whitespace-separated integer token ids (for models without a tokenizer).
-    #[arg(long)]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Input lengths: a list (128,2048) or a doubling range (128..2048).
     #[arg(long)]
     pub lengths: String,
@@ -54,7 +47,7 @@ impl StatsArgs {
     pub fn settings(&self) -> Result<StatsSettings> {
         Ok(StatsSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             lengths: parse_lengths(&self.lengths).map_err(|e| eyre!(e))?,
             max_tokens: self.max_tokens,
             max_windows: self.max_windows,
@@ -73,16 +66,9 @@ pub struct AttentionArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Use the first L tokens of this UTF-8 text file (or folder of .txt files).
-    #[arg(
-        long,
-        conflicts_with = "token_ids",
-        required_unless_present = "token_ids"
-    )]
-    pub text: Option<PathBuf>,
-    /// Use the first L of these whitespace-separated token ids.
-    #[arg(long)]
-    pub token_ids: Option<PathBuf>,
+    /// The text or token ids.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Input length L: the map is L x L.
     #[arg(long)]
     pub length: usize,
@@ -111,7 +97,7 @@ impl AttentionArgs {
     pub fn settings(&self) -> Result<AttentionSettings> {
         Ok(AttentionSettings {
             model: self.model.source(),
-            input: input(self.text.as_ref(), self.token_ids.as_ref())?,
+            input: self.input.input()?,
             length: self.length,
             layer: self.layer,
             head: self.head,
