@@ -122,6 +122,8 @@ pub struct App {
     pub focus: Focus,
     /// Help overlay open.
     pub help: bool,
+    /// First line of the help overlay shown (it scrolls when the terminal is short).
+    pub help_scroll: usize,
     /// Mouse capture on.
     pub mouse: bool,
     /// Selected head's bias enlarged.
@@ -187,6 +189,7 @@ impl App {
             sensitivity: SensitivityState::default(),
             focus: Focus::Chart,
             help: false,
+            help_scroll: 0,
             mouse: true,
             enlarged: false,
             message: String::new(),
@@ -322,7 +325,14 @@ impl App {
             Action::Back if self.help => self.help = false,
             Action::Back if self.enlarged => self.enlarged = false,
             Action::Quit | Action::Back => self.quit = true,
-            Action::ToggleHelp => self.help = !self.help,
+            Action::ToggleHelp => {
+                self.help = !self.help;
+                self.help_scroll = 0;
+            }
+            // The overlay clamps it to what is left to show.
+            Action::ScrollHelp(d) => {
+                self.help_scroll = self.help_scroll.saturating_add_signed(d as isize).min(1000);
+            }
             Action::Focus(fwd) => self.focus = self.focus.step(fwd),
             Action::MoveLength(d) if d.abs() >= STEPS_PER_OCTAVE => {
                 // Coarse moves multiply the length (rounding in the grid makes index steps uneven).

@@ -55,6 +55,8 @@ pub enum Action {
     NextStat,
     /// Show statistic minus prior (or the statistic).
     TogglePriorDiff,
+    /// Scroll the help overlay by this many lines.
+    ScrollHelp(i32),
     /// Esc: close what is open (the enlarged bias view), else quit.
     Back,
     /// Jump to the training length.
@@ -112,6 +114,10 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
             KeyCode::Char('q') if !ctrl => Some(Action::Quit),
             KeyCode::Char('c') if ctrl => Some(Action::Quit),
             KeyCode::Char('?') | KeyCode::Esc | KeyCode::Enter => Some(Action::ToggleHelp),
+            KeyCode::Up => Some(Action::ScrollHelp(-1)),
+            KeyCode::Down => Some(Action::ScrollHelp(1)),
+            KeyCode::PageUp => Some(Action::ScrollHelp(-10)),
+            KeyCode::PageDown => Some(Action::ScrollHelp(10)),
             _ => None,
         };
     }
@@ -224,7 +230,10 @@ pub const KEY_HELP: &[(&str, &str)] = &[
         "m",
         "toggle mouse capture (off lets the terminal select text)",
     ),
-    ("?", "this help"),
+    (
+        "?",
+        "this help (↑ / ↓, PgUp / PgDn scroll it on a short terminal)",
+    ),
     (
         "Esc",
         "close the help or the enlarged view; quit when none is open",

@@ -87,7 +87,7 @@ impl Widget for &App {
         }
         status::render(self, areas.status, buf);
         if self.help {
-            help::render(area, buf);
+            help::render(area, buf, self.help_scroll);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The help overlay: every key, from the same table the README prints. Descriptions wrap under
-//! their own column, so no line is cut at the right edge of a narrow terminal.
+//! their own column, so no line is cut at the right edge of a narrow terminal, and a short
+//! terminal scrolls it (↑/↓, PgUp/PgDn) instead of cutting the bottom.
 
 use super::super::keymap::KEY_HELP;
 use ratatui::buffer::Buffer;
@@ -41,7 +42,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-pub(super) fn render(area: Rect, buf: &mut Buffer) {
+pub(super) fn render(area: Rect, buf: &mut Buffer, scroll: usize) {
     let key_w = KEY_HELP
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -64,8 +65,21 @@ pub(super) fn render(area: Rect, buf: &mut Buffer) {
             ]));
         }
     }
-    lines.push(Line::from(""));
-    lines.push(Line::from("Esc or ? closes this help").dark_gray());
+    let rows = (area.height as usize).saturating_sub(3).max(1);
+    let total = lines.len();
+    let hidden = total.saturating_sub(rows);
+    let first = scroll.min(hidden);
+    let mut lines: Vec<Line> = lines.into_iter().skip(first).take(rows).collect();
+    lines.push(if hidden > 0 {
+        Line::from(format!(
+            "↑/↓ PgUp/PgDn scroll ({}–{} of {total} lines) · Esc or ? closes this help",
+            first + 1,
+            first + lines.len(),
+        ))
+        .dark_gray()
+    } else {
+        Line::from("Esc or ? closes this help").dark_gray()
+    });
     let h = (lines.len() + 2).min(area.height as usize) as u16;
     let w = w as u16;
     let popup = Rect::new(
@@ -83,6 +97,27 @@ pub(super) fn render(area: Rect, buf: &mut Buffer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_terminal_scrolls_the_help_to_every_line() {
+        let area = Rect::new(0, 0, 80, 24);
+        let mut seen = String::new();
+        for scroll in 0..60 {
+            let mut buf = Buffer::empty(area);
+            render(area, &mut buf, scroll);
+            for y in 0..area.height {
+                for x in 0..area.width {
+                    seen.push_str(buf[(x, y)].symbol());
+                }
+                seen.push('\n');
+            }
+        }
+        assert!(seen.contains("scroll"), "{seen}");
+        for (_, what) in KEY_HELP {
+            let last = what.split_whitespace().last().unwrap_or_default();
+            assert!(seen.contains(last), "'{last}' never shown at 80x24");
+        }
+    }
 
     #[test]
     fn wrapping_keeps_every_word_within_the_width() {
@@ -104,7 +139,7 @@ mod tests {
         for width in [80u16, 100, 200] {
             let area = Rect::new(0, 0, width, 60);
             let mut buf = Buffer::empty(area);
-            render(area, &mut buf);
+            render(area, &mut buf, 0);
             let text: String = (0..area.height)
                 .map(|y| {
                     (0..area.width)
