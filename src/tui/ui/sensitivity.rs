@@ -147,7 +147,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     }
     let (done, total) = s.progress;
     Line::from(format!(
-        "baseline {base_text} · red worse, blue better (± paired s.e.) · {done}/{total} runs · first {} tokens",
+        "{done}/{total} runs · baseline {base_text} · red worse, blue better (± paired s.e.) · first {} tokens",
         crate::tui::worker::SENSITIVITY_TOKENS
     ))
     .dark_gray()
