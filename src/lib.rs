@@ -7,13 +7,15 @@
 //! The modules are layers; each imports only from the layers above it in this list (a test,
 //! `tests/architecture.rs`, keeps it so and refuses import cycles between files):
 //!
-//! - [`alibi`]: slopes, presets, bias rows, reach; slopes files. Pure numbers.
+//! - [`alibi`]: slopes, presets, bias rows, reach, the prior's statistics, slope-list checks; slopes
+//!   files. Pure numbers.
 //! - [`embedded`]: the default model and text built into the binary.
 //! - [`model`]: config, transformer with attention capture, position schemes, loading and saving
 //!   (folder, safetensors, device, families), memory estimates.
 //! - [`text`]: text files and folders, token-id files, tokenization into a stream with bytes.
-//! - [`eval`]: perplexity protocols, the one-pass sweep, outputs and plots, the `eval` command.
-//! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints.
+//! - [`eval`]: perplexity protocols, the one-pass sweep, attention statistics, per-head sensitivity,
+//!   outputs, plots and slide figures; the `eval`, `stats`, `attention` and `ablate` commands.
+//! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints; fitting slopes.
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
 //! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
 //! - [`cli`]: command-line definitions, resolved into the settings above, and dispatch.
