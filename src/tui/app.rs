@@ -14,6 +14,7 @@ use crate::text::Stream;
 use std::path::PathBuf;
 
 mod export;
+mod slopes;
 mod stats;
 
 pub use super::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
@@ -606,32 +607,6 @@ impl App {
         }
     }
 
-    /// The result of [`Effect::LoadSlopes`].
-    pub fn slopes_loaded(&mut self, result: Result<Vec<f64>, String>) -> Vec<Effect> {
-        match result {
-            Ok(s) if s.len() == self.info.n_heads => {
-                let name = self
-                    .slopes_file
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                self.set_slopes(s, format!("file {name}"))
-            }
-            Ok(s) => {
-                self.error = Some(format!(
-                    "{} has {}; the model has {}",
-                    self.slopes_file.display(),
-                    crate::text::count(s.len(), "slope"),
-                    crate::text::count(self.info.n_heads, "head")
-                ));
-                Vec::new()
-            }
-            Err(e) => {
-                self.error = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
     /// Progress of the main sweep: (windows done, total).
     pub fn progress(&self) -> (usize, usize) {
         (
@@ -651,10 +626,5 @@ impl App {
         idx.sort_by(|a, b| b.1.total_cmp(&a.1));
         idx.truncate(k);
         idx
-    }
-
-    /// Reach of each current slope (for the editor).
-    pub fn reaches(&self) -> Vec<f64> {
-        self.slopes.iter().map(|&m| alibi::reach(m)).collect()
     }
 }
