@@ -11,8 +11,8 @@ use alibi_explorer::eval::figures::report::{
     position_loss_figure,
 };
 use alibi_explorer::eval::figures::{self, Figure, diverging, viridis};
+use alibi_explorer::eval::stats::attention_map;
 use alibi_explorer::eval::stats::{StatsReport, attention_stats};
-use alibi_explorer::eval::stats_command::attention_map;
 use alibi_explorer::model::config::{Config, Position};
 use alibi_explorer::model::init::random_model;
 use alibi_explorer::text::Stream;

@@ -405,10 +405,7 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     if a.variants.is_empty() && !a.knockout {
         bail!("nothing to run: give --variants and/or --knockout");
     }
-    let mut files = Vec::new();
-    for p in [&a.json, &a.csv].into_iter().flatten() {
-        files.push(AtomicFile::create(p).map_err(|e| eyre!(e))?);
-    }
+    let files = super::command::probe_outputs(&[&a.json, &a.csv])?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -427,15 +424,12 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     )?;
     super::check_lengths(&stream, &a.lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let largest = a.lengths.last().copied().unwrap_or(1);
-    let need = crate::model::memory::eval_bytes(
-        (BATCH_TOKENS / largest).max(1),
+    super::command::check_memory(
+        model,
         largest,
-        cfg.d_model,
-        cfg.d_ff,
-        model.dtype().size_in_bytes(),
-    );
-    crate::model::memory::check(need, &format!("length {largest}"), "use shorter --lengths")
-        .map_err(|e| eyre!(e))?;
+        (BATCH_TOKENS / largest).max(1),
+        "use shorter --lengths",
+    )?;
     let slopes = cfg.default_slopes();
     let runs = plan(cfg.n_heads, cfg.n_layers, &a.variants, a.knockout);
     let cancel = super::console::interrupt_flag();

@@ -8,7 +8,9 @@ use crate::alibi::file::resolve_slopes;
 use crate::model::Position;
 use crate::model::device::{device_name, dtype_name};
 use crate::model::error::one_line;
+use crate::model::load::LoadedModel;
 use crate::model::load::ModelSource;
+use crate::model::transformer::Transformer;
 use crate::model::transformer::slopes_tensor;
 use crate::text::Input;
 use color_eyre::eyre::{Result, bail, eyre};
@@ -75,6 +77,48 @@ pub struct PlotSettings {
     pub title: String,
 }
 
+/// Opens (and so checks) every output before the work, so a bad path fails in a second rather
+/// than after the run; the temporary files vanish when the result is dropped.
+pub fn probe_outputs(paths: &[&Option<PathBuf>]) -> Result<Vec<AtomicFile>> {
+    paths
+        .iter()
+        .copied()
+        .flatten()
+        .map(|p| AtomicFile::create(p).map_err(|e| eyre!(e)))
+        .collect()
+}
+
+/// A `--slopes` override for an ALiBi model (one-line error for other position schemes).
+pub fn override_slopes(spec: Option<&String>, loaded: &LoadedModel) -> Result<Option<Vec<f64>>> {
+    let cfg = loaded.model.config();
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    if cfg.position != Position::Alibi {
+        bail!(
+            "--slopes applies to ALiBi models only; '{}' uses {} positions",
+            loaded.name,
+            cfg.position
+        );
+    }
+    Ok(Some(
+        resolve_slopes(spec, cfg.n_heads).map_err(|e| eyre!(e))?,
+    ))
+}
+
+/// Refuses a run whose forward of `batch` windows of `largest` tokens would not fit in memory.
+pub fn check_memory(model: &Transformer, largest: usize, batch: usize, hint: &str) -> Result<()> {
+    let cfg = model.config();
+    let need = crate::model::memory::eval_bytes(
+        batch,
+        largest,
+        cfg.d_model,
+        cfg.d_ff,
+        model.dtype().size_in_bytes(),
+    );
+    crate::model::memory::check(need, &format!("length {largest}"), hint).map_err(|e| eyre!(e))
+}
+
 /// Runs `eval`.
 pub fn eval(a: &EvalSettings) -> Result<()> {
     let lengths = &a.lengths;
@@ -91,11 +135,7 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     if let Some(p) = &a.plot {
         plot::check_extension(p).map_err(|e| eyre!(e))?;
     }
-    // Open every output before computing, so a bad path fails in a second, not after the run.
-    let mut files = Vec::new();
-    for p in [&a.json, &a.csv, &a.per_token].into_iter().flatten() {
-        files.push(AtomicFile::create(p).map_err(|e| eyre!(e))?);
-    }
+    let files = probe_outputs(&[&a.json, &a.csv, &a.per_token])?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -109,32 +149,13 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     super::check_lengths(&stream, lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let largest = lengths.last().copied().unwrap_or(1);
     let batch = a.batch.unwrap_or(super::BATCH_TOKENS / largest).max(1);
-    let need = crate::model::memory::eval_bytes(
-        batch,
+    check_memory(
+        model,
         largest,
-        cfg.d_model,
-        cfg.d_ff,
-        model.dtype().size_in_bytes(),
-    );
-    crate::model::memory::check(
-        need,
-        &format!("length {largest}"),
+        batch,
         "use shorter --lengths, a smaller --batch, or --dtype bf16",
-    )
-    .map_err(|e| eyre!(e))?;
-    let slopes = match &a.slopes {
-        Some(spec) => {
-            if cfg.position != Position::Alibi {
-                bail!(
-                    "--slopes applies to ALiBi models only; '{}' uses {} positions",
-                    loaded.name,
-                    cfg.position
-                );
-            }
-            Some(resolve_slopes(spec, cfg.n_heads).map_err(|e| eyre!(e))?)
-        }
-        None => None,
-    };
+    )?;
+    let slopes = override_slopes(a.slopes.as_ref(), &loaded)?;
     let slope_tensor = slopes
         .as_ref()
         .map(|s| slopes_tensor(s, model.device()))

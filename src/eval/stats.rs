@@ -342,3 +342,29 @@ pub fn position_loss(run: &LengthStats) -> Vec<PositionLoss> {
         })
         .collect()
 }
+
+/// One head's attention over `ids` (a single window), row-major `len x len`, rows = queries
+/// (the masked future is 0). `slopes` overrides the ALiBi slopes.
+pub fn attention_map(
+    model: &Transformer,
+    ids: &[u32],
+    layer: usize,
+    head: usize,
+    slopes: Option<&[f64]>,
+) -> candle_core::Result<Vec<f32>> {
+    let dev = model.device();
+    let x = Tensor::from_vec(ids.to_vec(), (1, ids.len()), dev)?;
+    let opts = ForwardOptions {
+        slopes: slopes.map(|s| slopes_tensor(s, dev)).transpose()?,
+        capture: vec![(layer, head)],
+        ..Default::default()
+    };
+    let out = model.forward_hidden(&x, &opts)?;
+    out.captured
+        .first()
+        .ok_or_else(|| candle_core::Error::Msg("no attention captured".into()))?
+        .probs
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}

@@ -1,22 +1,19 @@
 //! The `stats` and `attention` commands: resolve arguments, read the input, run the statistics
 //! engine (`stats`) or capture one head's attention (`attention`), write every output atomically.
 
-use super::command::EXIT_INTERRUPTED;
+use super::command::{EXIT_INTERRUPTED, check_memory, override_slopes, probe_outputs};
 use super::figures::maps::AttentionHeatmap;
 use super::figures::{self, figure_extension, report::overview_figure};
 use super::output::AtomicFile;
-use super::stats::{StatsReport, attention_stats};
+use super::stats::{StatsReport, attention_map, attention_stats};
 use super::{CANCELLED, Control};
-use crate::alibi::file::resolve_slopes;
 use crate::alibi::prior::{SINK_MIN_QUERY, SINK_TOKENS};
 use crate::model::Position;
 use crate::model::attention_stats::HeadSums;
 use crate::model::device::{device_name, dtype_name};
 use crate::model::error::one_line;
-use crate::model::load::{LoadedModel, ModelSource};
-use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
+use crate::model::load::ModelSource;
 use crate::text::Input;
-use candle_core::Tensor;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -72,35 +69,6 @@ pub struct AttentionSettings {
     pub json: Option<PathBuf>,
 }
 
-/// The slopes named by `spec` for the loaded model; refused for models without ALiBi.
-fn model_slopes(spec: Option<&String>, loaded: &LoadedModel) -> Result<Option<Vec<f64>>> {
-    let cfg = loaded.model.config();
-    let Some(spec) = spec else {
-        return Ok(None);
-    };
-    if cfg.position != Position::Alibi {
-        bail!(
-            "--slopes applies to ALiBi models only; '{}' uses {} positions",
-            loaded.name,
-            cfg.position
-        );
-    }
-    Ok(Some(
-        resolve_slopes(spec, cfg.n_heads).map_err(|e| eyre!(e))?,
-    ))
-}
-
-/// Opens (and so checks) every output before the work, so a bad path fails at once; the
-/// temporary files vanish when the result is dropped.
-fn probe_outputs(paths: &[&Option<PathBuf>]) -> Result<Vec<AtomicFile>> {
-    paths
-        .iter()
-        .copied()
-        .flatten()
-        .map(|p| AtomicFile::create(p).map_err(|e| eyre!(e)))
-        .collect()
-}
-
 /// Runs `stats`.
 pub fn stats(a: &StatsSettings) -> Result<()> {
     if a.batch == Some(0) {
@@ -125,20 +93,13 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
     super::check_lengths(&stream, &a.lengths, cfg.max_len).map_err(|e| eyre!(e))?;
     let largest = a.lengths.last().copied().unwrap_or(1);
     let batch = a.batch.unwrap_or(super::BATCH_TOKENS / largest).max(1);
-    let need = crate::model::memory::eval_bytes(
-        batch,
+    check_memory(
+        model,
         largest,
-        cfg.d_model,
-        cfg.d_ff,
-        model.dtype().size_in_bytes(),
-    );
-    crate::model::memory::check(
-        need,
-        &format!("length {largest}"),
+        batch,
         "use shorter --lengths, a smaller --batch, or --dtype bf16",
-    )
-    .map_err(|e| eyre!(e))?;
-    let slopes = model_slopes(a.slopes.as_ref(), &loaded)?;
+    )?;
+    let slopes = override_slopes(a.slopes.as_ref(), &loaded)?;
     let cancel = super::console::interrupt_flag();
     let tty = std::io::stderr().is_terminal();
     let progress = super::console::window_progress("measuring attention");
@@ -343,32 +304,6 @@ pub fn stats_table(report: &StatsReport, info: &StatsInfo) -> String {
     s
 }
 
-/// One head's attention over `ids` (a single window), row-major `len x len`, rows = queries
-/// (the masked future is 0). `slopes` overrides the ALiBi slopes.
-pub fn attention_map(
-    model: &Transformer,
-    ids: &[u32],
-    layer: usize,
-    head: usize,
-    slopes: Option<&[f64]>,
-) -> candle_core::Result<Vec<f32>> {
-    let dev = model.device();
-    let x = Tensor::from_vec(ids.to_vec(), (1, ids.len()), dev)?;
-    let opts = ForwardOptions {
-        slopes: slopes.map(|s| slopes_tensor(s, dev)).transpose()?,
-        capture: vec![(layer, head)],
-        ..Default::default()
-    };
-    let out = model.forward_hidden(&x, &opts)?;
-    out.captured
-        .first()
-        .ok_or_else(|| candle_core::Error::Msg("no attention captured".into()))?
-        .probs
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()
-}
-
 /// Runs `attention`.
 pub fn attention(a: &AttentionSettings) -> Result<()> {
     if let Some(p) = &a.png
@@ -433,7 +368,7 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
             a.length
         );
     }
-    let slopes = model_slopes(a.slopes.as_ref(), &loaded)?;
+    let slopes = override_slopes(a.slopes.as_ref(), &loaded)?;
     let slope = (cfg.position == Position::Alibi).then(|| {
         slopes
             .as_ref()

@@ -10,7 +10,6 @@ use crate::eval::{Control, window_losses};
 use crate::model::LoadedModel;
 use crate::model::transformer::{ForwardOptions, slopes_tensor};
 use crate::text::Stream;
-use candle_core::Tensor;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
@@ -138,33 +137,20 @@ impl Worker {
             return true;
         };
         let slot = &self.slots[0];
-        let result = (|| -> candle_core::Result<AttentionMap> {
-            let model = &slot.loaded.model;
-            let n = (*len).min(slot.stream.ids.len());
-            let x = Tensor::from_vec(slot.stream.ids[..n].to_vec(), (1, n), model.device())?;
-            let opts = ForwardOptions {
-                slopes: slopes
-                    .as_ref()
-                    .map(|s| slopes_tensor(s, model.device()))
-                    .transpose()?,
-                capture: vec![(*layer, *head)],
-                ..Default::default()
-            };
-            let out = model.forward_hidden(&x, &opts)?;
-            let probs = out
-                .captured
-                .first()
-                .ok_or_else(|| candle_core::Error::Msg("no attention captured".into()))?
-                .probs
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            Ok(AttentionMap {
-                len: n,
-                layer: *layer,
-                head: *head,
-                probs,
-            })
-        })();
+        let n = (*len).min(slot.stream.ids.len());
+        let result = crate::eval::stats::attention_map(
+            &slot.loaded.model,
+            &slot.stream.ids[..n],
+            *layer,
+            *head,
+            slopes.as_deref(),
+        )
+        .map(|probs| AttentionMap {
+            len: n,
+            layer: *layer,
+            head: *head,
+            probs,
+        });
         match result {
             Ok(map) => self.send(WorkerMsg::Attention {
                 generation: *generation,
@@ -308,8 +294,13 @@ impl Worker {
     /// runs (it is put back with its progress and resumes after them).
     fn sensitivity(&mut self, mut job: SensitivityJob) -> bool {
         use crate::eval::ablate::{Variant, delta, token_losses};
-        let mut stream = self.slots[0].stream.clone();
-        stream.truncate(SENSITIVITY_TOKENS + 1);
+        // The runs score the first tokens only: copy just those.
+        let full = &self.slots[0].stream;
+        let n = full.ids.len().min(SENSITIVITY_TOKENS + 1);
+        let stream = Stream {
+            ids: full.ids[..n].to_vec(),
+            bytes: full.bytes.as_ref().map(|b| b[..n].to_vec()),
+        };
         let lmax = job.lengths.iter().copied().max().unwrap_or(1);
         let batch = (crate::eval::BATCH_TOKENS / lmax.max(1)).max(1);
         let lengths = job.lengths.clone();
