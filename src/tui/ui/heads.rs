@@ -119,15 +119,18 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             if layer == app.layer && h == app.head {
                 style = style.add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
             }
-            let mut text = v.map_or_else(|| "-".to_string(), compact);
-            if layer == app.layer && h == app.head {
-                text = format!("[{text}]");
-            }
-            let text = if (text.chars().count() as u16) < cell_w {
-                format!("{text:^w$}", w = cell_w as usize)
+            let plain = v.map_or_else(|| "-".to_string(), compact);
+            let fits = |t: &String| t.chars().count() <= cell_w as usize;
+            // The selected head in brackets where they fit (it is also bold and underlined).
+            let marked = format!("[{plain}]");
+            let text = if layer == app.layer && h == app.head && fits(&marked) {
+                marked
+            } else if fits(&plain) {
+                plain
             } else {
-                " ".repeat(cell_w as usize)
+                String::new()
             };
+            let text = format!("{text:^w$}", w = cell_w as usize);
             buf.set_stringn(x, y, text, cell_w as usize, style);
         }
     }
