@@ -11,12 +11,18 @@ pub mod console;
 pub mod figures;
 pub mod output;
 pub mod plot;
+mod point;
 pub mod stats;
 pub mod stats_command;
+mod sweep;
+
+pub use point::{Point, Stats};
+pub use sweep::SweepAccumulator;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
 use crate::text::Stream;
 use candle_core::{Result, Tensor};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Windows of one length are batched until a batch holds this many tokens.
@@ -101,83 +107,6 @@ pub fn parse_lengths(spec: &str) -> std::result::Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// Summary statistics of a set of per-token losses.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Point {
-    /// Input length `L`.
-    pub length: usize,
-    /// Tokens scored.
-    pub tokens: usize,
-    /// Mean negative log-likelihood, nats per token.
-    pub nll: f64,
-    /// Token perplexity `exp(nll)`.
-    pub ppl: f64,
-    /// Standard error of the perplexity (delta method: `ppl * sd(nll)/sqrt(tokens)`).
-    pub ppl_stderr: f64,
-    /// Bits per UTF-8 byte of the scored text, when the text is known.
-    pub bits_per_byte: Option<f64>,
-    /// Targets of the stream (every token after the first) not scored at this length: the tail
-    /// shorter than one window under `nonoverlap`, also the window positions past `length` under
-    /// `sweep`; always 0 under `sliding`, which scores every target once. Set by [`evaluate`];
-    /// `None` where only windows are known (the TUI's running curves).
-    pub unscored: Option<usize>,
-}
-
-/// Running sums for a [`Point`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stats {
-    n: usize,
-    sum: f64,
-    sum_sq: f64,
-    bytes: u64,
-    has_bytes: bool,
-}
-
-impl Stats {
-    /// Adds one token's loss and its byte count.
-    pub fn add(&mut self, nll: f32, bytes: Option<u32>) {
-        let x = f64::from(nll);
-        self.n += 1;
-        self.sum += x;
-        self.sum_sq += x * x;
-        if let Some(b) = bytes {
-            self.bytes += u64::from(b);
-            self.has_bytes = true;
-        }
-    }
-
-    /// Adds another set of sums to this one.
-    pub fn merge(&mut self, other: &Self) {
-        self.n += other.n;
-        self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
-        self.bytes += other.bytes;
-        self.has_bytes |= other.has_bytes;
-    }
-
-    /// The summary for length `length`.
-    pub fn point(&self, length: usize) -> Point {
-        let n = self.n.max(1) as f64;
-        let mean = self.sum / n;
-        let var = if self.n > 1 {
-            ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0)).max(0.0)
-        } else {
-            0.0
-        };
-        let ppl = mean.exp();
-        Point {
-            length,
-            tokens: self.n,
-            nll: mean,
-            ppl,
-            ppl_stderr: ppl * (var / n).sqrt(),
-            unscored: None,
-            bits_per_byte: (self.has_bytes && self.bytes > 0)
-                .then(|| self.sum / std::f64::consts::LN_2 / self.bytes as f64),
-        }
-    }
-}
-
 /// What can stop an evaluation early.
 #[derive(Default)]
 pub struct Control<'a> {
@@ -187,6 +116,9 @@ pub struct Control<'a> {
     pub progress: Option<&'a dyn Fn(usize, usize)>,
     /// Windows per batch (default: as many as fit [`BATCH_TOKENS`]).
     pub batch: Option<usize>,
+    /// Checked between layers inside a forward ([`ForwardOptions::interrupt`]): the TUI's worker
+    /// sets it when a more urgent job arrives.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Raised when [`Control::cancel`] is set.
@@ -222,6 +154,17 @@ pub fn window_losses_with(
     let batch = ctl.batch.unwrap_or(BATCH_TOKENS / len.max(1)).max(1);
     let dev = model.device();
     let mut done = 0;
+    let with_interrupt;
+    let opts = match (&ctl.interrupt, &opts.interrupt) {
+        (Some(flag), None) => {
+            with_interrupt = ForwardOptions {
+                interrupt: Some(flag.clone()),
+                ..opts.clone()
+            };
+            &with_interrupt
+        }
+        _ => opts,
+    };
     for chunk in starts.chunks(batch) {
         if ctl.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             candle_core::bail!("{CANCELLED}");
@@ -271,146 +214,6 @@ pub struct Evaluation {
     pub position_nll: Vec<f64>,
     /// Every scored token of the largest length.
     pub per_token: Vec<TokenLoss>,
-}
-
-/// Accumulates whole windows of `lmax` tokens and derives every length `<= lmax` from them:
-/// the engine behind `sweep` and the TUI's live curve.
-///
-/// It also takes shorter windows (the TUI's refinement passes of `lmax/2`, `lmax/4`, ...): windows
-/// of each length form a level, and the point for length `len` comes from one level, the one with
-/// the most windows among those at least `len` long, using the first `len` positions of each of its
-/// windows. So no token is counted twice, every estimate is a set of non-overlapping `len`-token
-/// windows, and a level that covers the whole text makes its length exactly `nonoverlap`.
-#[derive(Debug, Clone)]
-pub struct SweepAccumulator {
-    lmax: usize,
-    /// Levels by window length, longest first; the first is always `lmax`.
-    levels: Vec<Level>,
-}
-
-/// The windows of one length.
-#[derive(Debug, Clone)]
-struct Level {
-    len: usize,
-    /// Per-position running stats.
-    positions: Vec<Stats>,
-    windows: usize,
-}
-
-impl Level {
-    fn new(len: usize) -> Self {
-        Self {
-            len,
-            positions: vec![Stats::default(); len],
-            windows: 0,
-        }
-    }
-
-    /// `[k]` = the stats of the first `k` positions of every window, for `k` in `0..=len`.
-    fn prefix_sums(&self) -> Vec<Stats> {
-        let mut total = Stats::default();
-        std::iter::once(total)
-            .chain(self.positions.iter().map(|s| {
-                total.merge(s);
-                total
-            }))
-            .collect()
-    }
-}
-
-impl SweepAccumulator {
-    /// Empty, for windows of `lmax`.
-    pub fn new(lmax: usize) -> Self {
-        Self {
-            lmax,
-            levels: vec![Level::new(lmax)],
-        }
-    }
-
-    /// Adds one window's losses (starting at stream index `start`); its length is `nll.len()`
-    /// (capped at `lmax`).
-    pub fn add(&mut self, stream: &Stream, start: usize, nll: &[f32]) {
-        let len = nll.len().min(self.lmax);
-        if len == 0 {
-            return;
-        }
-        let i = match self.levels.iter().position(|l| l.len <= len) {
-            Some(i) if self.levels[i].len == len => i,
-            Some(i) => {
-                self.levels.insert(i, Level::new(len));
-                i
-            }
-            None => {
-                self.levels.push(Level::new(len));
-                self.levels.len() - 1
-            }
-        };
-        let level = &mut self.levels[i];
-        for (p, &x) in nll[..len].iter().enumerate() {
-            level.positions[p].add(x, stream.bytes_of(start + p + 1));
-        }
-        level.windows += 1;
-    }
-
-    /// Windows added so far, all lengths together.
-    pub fn windows(&self) -> usize {
-        self.levels.iter().map(|l| l.windows).sum()
-    }
-
-    /// Windows of exactly `len` tokens added so far.
-    pub fn windows_of(&self, len: usize) -> usize {
-        self.levels
-            .iter()
-            .find(|l| l.len == len)
-            .map_or(0, |l| l.windows)
-    }
-
-    /// The largest length.
-    pub fn lmax(&self) -> usize {
-        self.lmax
-    }
-
-    /// The level that serves length `len`: most windows among those at least `len` long (the
-    /// longest on a tie).
-    fn level_for(&self, len: usize) -> usize {
-        let mut best = 0;
-        for (i, l) in self.levels.iter().enumerate().skip(1) {
-            if l.len >= len && l.windows > self.levels[best].windows {
-                best = i;
-            }
-        }
-        best
-    }
-
-    /// The point for length `len <= lmax`: the first `len` positions of every window of the
-    /// level that serves it.
-    pub fn point(&self, len: usize) -> Point {
-        self.points(&[len])[0]
-    }
-
-    /// Points for several lengths (ascending or not).
-    pub fn points(&self, lengths: &[usize]) -> Vec<Point> {
-        // Prefix sums of each level that serves some length, computed once.
-        let mut prefixes: Vec<Option<Vec<Stats>>> = vec![None; self.levels.len()];
-        lengths
-            .iter()
-            .map(|&len| {
-                let i = self.level_for(len);
-                let level = &self.levels[i];
-                let prefix = prefixes[i].get_or_insert_with(|| level.prefix_sums());
-                prefix[len.min(level.len)].point(len)
-            })
-            .collect()
-    }
-
-    /// Mean NLL at each position of the `lmax` windows.
-    pub fn position_nll(&self) -> Vec<f64> {
-        self.levels[0]
-            .positions
-            .iter()
-            .map(|s| s.sum / s.n.max(1) as f64)
-            .collect()
-    }
 }
 
 /// Checks that every length fits the stream and the model.
@@ -493,6 +296,7 @@ pub fn evaluate(
                     cancel: ctl.cancel,
                     progress: Some(&prog),
                     batch: ctl.batch,
+                    interrupt: ctl.interrupt.clone(),
                 };
                 window_losses(model, stream, &starts, len, slopes, &inner, |s, nll| {
                     let first = first_scored(&starts, s, len);
@@ -508,10 +312,7 @@ pub fn evaluate(
                 done_before += starts.len();
                 points.push(stats.point(len));
                 if last {
-                    position_nll = positions
-                        .iter()
-                        .map(|s| s.sum / s.n.max(1) as f64)
-                        .collect();
+                    position_nll = positions.iter().map(Stats::mean).collect();
                 }
             }
         }

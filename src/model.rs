@@ -9,6 +9,8 @@
 //!   [`weights`] (safetensors in and out), [`load`] (a whole model, dispatched by family).
 //! - [`memory`]: estimates that turn impossible lengths into clear errors.
 //! - [`attention_stats`]: per-head attention statistics accumulated inside blocked attention.
+//! - [`prefill`]: long forwards a piece at a time (chunked windows, layer inputs kept), so the
+//!   TUI's worker can pause them between pieces.
 
 pub mod attention_stats;
 pub mod bloom;
@@ -24,6 +26,7 @@ pub mod memory;
 pub mod mpt;
 pub mod ops;
 pub mod position;
+pub mod prefill;
 pub mod transformer;
 pub mod weights;
 

@@ -24,8 +24,8 @@ use crossterm::event::{
 };
 use event::Event;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
-use worker::{Job, ModelSlot};
+use std::sync::mpsc::channel;
+use worker::{JobSender, ModelSlot};
 
 /// What the TUI needs to start.
 #[derive(Debug, Clone)]
@@ -193,7 +193,7 @@ pub fn inject_fault() -> Result<()> {
 }
 
 /// Carries out effects; file results are fed back into the app.
-fn apply(app: &mut App, effects: Vec<Effect>, jobs: &Sender<Job>) {
+fn apply(app: &mut App, effects: Vec<Effect>, jobs: &JobSender) {
     let mut queue = effects;
     while let Some(fx) = queue.pop() {
         match fx {

@@ -151,6 +151,7 @@ pub fn token_losses(
         cancel: ctl.cancel,
         progress: None,
         batch: Some(batch),
+        interrupt: ctl.interrupt.clone(),
     };
     window_losses_with(model, stream, &starts, len, opts, &inner, |_, nll| {
         out.extend(nll);
@@ -437,6 +438,7 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
         cancel: Some(&cancel),
         progress: None,
         batch: None,
+        interrupt: None,
     };
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();

@@ -167,6 +167,7 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         cancel: Some(&cancel),
         progress: Some(&progress),
         batch: a.batch,
+        interrupt: None,
     };
     let result = evaluate(
         model,

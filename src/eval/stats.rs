@@ -177,6 +177,7 @@ pub fn length_stats(
         let opts = ForwardOptions {
             slopes: slopes.clone(),
             stats: true,
+            interrupt: ctl.interrupt.clone(),
             ..Default::default()
         };
         let fwd = model.forward_hidden(&x, &opts)?;
@@ -229,6 +230,7 @@ pub fn attention_stats(
             cancel: ctl.cancel,
             progress: Some(&prog),
             batch: ctl.batch,
+            interrupt: ctl.interrupt.clone(),
         };
         let run = length_stats(model, stream, len, slopes, max_windows, &inner)?;
         done_before += run.windows;
@@ -357,6 +359,7 @@ pub fn attention_map(
     let opts = ForwardOptions {
         slopes: slopes.map(|s| slopes_tensor(s, dev)).transpose()?,
         capture: vec![(layer, head)],
+        capture_only: true,
         ..Default::default()
     };
     let out = model.forward_hidden(&x, &opts)?;

@@ -107,6 +107,7 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
         cancel: Some(&cancel),
         progress: Some(&progress),
         batch: a.batch,
+        interrupt: None,
     };
     let result = attention_stats(
         model,

@@ -54,14 +54,25 @@ pub fn sinusoidal_table(
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
+    sinusoidal_rows(0, len, d_model, dtype, device)
+}
+
+/// Rows `start..start+len` of the sinusoidal table, shape `(len, d_model)`.
+pub fn sinusoidal_rows(
+    start: usize,
+    len: usize,
+    d_model: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     let mut data = vec![0f32; len * d_model];
-    for p in 0..len {
+    for (row, p) in (start..start + len).enumerate() {
         for i in (0..d_model).step_by(2) {
             let freq = 1.0 / 10_000f64.powf(i as f64 / d_model as f64);
             let angle = p as f64 * freq;
-            data[p * d_model + i] = angle.sin() as f32;
+            data[row * d_model + i] = angle.sin() as f32;
             if i + 1 < d_model {
-                data[p * d_model + i + 1] = angle.cos() as f32;
+                data[row * d_model + i + 1] = angle.cos() as f32;
             }
         }
     }

@@ -6,59 +6,21 @@
 //! blocks (flash-style) so memory stays linear in the number of heads and layers; training uses
 //! the full score matrix through ops that record gradients (the fused candle ops record none).
 
-use super::attention_stats::{AttentionStats, HeadSums, accumulate_block};
-use super::config::{Activation, Config, Position};
-use super::position::{apply_rotary, causal_bias, rotary_tables, sinusoidal_table};
-use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use super::attention_stats::{AttentionStats, HeadSums};
+use super::config::{Config, Position};
+use super::position::{rotary_tables, sinusoidal_rows};
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+use std::sync::Arc;
 
-/// Upper bound on the elements of one block of attention scores (`batch*heads*q_block*keys`).
-pub const SCORE_BLOCK_ELEMENTS: usize = 1 << 23;
-/// The smallest query block used by blocked attention.
-pub const MIN_QUERY_BLOCK: usize = 16;
-/// Positions per chunk when projecting hidden states onto the vocabulary.
-pub const LM_HEAD_CHUNK_TOKENS: usize = 512;
+mod attention;
+mod layers;
 
-/// A LayerNorm with optional bias; uses the fused op for inference and the differentiable one
-/// for training.
-#[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    /// Loads `weight` (and `bias` when `has_bias`) of width `dim`.
-    pub fn new(dim: usize, has_bias: bool, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get(dim, "weight")?;
-        let bias = if has_bias {
-            vb.get(dim, "bias")?
-        } else {
-            Tensor::zeros(dim, weight.dtype(), weight.device())?
-        };
-        Ok(Self { weight, bias, eps })
-    }
-
-    /// Normalises the last dimension.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
-        } else {
-            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
-        }
-    }
-}
-
-fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = if bias {
-        Some(vb.get(out_dim, "bias")?)
-    } else {
-        None
-    };
-    Ok(Linear::new(w, b))
-}
+use attention::{Attention, Ctx};
+pub use attention::{LayerCache, MIN_QUERY_BLOCK, SCORE_BLOCK_ELEMENTS, query_block};
+use layers::Mlp;
+pub use layers::{LM_HEAD_CHUNK_TOKENS, LayerNorm};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What one forward pass should do besides computing hidden states.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +39,29 @@ pub struct ForwardOptions {
     /// `(layer, head)` pairs whose attention output is zeroed before the output projection
     /// (knock-out ablation).
     pub knockout: Vec<(usize, usize)>,
+    /// Stop after the last layer with a capture: only the attention maps are wanted, and the
+    /// returned `hidden` is that layer's output (no final LayerNorm). A map of layer `l` then costs
+    /// `l + 1` layers instead of the whole model.
+    pub capture_only: bool,
+    /// Checked between layers: when set, the forward stops with [`INTERRUPTED`] (the TUI's worker
+    /// sets it when a more urgent job arrives, and runs this one again later).
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// The error message of a forward stopped by [`ForwardOptions::interrupt`].
+pub const INTERRUPTED: &str = "interrupted by a more urgent job";
+
+/// Whether `e` is a forward stopped by [`ForwardOptions::interrupt`].
+pub fn is_interrupted(e: &candle_core::Error) -> bool {
+    e.to_string().starts_with(INTERRUPTED)
+}
+
+/// What the position scheme needs at run time, for positions `0..len`: the slopes (ALiBi) or the
+/// rotary tables. Built once per forward (or once per chunked window).
+#[derive(Debug, Clone)]
+pub struct PositionInputs {
+    slopes: Option<Tensor>,
+    rotary: Option<(Tensor, Tensor)>,
 }
 
 /// Attention probabilities of one head, `(batch, len, len)` f32, rows = queries.
@@ -99,219 +84,6 @@ pub struct ForwardOutput {
     pub captured: Vec<Captured>,
     /// Attention statistics of every head, when [`ForwardOptions::stats`] is set.
     pub stats: Option<AttentionStats>,
-}
-
-struct Ctx<'a> {
-    /// `(1, heads, 1, 1)` multipliers for this layer's head outputs (0 = knocked out).
-    head_mask: Option<Tensor>,
-    train: bool,
-    query_block: Option<usize>,
-    slopes: Option<&'a Tensor>,
-    rotary: Option<&'a (Tensor, Tensor)>,
-}
-
-#[derive(Debug, Clone)]
-struct Attention {
-    qkv: Linear,
-    out: Linear,
-    q_norm: Option<LayerNorm>,
-    k_norm: Option<LayerNorm>,
-    n_heads: usize,
-    head_dim: usize,
-    clip_qkv: Option<f64>,
-}
-
-impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.d_model;
-        let (q_norm, k_norm) = if cfg.qk_norm {
-            (
-                Some(LayerNorm::new(
-                    d,
-                    cfg.norm_bias,
-                    cfg.layer_norm_eps,
-                    vb.pp("q_norm"),
-                )?),
-                Some(LayerNorm::new(
-                    d,
-                    cfg.norm_bias,
-                    cfg.layer_norm_eps,
-                    vb.pp("k_norm"),
-                )?),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Self {
-            qkv: linear(d, 3 * d, cfg.linear_bias, vb.pp("qkv"))?,
-            out: linear(d, d, cfg.linear_bias, vb.pp("out"))?,
-            q_norm,
-            k_norm,
-            n_heads: cfg.n_heads,
-            head_dim: cfg.head_dim(),
-            clip_qkv: cfg.clip_qkv,
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Tensor,
-        ctx: &Ctx,
-        capture: &[usize],
-        stats: Option<&mut [HeadSums]>,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
-        let (b, t, d) = x.dims3()?;
-        let mut qkv = self.qkv.forward(x)?; // (b, t, 3d)
-        if let Some(c) = self.clip_qkv {
-            qkv = qkv.clamp(-c, c)?;
-        }
-        let mut q = qkv.narrow(2, 0, d)?;
-        let mut k = qkv.narrow(2, d, d)?;
-        let v = qkv.narrow(2, 2 * d, d)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(&q, ctx.train)?;
-            k = kn.forward(&k, ctx.train)?;
-        }
-        let heads = |x: Tensor| -> Result<Tensor> {
-            // (b, t, d) -> (b, heads, t, head_dim)
-            x.reshape((b, t, self.n_heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (mut q, mut k, v) = (heads(q)?, heads(k)?, heads(v)?);
-        if let Some((cos, sin)) = ctx.rotary {
-            let cos = cos.narrow(0, 0, t)?;
-            let sin = sin.narrow(0, 0, t)?;
-            q = apply_rotary(&q, &cos, &sin)?;
-            k = apply_rotary(&k, &cos, &sin)?;
-        }
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = (q * scale)?;
-        let (y, probs) = if ctx.train {
-            self.full_attention(&q, &k, &v, ctx, stats)?
-        } else {
-            self.blocked_attention(&q, &k, &v, ctx, capture, stats)?
-        };
-        let y = match &ctx.head_mask {
-            Some(mask) => y.broadcast_mul(&mask.to_dtype(y.dtype())?)?,
-            None => y,
-        };
-        // (b, heads, t, head_dim) -> (b, t, d)
-        let y = y.transpose(1, 2)?.reshape((b, t, d))?;
-        Ok((self.out.forward(&y)?, probs))
-    }
-
-    /// Differentiable attention over the whole `(b, heads, t, t)` score matrix.
-    fn full_attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        ctx: &Ctx,
-        stats: Option<&mut [HeadSums]>,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
-        let t = q.dim(2)?;
-        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (b, heads, t, t)
-        let bias = causal_bias(ctx.slopes, 0, t, t, q.device())?; // (heads|1, t, t)
-        let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        if let Some(heads) = stats {
-            accumulate_block(heads, &probs.detach(), 0)?;
-        }
-        let probs = probs.to_dtype(v.dtype())?;
-        Ok((probs.matmul(v)?, Vec::new()))
-    }
-
-    /// Attention computed one block of queries at a time; each block sees only the keys up to its
-    /// last query, so the scores never exceed `SCORE_BLOCK_ELEMENTS` and masked work is skipped.
-    /// Statistics, when asked for, are taken from each block's probabilities as it goes.
-    fn blocked_attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        ctx: &Ctx,
-        capture: &[usize],
-        mut stats: Option<&mut [HeadSums]>,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
-        let (b, h, t, _) = q.dims4()?;
-        let block = ctx
-            .query_block
-            .unwrap_or_else(|| query_block(b * h, t))
-            .max(1);
-        let mut outs = Vec::with_capacity(t.div_ceil(block));
-        let mut captured: Vec<Vec<Tensor>> = vec![Vec::new(); capture.len()];
-        let mut start = 0;
-        while start < t {
-            let len = block.min(t - start);
-            let keys = start + len;
-            let q_blk = q.narrow(2, start, len)?; // (b, h, len, hd)
-            let k_blk = k.narrow(2, 0, keys)?.contiguous()?; // (b, h, keys, hd)
-            let v_blk = v.narrow(2, 0, keys)?.contiguous()?;
-            let scores = q_blk
-                .contiguous()?
-                .matmul(&k_blk.t()?)?
-                .to_dtype(DType::F32)?; // (b, h, len, keys)
-            let bias = causal_bias(ctx.slopes, start, len, keys, q.device())?;
-            let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (b, h, len, keys)
-            if let Some(heads) = stats.as_deref_mut() {
-                accumulate_block(heads, &probs, start)?;
-            }
-            for (slot, &head) in captured.iter_mut().zip(capture) {
-                let p = probs.narrow(1, head, 1)?.squeeze(1)?; // (b, len, keys)
-                let p = if keys < t {
-                    let pad = Tensor::zeros((b, len, t - keys), DType::F32, q.device())?;
-                    Tensor::cat(&[&p, &pad], 2)?
-                } else {
-                    p
-                };
-                slot.push(p);
-            }
-            outs.push(probs.to_dtype(v.dtype())?.matmul(&v_blk)?);
-            start += len;
-        }
-        let y = Tensor::cat(&outs, 2)?;
-        let maps = captured
-            .into_iter()
-            .map(|parts| Tensor::cat(&parts, 1))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((y, maps))
-    }
-}
-
-/// The query-block size for `rows` (batch*heads) score rows of `len` keys.
-pub fn query_block(rows: usize, len: usize) -> usize {
-    let fit = SCORE_BLOCK_ELEMENTS / (rows.max(1) * len.max(1));
-    let fit = (fit / MIN_QUERY_BLOCK * MIN_QUERY_BLOCK).max(MIN_QUERY_BLOCK);
-    fit.min(len.max(1))
-}
-
-#[derive(Debug, Clone)]
-struct Mlp {
-    up: Linear,
-    down: Linear,
-    activation: Activation,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            up: linear(cfg.d_model, cfg.d_ff, cfg.linear_bias, vb.pp("up"))?,
-            down: linear(cfg.d_ff, cfg.d_model, cfg.linear_bias, vb.pp("down"))?,
-            activation: cfg.activation,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.up.forward(x)?;
-        let h = match self.activation {
-            Activation::GeluTanh if train => super::ops::gelu_tanh_train(&h)?,
-            Activation::GeluTanh => h.gelu()?,
-            Activation::GeluErf => h.gelu_erf()?,
-        };
-        self.down.forward(&h)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -341,10 +113,11 @@ impl Block {
         ctx: &Ctx,
         capture: &[usize],
         stats: Option<&mut [HeadSums]>,
+        cache: Option<&mut LayerCache>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let (a, probs) =
             self.attn
-                .forward(&self.ln1.forward(x, ctx.train)?, ctx, capture, stats)?;
+                .forward(&self.ln1.forward(x, ctx.train)?, ctx, capture, stats, cache)?;
         let x = (x + a)?;
         let m = self
             .mlp
@@ -437,53 +210,25 @@ impl Transformer {
     /// plus any requested attention maps.
     pub fn forward_hidden(&self, tokens: &Tensor, opts: &ForwardOptions) -> Result<ForwardOutput> {
         let (_, t) = tokens.dims2()?;
-        if let Some(max) = self.cfg.max_len
-            && t > max
-        {
-            candle_core::bail!("input of {t} tokens exceeds the model's limit of {max} tokens");
-        }
-        let mut x = self.tok_emb.forward(tokens)?;
-        if (self.cfg.embed_scale - 1.0).abs() > f64::EPSILON {
-            x = (x * self.cfg.embed_scale)?;
-        }
-        if let Some(n) = &self.emb_norm {
-            x = n.forward(&x, opts.train)?;
-        }
-        let rotary;
-        let slopes;
-        let mut ctx = Ctx {
-            head_mask: None,
-            train: opts.train,
-            query_block: opts.query_block,
-            slopes: None,
-            rotary: None,
-        };
-        match self.cfg.position {
-            Position::Alibi => {
-                slopes = opts.slopes.clone().unwrap_or_else(|| self.slopes.clone());
-                ctx.slopes = Some(&slopes);
-            }
-            Position::Sinusoidal => {
-                let pe = sinusoidal_table(t, self.cfg.d_model, x.dtype(), &self.device)?;
-                x = x.broadcast_add(&pe)?;
-            }
-            Position::Rotary => {
-                rotary = rotary_tables(
-                    t,
-                    self.cfg.head_dim(),
-                    self.cfg.rotary_base,
-                    x.dtype(),
-                    &self.device,
-                )?;
-                ctx.rotary = Some(&rotary);
-            }
-            Position::None => {}
-        }
+        self.check_len(t)?;
+        let pos = self.position_inputs(t, opts.slopes.as_ref())?;
+        let mut x = self.embed(tokens, 0, opts.train)?;
         let mut captured = Vec::new();
         let mut stats = opts
             .stats
             .then(|| AttentionStats::new(self.cfg.n_layers, self.cfg.n_heads));
-        for (layer, block) in self.blocks.iter().enumerate() {
+        let last = match opts.capture.iter().map(|&(l, _)| l).max() {
+            Some(l) if opts.capture_only => l.min(self.cfg.n_layers.saturating_sub(1)),
+            _ => self.cfg.n_layers.saturating_sub(1),
+        };
+        for layer in 0..=last.min(self.blocks.len().saturating_sub(1)) {
+            if opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                candle_core::bail!("{INTERRUPTED}");
+            }
             let heads: Vec<usize> = opts
                 .capture
                 .iter()
@@ -491,8 +236,8 @@ impl Transformer {
                 .map(|(_, h)| *h)
                 .collect();
             let layer_stats = stats.as_mut().map(|s| s.layer_mut(layer));
-            ctx.head_mask = self.head_mask(&opts.knockout, layer)?;
-            let (y, probs) = block.forward(&x, &ctx, &heads, layer_stats)?;
+            let (y, probs) =
+                self.layer_forward(layer, &x, 0, &pos, opts, &heads, layer_stats, None)?;
             x = y;
             captured.extend(heads.into_iter().zip(probs).map(|(head, probs)| Captured {
                 layer,
@@ -507,11 +252,106 @@ impl Transformer {
                 ordered.push(captured.swap_remove(i));
             }
         }
+        let hidden = if opts.capture_only && last + 1 < self.cfg.n_layers {
+            x
+        } else {
+            self.final_norm(&x, opts.train)?
+        };
         Ok(ForwardOutput {
-            hidden: self.ln_f.forward(&x, opts.train)?,
+            hidden,
             captured: ordered,
             stats,
         })
+    }
+
+    /// Fails when `len` tokens exceed the model's limit (MPT's `max_seq_len`).
+    pub fn check_len(&self, len: usize) -> Result<()> {
+        if let Some(max) = self.cfg.max_len
+            && len > max
+        {
+            candle_core::bail!("input of {len} tokens exceeds the model's limit of {max} tokens");
+        }
+        Ok(())
+    }
+
+    /// The position scheme's run-time inputs for positions `0..len`: `slopes` (an override of the
+    /// model's own, ALiBi only) or the rotary tables.
+    pub fn position_inputs(&self, len: usize, slopes: Option<&Tensor>) -> Result<PositionInputs> {
+        let mut out = PositionInputs {
+            slopes: None,
+            rotary: None,
+        };
+        match self.cfg.position {
+            Position::Alibi => {
+                out.slopes = Some(slopes.cloned().unwrap_or_else(|| self.slopes.clone()));
+            }
+            Position::Rotary => {
+                out.rotary = Some(rotary_tables(
+                    len,
+                    self.cfg.head_dim(),
+                    self.cfg.rotary_base,
+                    self.dtype,
+                    &self.device,
+                )?);
+            }
+            Position::Sinusoidal | Position::None => {}
+        }
+        Ok(out)
+    }
+
+    /// The input of the first block for `tokens` `(batch, len)` at positions
+    /// `offset..offset+len`: embeddings, their scale and norm, sinusoidal positions.
+    pub fn embed(&self, tokens: &Tensor, offset: usize, train: bool) -> Result<Tensor> {
+        let (_, t) = tokens.dims2()?;
+        let mut x = self.tok_emb.forward(tokens)?;
+        if (self.cfg.embed_scale - 1.0).abs() > f64::EPSILON {
+            x = (x * self.cfg.embed_scale)?;
+        }
+        if let Some(n) = &self.emb_norm {
+            x = n.forward(&x, train)?;
+        }
+        if self.cfg.position == Position::Sinusoidal {
+            let pe = sinusoidal_rows(offset, t, self.cfg.d_model, x.dtype(), &self.device)?;
+            x = x.broadcast_add(&pe)?;
+        }
+        Ok(x)
+    }
+
+    /// Runs block `layer` on `x` `(batch, len, d_model)` at positions `offset..offset+len`,
+    /// capturing the attention of `capture`'s heads and accumulating `stats`. A chunked forward
+    /// passes the layer's `cache` (positions before `offset` already in it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_forward(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        offset: usize,
+        pos: &PositionInputs,
+        opts: &ForwardOptions,
+        capture: &[usize],
+        stats: Option<&mut [HeadSums]>,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let Some(block) = self.blocks.get(layer) else {
+            candle_core::bail!(
+                "layer {layer} does not exist (the model has {} layers)",
+                self.cfg.n_layers
+            );
+        };
+        let ctx = Ctx {
+            head_mask: self.head_mask(&opts.knockout, layer)?,
+            offset,
+            train: opts.train,
+            query_block: opts.query_block,
+            slopes: pos.slopes.as_ref(),
+            rotary: pos.rotary.as_ref(),
+        };
+        block.forward(x, &ctx, capture, stats, cache)
+    }
+
+    /// The final LayerNorm (hidden states as [`Self::nll`] and [`Self::logits`] take them).
+    pub fn final_norm(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.ln_f.forward(x, train)
     }
 
     /// The `(1, heads, 1, 1)` mask that zeroes the knocked-out heads of `layer`, if any.

@@ -6,7 +6,7 @@ pub use super::curve::{Curve, MIN_LENGTH, chart_x_bounds, length_grid};
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
 use super::views::{AttnView, SensitivityState, Stat, StatsCache};
 pub use super::views::{Metric, Rule};
-use super::worker::{AttentionMap, Job, WorkerMsg};
+use super::worker::{AttentionMap, Job, Progress};
 use crate::alibi::{self, Preset, SlopeSpec};
 use crate::eval::Point;
 use crate::model::Position;
@@ -14,6 +14,7 @@ use crate::text::Stream;
 use std::path::PathBuf;
 
 mod export;
+mod receive;
 mod slopes;
 mod stats;
 
@@ -99,6 +100,8 @@ pub struct App {
     pub attn_gen: u64,
     /// The latest attention map of the current generation.
     pub attention: Option<AttentionMap>,
+    /// How far the attention map being computed is (big models), until it arrives.
+    pub attention_progress: Option<Progress>,
     /// Heatmap zoom (1 = whole map).
     pub zoom: usize,
     /// First key column shown when zoomed.
@@ -178,6 +181,7 @@ impl App {
             sweep_gen: 0,
             attn_gen: 0,
             attention: None,
+            attention_progress: None,
             zoom: 1,
             pan: 0,
             query,
@@ -271,13 +275,22 @@ impl App {
         self.curves[1..].iter().any(|c| c.stream.ids != *main)
     }
 
-    /// The main curve's point at the cursor, if computed.
+    /// The main curve's point at the cursor, if computed (a window covers it).
     pub fn point_at_cursor(&self) -> Option<Point> {
-        self.curves[0].points(&[self.length()]).map(|p| p[0])
+        self.curves[0]
+            .points(&[self.length()])
+            .map(|p| p[0])
+            .filter(|p| p.tokens > 0)
+    }
+
+    /// Whether the main curve's point at the cursor is final (no later window will change it).
+    pub fn cursor_final(&self) -> bool {
+        self.curves[0].is_final(self.length(), MIN_LENGTH)
     }
 
     fn attention_job(&mut self) -> Effect {
         self.attn_gen += 1;
+        self.attention_progress = None;
         Effect::Job(Job::Attention {
             generation: self.attn_gen,
             len: self.attention_len(),
@@ -520,90 +533,6 @@ impl App {
         if self.zoom > 1 && (self.query < first || self.query >= first + count) {
             self.pan = self.query.saturating_sub(count / 2);
             self.clamp_view();
-        }
-    }
-
-    /// The curve a sweep message is for, unless the message is stale (curve 0 restarts with
-    /// every slope change; the compared models never do).
-    fn live_curve(&mut self, generation: u64, curve: usize) -> Option<&mut Curve> {
-        if curve == 0 && generation != self.sweep_gen {
-            return None;
-        }
-        self.curves.get_mut(curve)
-    }
-
-    /// Applies a worker message; stale generations are dropped.
-    pub fn on_worker(&mut self, msg: WorkerMsg) {
-        match msg {
-            WorkerMsg::Window {
-                generation,
-                curve,
-                start,
-                nll,
-                done,
-                total,
-                refine,
-            } => {
-                if let Some(c) = self.live_curve(generation, curve) {
-                    if refine {
-                        c.refine = (done, total);
-                    } else {
-                        c.total = total;
-                    }
-                    c.acc.add(&c.stream, start, &nll);
-                }
-            }
-            WorkerMsg::SweepDone {
-                generation,
-                curve,
-                secs,
-                refine,
-            } => {
-                if let Some(c) = self.live_curve(generation, curve) {
-                    if refine {
-                        c.refined = Some(secs);
-                    } else {
-                        c.done = true;
-                        c.secs = Some(secs);
-                    }
-                }
-            }
-            WorkerMsg::Attention { generation, map } => {
-                // The heatmap divides by the map's length and indexes `len * len` values.
-                if map.len == 0 || map.probs.len() != map.len * map.len {
-                    if generation == self.attn_gen {
-                        self.error = Some(format!(
-                            "attention: got a map of length {} with {} values; dropped it",
-                            map.len,
-                            map.probs.len()
-                        ));
-                    }
-                    return;
-                }
-                if generation == self.attn_gen {
-                    self.query = self.query.min(map.len.saturating_sub(1));
-                    self.attention = Some(map);
-                }
-            }
-            // Statistics belong to the slopes they were computed with: only the current ones count.
-            WorkerMsg::Stats { generation, stats } if generation == self.sweep_gen => {
-                if self.stats.generation != generation {
-                    self.stats.reset(generation);
-                }
-                self.stats.insert(generation, stats);
-            }
-            WorkerMsg::Stats { .. } => {}
-            WorkerMsg::Sensitivity {
-                generation,
-                head,
-                variant,
-                deltas,
-                progress,
-            } => {
-                self.sensitivity
-                    .receive(generation, head, variant, deltas, progress);
-            }
-            WorkerMsg::Error { msg, .. } => self.error = Some(msg),
         }
     }
 

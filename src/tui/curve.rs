@@ -2,6 +2,7 @@
 //! training length) and its bounds.
 
 use super::keymap::STEPS_PER_OCTAVE;
+use super::messages::Progress;
 use crate::eval::{Point, SweepAccumulator};
 use crate::text::Stream;
 
@@ -27,6 +28,8 @@ pub struct Curve {
     pub refined: Option<f64>,
     /// The stream the windows index into (for byte counts).
     pub stream: Stream,
+    /// Where the long window under way stands (big models), until the sweep or refinement ends.
+    pub live: Option<Progress>,
 }
 
 impl Curve {
@@ -41,6 +44,7 @@ impl Curve {
             refine: (0, 0),
             refined: None,
             stream,
+            live: None,
         }
     }
 
@@ -51,11 +55,46 @@ impl Curve {
         self.secs = None;
         self.refine = (0, 0);
         self.refined = None;
+        self.live = None;
     }
 
-    /// Points at the given lengths (None before the first window arrives).
+    /// Points at the given lengths (None before the first window or piece of one arrives; a
+    /// length no window covers yet has `tokens == 0`).
     pub fn points(&self, lengths: &[usize]) -> Option<Vec<Point>> {
-        (self.acc.windows() > 0).then(|| self.acc.points(lengths))
+        self.acc.has_data().then(|| self.acc.points(lengths))
+    }
+
+    /// Whether the point at `len` is final: the windows that serve it once everything is done
+    /// (the sweep's for lengths above `lmax/2`, else the shortest refinement level at least
+    /// `len` long, with `min_len` the refinement's shortest) are all in.
+    pub fn is_final(&self, len: usize, min_len: usize) -> bool {
+        let lmax = self.acc.lmax();
+        if !self.done {
+            return false;
+        }
+        if self.refined.is_some() {
+            return true;
+        }
+        // The refinement levels, longest first: lmax/2, lmax/4, ... >= min_len.
+        let plan = refine_plan(self.stream.ids.len(), lmax, min_len);
+        let Some(level) = plan.iter().map(|p| p.0).filter(|&l| l >= len).min() else {
+            return true;
+        };
+        // Windows of every level down to (and including) the serving one must be in.
+        let needed = plan.iter().filter(|p| p.0 >= level).count();
+        self.refine.0 >= needed
+    }
+
+    /// The smallest length from which every longer point on `grid` is final (None: none is).
+    pub fn final_from(&self, grid: &[usize], min_len: usize) -> Option<usize> {
+        let mut from = None;
+        for &l in grid.iter().rev() {
+            if !self.is_final(l, min_len) {
+                break;
+            }
+            from = Some(l);
+        }
+        from
     }
 }
 
@@ -91,4 +130,40 @@ pub fn chart_x_bounds(grid: &[usize]) -> (f64, f64) {
         .ceil()
         .max(lo + 1.0);
     (lo, hi)
+}
+
+/// The refinement windows for a stream of `n` tokens: `(length, start)` for lengths `lmax/2`,
+/// `lmax/4`, ... (halving, longest first) down to `min_len`, each length tiling the whole stream.
+pub fn refine_plan(n: usize, lmax: usize, min_len: usize) -> Vec<(usize, usize)> {
+    let mut plan = Vec::new();
+    let mut len = lmax / 2;
+    while len >= min_len.max(1) {
+        let windows = n.saturating_sub(1) / len;
+        plan.extend((0..windows).map(|w| (len, w * len)));
+        len /= 2;
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refinement_plan_tiles_the_stream_at_each_halved_length() {
+        // 41 tokens: 40 predictions. lmax 16 -> lengths 8, 4 (min 4).
+        let plan = refine_plan(41, 16, 4);
+        let eights: Vec<usize> = plan.iter().filter(|p| p.0 == 8).map(|p| p.1).collect();
+        let fours: Vec<usize> = plan.iter().filter(|p| p.0 == 4).map(|p| p.1).collect();
+        assert_eq!(eights, vec![0, 8, 16, 24, 32]);
+        assert_eq!(fours, (0..10).map(|w| w * 4).collect::<Vec<_>>());
+        assert_eq!(plan.len(), 15);
+        assert!(plan.windows(2).all(|w| w[0].0 >= w[1].0), "longest first");
+        // Nothing below lmax/2 >= min_len: nothing to refine.
+        assert!(refine_plan(41, 16, 9).is_empty());
+        // Lengths that are not powers of two halve with integer division.
+        let lens: Vec<usize> = refine_plan(1000, 24, 3).iter().map(|p| p.0).collect();
+        assert_eq!(lens.first(), Some(&12));
+        assert_eq!(lens.last(), Some(&3));
+    }
 }

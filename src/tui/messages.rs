@@ -132,6 +132,35 @@ pub enum WorkerMsg {
         /// Whether it is a refinement window ([`Job::Refine`]).
         refine: bool,
     },
+    /// A piece of a long window of a sweep or refinement, scored in chunks: the losses of window
+    /// positions `offset..offset + nll.len()`. The window is complete when they reach `len`.
+    WindowPart {
+        /// Generation.
+        generation: u64,
+        /// Which curve.
+        curve: usize,
+        /// Stream index where the window starts.
+        start: usize,
+        /// The window's length.
+        len: usize,
+        /// First window position of `nll`.
+        offset: usize,
+        /// Per-position NLL.
+        nll: Vec<f32>,
+        /// Windows complete so far (this one included once it is complete).
+        done: usize,
+        /// Windows in the sweep (or refinement).
+        total: usize,
+        /// Whether it is a refinement window.
+        refine: bool,
+    },
+    /// Where a long job stands (sent a few times a second while it runs).
+    Progress {
+        /// Generation of the job.
+        generation: u64,
+        /// The progress.
+        progress: Progress,
+    },
     /// A sweep (or its refinement) finished.
     SweepDone {
         /// Generation.
@@ -178,6 +207,49 @@ pub enum WorkerMsg {
         /// One-line message.
         msg: String,
     },
+}
+
+/// Progress inside one long forward (a chunked sweep window, or the layers of an attention map).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// What runs: [`Task::Sweep`] and [`Task::Refine`] for curve `curve`, or the attention map.
+    pub task: Task,
+    /// The curve (sweeps and refinements; 0 otherwise).
+    pub curve: usize,
+    /// The layer running and the layers to run.
+    pub layer: (usize, usize),
+    /// Positions of the window scored and its length (attention: the input length twice).
+    pub tokens: (usize, usize),
+    /// Tokens per second of compute, from the work done so far.
+    pub tokens_per_s: f64,
+    /// Seconds left for this window (or map), estimated from the work done so far.
+    pub eta_s: f64,
+}
+
+/// What a [`Progress`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// A sweep window.
+    Sweep,
+    /// A refinement window.
+    Refine,
+    /// The attention map.
+    Attention,
+}
+
+/// The order the worker serves jobs in (lower first): what the user is looking at now (the
+/// attention map, then the statistics at the cursor), then the curves, the other statistics, the
+/// sensitivity view, and the refinements. A job running a long forward gives way, between two of
+/// its steps, to any job of a lower rank.
+pub fn priority(job: &Job) -> u8 {
+    match job {
+        Job::Attention { .. } => 0,
+        Job::Stats { cursor: true, .. } => 1,
+        Job::Sweep { .. } => 2,
+        Job::Stats { .. } => 3,
+        Job::Sensitivity(_) => 4,
+        Job::Refine { .. } => 5,
+    }
 }
 
 /// Whether `new` makes `old` pointless: a newer sweep or refinement of the same curve (the slopes

@@ -11,7 +11,7 @@ pub mod lineplot;
 mod posloss;
 mod sensitivity;
 mod slopes;
-mod status;
+pub mod status;
 
 pub use chart::{TOKENIZER_NOTICE, plot_area};
 pub use common::{fmt_reach, panel, token_label};

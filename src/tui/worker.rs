@@ -2,23 +2,45 @@
 //! results (the jobs and messages are in `messages.rs`).
 //!
 //! Jobs carry a generation number. A newer job of the same kind supersedes queued ones (gitui's
-//! `AsyncSingleJob`); a running sweep checks for newer jobs between windows and gives way, and an
-//! attention request is served between two sweep windows so the heatmap never waits for a sweep.
+//! `AsyncSingleJob`). Jobs are served by [`priority`]: the attention map first, then the
+//! statistics at the cursor, the curves, and the rest. Long forwards never hold the user up:
+//! sweeps and refinements run a window in steps (a layer of a chunk of positions, see
+//! `model/prefill.rs`) and the attention map a layer at a time with every layer's input kept, so
+//! between two steps a more urgent job goes first and the long one resumes where it stopped; the
+//! other forwards (statistics, sensitivity runs, short windows) stop between two layers when a more
+//! urgent job arrives ([`JobSender`] raises the flag) and run again afterwards.
 
-pub use super::messages::{AttentionMap, Job, SensitivityJob, StatsResult, WorkerMsg, supersedes};
-use crate::eval::{Control, window_losses};
+pub use super::messages::{
+    AttentionMap, Job, Progress, SensitivityJob, StatsResult, Task, WorkerMsg, priority, supersedes,
+};
+use crate::eval::Control;
 use crate::model::LoadedModel;
-use crate::model::transformer::{ForwardOptions, slopes_tensor};
+use crate::model::prefill::{LayerInputs, Prefill, token_flops};
+use crate::model::transformer::{ForwardOptions, is_interrupted, slopes_tensor};
 use crate::text::Stream;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, SendError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+mod score;
+
+pub use super::curve::refine_plan;
 
 /// Attention statistics at one length run over at most this many tokens (whole windows, at least
 /// one): enough queries for stable means, a few seconds on a CPU for the default model.
 pub const STATS_TOKENS: usize = 8192;
+/// ... and over at most about this much compute (FLOPs), so a big model's statistics at the
+/// cursor take one window rather than minutes.
+pub const STATS_FLOPS: f64 = 1e12;
 
 /// The sensitivity view scores at most this many tokens per run (a run per head and variant).
 pub const SENSITIVITY_TOKENS: usize = 4096;
+
+/// Progress messages go out at most this often.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// A job reports progress only once it has run this long (small models never do).
+pub const PROGRESS_AFTER: Duration = Duration::from_millis(300);
 
 /// Where the worker delivers its messages (the main loop's event channel implements it in
 /// `event.rs`, so the worker does not depend on the event type).
@@ -35,9 +57,46 @@ pub struct ModelSlot {
     pub stream: Stream,
 }
 
+/// What the worker and the senders share: the rank of the running job and the flag that stops
+/// its forward between two layers.
+struct Shared {
+    interrupt: Arc<AtomicBool>,
+    running: AtomicU8,
+}
+
+/// No job runs.
+const IDLE: u8 = u8::MAX;
+
+/// Sends jobs to the worker; a job more urgent than the one running ([`priority`]) also raises
+/// the flag that stops the running forward between two layers.
+#[derive(Clone)]
+pub struct JobSender {
+    tx: Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl JobSender {
+    /// Queues `job`; fails when the worker has stopped.
+    pub fn send(&self, job: Job) -> Result<(), SendError<Job>> {
+        let rank = priority(&job);
+        // Sent first, flagged second: the worker clears the flag before it looks at the queue, so
+        // a job is either seen there or raises the flag afterwards.
+        self.tx.send(job)?;
+        if rank < self.shared.running.load(Ordering::SeqCst) {
+            self.shared.interrupt.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
 /// Starts the worker; jobs go in through the returned sender, results come out as events.
-pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> Sender<Job> {
+pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> JobSender {
     let (tx, rx) = std::sync::mpsc::channel();
+    let shared = Arc::new(Shared {
+        interrupt: Arc::new(AtomicBool::new(false)),
+        running: AtomicU8::new(IDLE),
+    });
+    let worker_shared = shared.clone();
     std::thread::Builder::new()
         .name("alibi-worker".to_string())
         .spawn(move || {
@@ -46,12 +105,29 @@ pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> Sender<Job> {
                 rx,
                 events: Box::new(events),
                 pending: Vec::new(),
+                shared: worker_shared,
+                paused: Vec::new(),
+                layer_inputs: None,
+                last_progress: None,
             }
             .run();
         })
         .map_err(|e| eprintln!("cannot start the worker thread: {e}"))
         .ok();
-    tx
+    JobSender { tx, shared }
+}
+
+/// A sweep or refinement that gave way to a more urgent job.
+struct Paused {
+    pub(super) refine: bool,
+    curve: usize,
+    generation: u64,
+    /// Windows of the plan done.
+    done: usize,
+    /// Seconds of compute so far.
+    secs: f64,
+    /// The long window under way: its start, its forward, seconds spent on it.
+    window: Option<(usize, Prefill, f64)>,
 }
 
 struct Worker {
@@ -59,10 +135,36 @@ struct Worker {
     rx: Receiver<Job>,
     events: Box<dyn Outbox>,
     pending: Vec<Job>,
+    shared: Arc<Shared>,
+    /// Sweeps and refinements that gave way, with their progress (see `score.rs`).
+    paused: Vec<Paused>,
+    /// Every layer's input for the last attention map's length and slopes.
+    layer_inputs: Option<(usize, Option<Vec<f64>>, LayerInputs)>,
+    last_progress: Option<Instant>,
 }
 
 enum Flow {
     Continue,
+    Disconnected,
+}
+
+/// How a job ended.
+enum Outcome {
+    /// Finished, failed (reported) or superseded.
+    Done,
+    /// Gave way to a more urgent job; queue it again (it resumes where it stopped).
+    Yield(Job),
+    /// Nobody listens any more.
+    Disconnected,
+}
+
+/// What a running job should do before its next step.
+enum Next {
+    Go,
+    /// A newer job makes it pointless.
+    Drop,
+    /// A more urgent job waits.
+    Yield,
     Disconnected,
 }
 
@@ -87,6 +189,57 @@ impl Worker {
         self.events.deliver(msg)
     }
 
+    /// Before each step of `me`: clears the interrupt flag, takes in new jobs, and says whether to
+    /// go on.
+    fn next(&mut self, me: &Job) -> Next {
+        self.shared.interrupt.store(false, Ordering::SeqCst);
+        if let Flow::Disconnected = self.drain() {
+            return Next::Disconnected;
+        }
+        if self.pending.iter().any(|j| supersedes(j, me)) {
+            return Next::Drop;
+        }
+        let rank = priority(me);
+        if self.pending.iter().any(|j| priority(j) < rank) {
+            return Next::Yield;
+        }
+        Next::Go
+    }
+
+    /// The interrupt flag, for forwards that cannot pause themselves.
+    fn interrupt(&self) -> Arc<AtomicBool> {
+        self.shared.interrupt.clone()
+    }
+
+    /// Sends `progress` unless one went out less than [`PROGRESS_INTERVAL`] ago or the job has run
+    /// less than [`PROGRESS_AFTER`] (`started`).
+    fn progress(&mut self, generation: u64, started: Instant, progress: Progress) -> bool {
+        let now = Instant::now();
+        if now.duration_since(started) < PROGRESS_AFTER
+            || self
+                .last_progress
+                .is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL)
+        {
+            return true;
+        }
+        self.last_progress = Some(now);
+        self.send(WorkerMsg::Progress {
+            generation,
+            progress,
+        })
+    }
+
+    fn error(&self, generation: u64, what: &str, e: candle_core::Error) -> Outcome {
+        if self.send(WorkerMsg::Error {
+            generation,
+            msg: format!("{what}: {}", crate::model::error::one_line(e)),
+        }) {
+            Outcome::Done
+        } else {
+            Outcome::Disconnected
+        }
+    }
+
     fn run(mut self) {
         loop {
             if self.pending.is_empty() {
@@ -98,201 +251,190 @@ impl Worker {
             if let Flow::Disconnected = self.drain() {
                 return;
             }
-            // Attention first (quick, and the user is looking at it), then sweeps, then the
-            // statistics at the cursor's length, the other lengths' statistics, refinements.
-            let rank = |j: &Job| match j {
-                Job::Attention { .. } => 0,
-                Job::Sweep { .. } => 1,
-                Job::Stats { cursor: true, .. } => 2,
-                Job::Stats { .. } => 3,
-                Job::Sensitivity(_) => 4,
-                Job::Refine { .. } => 5,
-            };
             let i = (0..self.pending.len())
-                .min_by_key(|&i| rank(&self.pending[i]))
+                .min_by_key(|&i| priority(&self.pending[i]))
                 .unwrap_or(0);
             let next = self.pending.remove(i);
-            let ok = match next {
-                Job::Attention { .. } => self.attention(&next),
-                Job::Sweep { .. } => self.sweep(&next),
-                Job::Refine { .. } => self.refine(next),
-                Job::Stats { .. } => self.stats(&next),
+            self.shared.running.store(priority(&next), Ordering::SeqCst);
+            let outcome = match next {
+                Job::Attention { .. } => self.attention(next),
+                Job::Sweep { .. } | Job::Refine { .. } => self.score(next),
+                Job::Stats { .. } => self.stats(next),
                 Job::Sensitivity(job) => self.sensitivity(*job),
             };
-            if !ok {
-                return;
+            self.shared.running.store(IDLE, Ordering::SeqCst);
+            match outcome {
+                Outcome::Done => {}
+                // Ahead of jobs of its own rank: it was started first.
+                Outcome::Yield(job) => self.pending.insert(0, job),
+                Outcome::Disconnected => return,
             }
         }
     }
 
-    fn attention(&self, job: &Job) -> bool {
+    /// One head's attention map, a layer at a time: the input of every layer is kept for the
+    /// length and slopes, so another head or a lower layer costs one layer, and a newer request
+    /// takes over between two layers without losing the layers done.
+    fn attention(&mut self, job: Job) -> Outcome {
         let Job::Attention {
             generation,
             len,
             layer,
             head,
-            slopes,
+            ref slopes,
         } = job
         else {
-            return true;
+            return Outcome::Done;
         };
-        let slot = &self.slots[0];
-        let n = (*len).min(slot.stream.ids.len());
-        let result = crate::eval::stats::attention_map(
-            &slot.loaded.model,
-            &slot.stream.ids[..n],
-            *layer,
-            *head,
-            slopes.as_deref(),
-        )
-        .map(|probs| AttentionMap {
-            len: n,
-            layer: *layer,
-            head: *head,
-            probs,
-        });
-        match result {
-            Ok(map) => self.send(WorkerMsg::Attention {
-                generation: *generation,
-                map,
-            }),
-            Err(e) => self.send(WorkerMsg::Error {
-                generation: *generation,
-                msg: format!("attention: {}", crate::model::error::one_line(e)),
-            }),
-        }
-    }
-
-    fn sweep(&mut self, job: &Job) -> bool {
-        let Job::Sweep {
-            generation,
-            curve,
-            slopes,
-            lmax,
-        } = job
-        else {
-            return true;
-        };
+        let n = len.min(self.slots[0].stream.ids.len());
         let started = Instant::now();
-        let total = self
-            .slots
-            .get(*curve)
-            .map_or(0, |s| s.stream.windows(*lmax));
-        let mut done = 0;
-        while done < total {
-            if let Flow::Disconnected = self.drain() {
-                return false;
-            }
-            if self.pending.iter().any(|j| supersedes(j, job)) {
-                return true;
-            }
-            if !self.serve_attention() {
-                return false;
-            }
-            let slot = &self.slots[*curve];
-            let model = &slot.loaded.model;
-            let start = done * lmax;
-            let slope_t = match slopes
-                .as_ref()
-                .map(|s| slopes_tensor(s, model.device()))
-                .transpose()
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    return self.send(WorkerMsg::Error {
-                        generation: *generation,
-                        msg: e.to_string(),
-                    });
+        let mut inputs = match self.layer_inputs.take() {
+            Some((l, s, inputs)) if l == n && s == *slopes => inputs,
+            _ => {
+                let model = &self.slots[0].loaded.model;
+                let opts = match slopes
+                    .as_deref()
+                    .map(|s| slopes_tensor(s, model.device()))
+                    .transpose()
+                {
+                    Ok(slopes) => ForwardOptions {
+                        slopes,
+                        ..Default::default()
+                    },
+                    Err(e) => return self.error(generation, "attention", e),
+                };
+                match LayerInputs::new(model, &self.slots[0].stream.ids[..n], &opts) {
+                    Ok(i) => i,
+                    Err(e) => return self.error(generation, "attention", e),
                 }
-            };
-            let mut nll = Vec::new();
-            let r = window_losses(
-                model,
-                &slot.stream,
-                &[start],
-                *lmax,
-                slope_t.as_ref(),
-                &Control {
-                    batch: Some(1),
-                    ..Default::default()
-                },
-                |_, row| nll = row,
-            );
-            if let Err(e) = r {
-                return self.send(WorkerMsg::Error {
-                    generation: *generation,
-                    msg: format!("sweep: {}", crate::model::error::one_line(e)),
-                });
             }
-            done += 1;
-            if !self.send(WorkerMsg::Window {
-                generation: *generation,
-                curve: *curve,
-                start,
-                nll,
-                done,
-                total,
-                refine: false,
-            }) {
-                return false;
+        };
+        let n_layers = self.slots[0].loaded.model.config().n_layers;
+        if layer >= n_layers {
+            return self.error(
+                generation,
+                "attention",
+                candle_core::Error::Msg(format!(
+                    "layer {layer} does not exist (the model has {n_layers} layers)"
+                )),
+            );
+        }
+        let first_known = inputs.known();
+        while inputs.known() <= layer {
+            match self.next(&job) {
+                Next::Go => {}
+                other => {
+                    self.layer_inputs = Some((n, slopes.clone(), inputs));
+                    return match other {
+                        Next::Drop => Outcome::Done,
+                        Next::Yield => Outcome::Yield(job.clone()),
+                        _ => Outcome::Disconnected,
+                    };
+                }
+            }
+            if let Err(e) = inputs.advance(&self.slots[0].loaded.model) {
+                return self.error(generation, "attention", e);
+            }
+            // Rates in whole-model tokens per second, as the sweep reports them.
+            let done = (inputs.known() - first_known) as f64;
+            let left = (layer + 1).saturating_sub(inputs.known()) as f64 + 1.0;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let progress = Progress {
+                task: Task::Attention,
+                curve: 0,
+                layer: (inputs.known() - 1, layer + 1),
+                tokens: (n, n),
+                tokens_per_s: n as f64 * done / n_layers as f64 / secs,
+                eta_s: secs / done * left,
+            };
+            if !self.progress(generation, started, progress) {
+                return Outcome::Disconnected;
             }
         }
-        self.send(WorkerMsg::SweepDone {
-            generation: *generation,
-            curve: *curve,
-            secs: started.elapsed().as_secs_f64(),
-            refine: false,
-        })
+        let result = inputs.attention(&self.slots[0].loaded.model, layer, head);
+        self.layer_inputs = Some((n, slopes.clone(), inputs));
+        match result {
+            Ok(probs) => {
+                if self.send(WorkerMsg::Attention {
+                    generation,
+                    map: AttentionMap {
+                        len: n,
+                        layer,
+                        head,
+                        probs,
+                    },
+                }) {
+                    Outcome::Done
+                } else {
+                    Outcome::Disconnected
+                }
+            }
+            Err(e) => self.error(generation, "attention", e),
+        }
     }
 
-    fn stats(&self, job: &Job) -> bool {
+    fn stats(&mut self, job: Job) -> Outcome {
         let Job::Stats {
             generation,
             len,
-            slopes,
+            ref slopes,
             ..
         } = job
         else {
-            return true;
+            return Outcome::Done;
         };
+        match self.next(&job) {
+            Next::Go => {}
+            Next::Drop => return Outcome::Done,
+            Next::Yield => return Outcome::Yield(job),
+            Next::Disconnected => return Outcome::Disconnected,
+        }
         let slot = &self.slots[0];
         let model = &slot.loaded.model;
-        let windows = (STATS_TOKENS / (*len).max(1)).max(1);
+        let cfg = model.config();
+        let budget = (STATS_FLOPS / token_flops(cfg, len / 2).max(1.0)) as usize;
+        let windows = (STATS_TOKENS.min(budget) / len.max(1)).max(1);
         let result = crate::eval::stats::length_stats(
             model,
             &slot.stream,
-            *len,
+            len,
             slopes.as_deref(),
             Some(windows),
-            &Control::default(),
+            &Control {
+                interrupt: Some(self.interrupt()),
+                ..Default::default()
+            },
         );
         match result {
             Ok(run) => {
-                let cfg = model.config();
                 let heads = (0..cfg.n_layers)
                     .flat_map(|l| (0..cfg.n_heads).map(move |h| (l, h)))
                     .map(|(l, h)| run.attention.head(l, h).means())
                     .collect();
-                self.send(WorkerMsg::Stats {
-                    generation: *generation,
+                let msg = WorkerMsg::Stats {
+                    generation,
                     stats: StatsResult {
                         len: run.length,
                         windows: run.windows,
                         heads,
                         n_heads: cfg.n_heads,
                     },
-                })
+                };
+                if self.send(msg) {
+                    Outcome::Done
+                } else {
+                    Outcome::Disconnected
+                }
             }
-            Err(e) => self.send(WorkerMsg::Error {
-                generation: *generation,
-                msg: format!("statistics: {}", crate::model::error::one_line(e)),
-            }),
+            Err(e) if is_interrupted(&e) => Outcome::Yield(job),
+            Err(e) => self.error(generation, "statistics", e),
         }
     }
 
     /// Runs the sensitivity job one (head, variant) at a time, giving way to any other job between
-    /// runs (it is put back with its progress and resumes after them).
-    fn sensitivity(&mut self, mut job: SensitivityJob) -> bool {
+    /// runs (it is put back with its progress and resumes after them) and within a run (which then
+    /// starts again).
+    fn sensitivity(&mut self, mut job: SensitivityJob) -> Outcome {
         use crate::eval::ablate::{Variant, delta, token_losses};
         // The runs score the first tokens only: copy just those.
         let full = &self.slots[0].stream;
@@ -304,10 +446,12 @@ impl Worker {
         let lmax = job.lengths.iter().copied().max().unwrap_or(1);
         let batch = (crate::eval::BATCH_TOKENS / lmax.max(1)).max(1);
         let lengths = job.lengths.clone();
+        let interrupt = Some(self.interrupt());
         let losses = |this: &Self, slopes: &[f64]| -> candle_core::Result<Vec<Vec<f32>>> {
             let model = &this.slots[0].loaded.model;
             let opts = ForwardOptions {
                 slopes: Some(slopes_tensor(slopes, model.device())?),
+                interrupt: interrupt.clone(),
                 ..Default::default()
             };
             lengths
@@ -315,56 +459,53 @@ impl Worker {
                 .map(|&len| token_losses(model, &stream, len, batch, &opts, &Control::default()))
                 .collect()
         };
-        let fail = |e: candle_core::Error| WorkerMsg::Error {
-            generation: job.generation,
-            msg: format!("sensitivity: {}", crate::model::error::one_line(e)),
-        };
         let heads = job.slopes.len();
         let total = heads * Variant::SLOPES.len();
-        if job.baseline.is_none() {
-            match losses(self, &job.slopes) {
-                Ok(b) => {
-                    let deltas = job
-                        .lengths
-                        .iter()
-                        .zip(&b)
-                        .map(|(&len, l)| delta(len, l, l))
-                        .collect();
-                    if !self.send(WorkerMsg::Sensitivity {
-                        generation: job.generation,
-                        head: None,
-                        variant: 0,
-                        deltas,
-                        progress: (0, total),
-                    }) {
-                        return false;
-                    }
-                    job.baseline = Some(b);
-                }
-                Err(e) => return self.send(fail(e)),
-            }
-        }
-        let Some(base) = job.baseline.clone() else {
-            return true;
-        };
-        while job.done < total {
-            if let Flow::Disconnected = self.drain() {
-                return false;
-            }
+        loop {
             let me = Job::Sensitivity(Box::new(job.clone()));
-            if self.pending.iter().any(|j| supersedes(j, &me)) {
-                return true;
+            if job.baseline.is_some() && job.done >= total {
+                return Outcome::Done;
             }
-            if self.pending.iter().any(|j| {
-                matches!(
-                    j,
-                    Job::Attention { .. } | Job::Sweep { .. } | Job::Stats { .. }
-                )
-            }) {
-                // A job of higher priority is waiting: it goes first, this one resumes afterwards.
-                self.pending.push(me);
-                return true;
+            match self.next(&me) {
+                Next::Go => {}
+                Next::Drop => return Outcome::Done,
+                Next::Yield => return Outcome::Yield(me),
+                Next::Disconnected => return Outcome::Disconnected,
             }
+            // The sensitivity is the least urgent job but the refinements: anything else waiting
+            // goes first.
+            if self
+                .pending
+                .iter()
+                .any(|j| !matches!(j, Job::Refine { .. }))
+            {
+                return Outcome::Yield(me);
+            }
+            let Some(base) = job.baseline.clone() else {
+                match losses(self, &job.slopes) {
+                    Ok(b) => {
+                        let deltas = job
+                            .lengths
+                            .iter()
+                            .zip(&b)
+                            .map(|(&len, l)| delta(len, l, l))
+                            .collect();
+                        if !self.send(WorkerMsg::Sensitivity {
+                            generation: job.generation,
+                            head: None,
+                            variant: 0,
+                            deltas,
+                            progress: (0, total),
+                        }) {
+                            return Outcome::Disconnected;
+                        }
+                        job.baseline = Some(b);
+                    }
+                    Err(e) if is_interrupted(&e) => {}
+                    Err(e) => return self.error(job.generation, "sensitivity", e),
+                }
+                continue;
+            };
             let (head, variant) = (
                 job.done / Variant::SLOPES.len(),
                 job.done % Variant::SLOPES.len(),
@@ -373,7 +514,8 @@ impl Worker {
             slopes[head] = Variant::SLOPES[variant].apply(slopes[head]);
             let run = match losses(self, &slopes) {
                 Ok(r) => r,
-                Err(e) => return self.send(fail(e)),
+                Err(e) if is_interrupted(&e) => continue,
+                Err(e) => return self.error(job.generation, "sensitivity", e),
             };
             job.done += 1;
             let deltas = job
@@ -389,143 +531,10 @@ impl Worker {
                 deltas,
                 progress: (job.done, total),
             }) {
-                return false;
+                return Outcome::Disconnected;
             }
         }
-        true
     }
-
-    /// Serves a pending attention request, if any (between two windows of a long job).
-    fn serve_attention(&mut self) -> bool {
-        match self
-            .pending
-            .iter()
-            .position(|j| matches!(j, Job::Attention { .. }))
-        {
-            Some(i) => {
-                let a = self.pending.remove(i);
-                self.attention(&a)
-            }
-            None => true,
-        }
-    }
-
-    fn refine(&mut self, job: Job) -> bool {
-        let Job::Refine {
-            generation,
-            curve,
-            slopes,
-            lmax,
-            min_len,
-            done,
-        } = job
-        else {
-            return true;
-        };
-        let Some(slot) = self.slots.get(curve) else {
-            return true;
-        };
-        let plan = refine_plan(slot.stream.ids.len(), lmax, min_len);
-        let total = plan.len();
-        let started = Instant::now();
-        let mut done = done.min(total);
-        while done < total {
-            if let Flow::Disconnected = self.drain() {
-                return false;
-            }
-            let me = Job::Refine {
-                generation,
-                curve,
-                slopes: slopes.clone(),
-                lmax,
-                min_len,
-                done,
-            };
-            if self.pending.iter().any(|j| supersedes(j, &me)) {
-                return true;
-            }
-            if self.pending.iter().any(|j| {
-                matches!(
-                    j,
-                    Job::Sweep { .. } | Job::Stats { .. } | Job::Sensitivity(_)
-                )
-            }) {
-                // A sweep, statistics or the sensitivity are waiting: let them go first and resume
-                // afterwards.
-                self.pending.push(me);
-                return true;
-            }
-            if !self.serve_attention() {
-                return false;
-            }
-            // One step: windows of one length, about one lmax window's worth of tokens.
-            let len = plan[done].0;
-            let step = (lmax / len).max(1);
-            let starts: Vec<usize> = plan[done..]
-                .iter()
-                .take(step)
-                .take_while(|(l, _)| *l == len)
-                .map(|&(_, s)| s)
-                .collect();
-            let slot = &self.slots[curve];
-            let model = &slot.loaded.model;
-            let mut rows = Vec::with_capacity(starts.len());
-            let r = slopes
-                .as_ref()
-                .map(|s| slopes_tensor(s, model.device()))
-                .transpose()
-                .and_then(|slope_t| {
-                    window_losses(
-                        model,
-                        &slot.stream,
-                        &starts,
-                        len,
-                        slope_t.as_ref(),
-                        &Control::default(),
-                        |start, row| rows.push((start, row)),
-                    )
-                });
-            if let Err(e) = r {
-                return self.send(WorkerMsg::Error {
-                    generation,
-                    msg: format!("refine: {}", crate::model::error::one_line(e)),
-                });
-            }
-            for (start, nll) in rows {
-                done += 1;
-                if !self.send(WorkerMsg::Window {
-                    generation,
-                    curve,
-                    start,
-                    nll,
-                    done,
-                    total,
-                    refine: true,
-                }) {
-                    return false;
-                }
-            }
-        }
-        self.send(WorkerMsg::SweepDone {
-            generation,
-            curve,
-            secs: started.elapsed().as_secs_f64(),
-            refine: true,
-        })
-    }
-}
-
-/// The refinement windows for a stream of `n` tokens: `(length, start)` for lengths `lmax/2`,
-/// `lmax/4`, ... (halving, longest first) down to `min_len`, each length tiling the whole stream.
-pub fn refine_plan(n: usize, lmax: usize, min_len: usize) -> Vec<(usize, usize)> {
-    let mut plan = Vec::new();
-    let mut len = lmax / 2;
-    while len >= min_len.max(1) {
-        let windows = n.saturating_sub(1) / len;
-        plan.extend((0..windows).map(|w| (len, w * len)));
-        len /= 2;
-    }
-    plan
 }
 
 #[cfg(test)]
@@ -567,23 +576,20 @@ mod tests {
         assert!(!supersedes(&sweep(1, 0), &refine(1, 0)));
         assert!(!supersedes(&sweep(2, 1), &refine(1, 0)));
         assert!(!supersedes(&attn(9), &refine(1, 0)));
-    }
-
-    #[test]
-    fn the_refinement_plan_tiles_the_stream_at_each_halved_length() {
-        // 41 tokens: 40 predictions. lmax 16 -> lengths 8, 4 (min 4).
-        let plan = refine_plan(41, 16, 4);
-        let eights: Vec<usize> = plan.iter().filter(|p| p.0 == 8).map(|p| p.1).collect();
-        let fours: Vec<usize> = plan.iter().filter(|p| p.0 == 4).map(|p| p.1).collect();
-        assert_eq!(eights, vec![0, 8, 16, 24, 32]);
-        assert_eq!(fours, (0..10).map(|w| w * 4).collect::<Vec<_>>());
-        assert_eq!(plan.len(), 15);
-        assert!(plan.windows(2).all(|w| w[0].0 >= w[1].0), "longest first");
-        // Nothing below lmax/2 >= min_len: nothing to refine.
-        assert!(refine_plan(41, 16, 9).is_empty());
-        // Lengths that are not powers of two halve with integer division.
-        let lens: Vec<usize> = refine_plan(1000, 24, 3).iter().map(|p| p.0).collect();
-        assert_eq!(lens.first(), Some(&12));
-        assert_eq!(lens.last(), Some(&3));
+        // The user's view first, then the curves, the rest, the refinements last.
+        let stats = |cursor| Job::Stats {
+            generation: 1,
+            len: 8,
+            slopes: None,
+            cursor,
+        };
+        let order = [
+            attn(1),
+            stats(true),
+            sweep(1, 0),
+            stats(false),
+            refine(1, 0),
+        ];
+        assert!(order.windows(2).all(|w| priority(&w[0]) < priority(&w[1])));
     }
 }

@@ -56,7 +56,13 @@ struct Drawn {
     color: Color,
     marker: &'static str,
     pts: Vec<(f64, f64)>,
+    /// log2 of the length from which the curve's points are final; before it the markers are
+    /// [`PROVISIONAL_MARKER`]s (None: no point is final yet).
+    final_from: Option<f64>,
 }
+
+/// The marker of a point a later window will still change.
+const PROVISIONAL_MARKER: &str = "·";
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let what = match app.metric {
@@ -94,6 +100,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             color: palette::PREVIOUS,
             marker: PREVIOUS_MARKER,
             pts: to_xy(&app.grid, &p, app.metric),
+            final_from: final_from(prev, &app.grid),
         });
     }
     for (i, c) in app.curves.iter().enumerate().skip(1) {
@@ -103,6 +110,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
                 marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
                 pts: to_xy(&app.grid, &p, app.metric),
+                final_from: final_from(c, &app.grid),
             });
         }
     }
@@ -112,6 +120,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             color: palette::CURRENT,
             marker: MAIN_MARKER,
             pts: to_xy(&app.grid, &p, app.metric),
+            final_from: final_from(&app.curves[0], &app.grid),
         });
     }
     let (x0, x1) = chart_x_bounds(&app.grid);
@@ -152,7 +161,14 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         let waiting = if app.metric == Metric::BitsPerByte && !curves.is_empty() {
             "no byte counts for this input (token ids): press y for token perplexity".to_string()
         } else {
-            format!("computing the sweep… window {done}/{total}")
+            match &app.curves[0].live {
+                Some(p) => format!(
+                    "computing the sweep… window {}/{total} · {}",
+                    done + 1,
+                    super::status::live(p)
+                ),
+                None => format!("computing the sweep… window {done}/{total}"),
+            }
         };
         Line::from(waiting).dark_gray().render(
             Rect::new(
@@ -319,7 +335,7 @@ fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut B
     };
     let mut taken = std::collections::HashSet::new();
     for (k, c) in curves.iter().enumerate() {
-        let cells: Vec<(u16, u16)> = c
+        let cells: Vec<(u16, u16, bool)> = c
             .pts
             .iter()
             .filter(|p| p.1 >= yb[0] && p.1 <= yb[1])
@@ -327,6 +343,7 @@ fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut B
                 (
                     dots(x, xb, plot.width, 2.0, false),
                     dots(y, yb, plot.height, 4.0, true),
+                    c.final_from.is_some_and(|f| x >= f - 1e-9),
                 )
             })
             .collect();
@@ -334,21 +351,39 @@ fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut B
         while target < plot.width {
             let nearest = cells
                 .iter()
-                .min_by_key(|(col, _)| col.abs_diff(target))
-                .filter(|(col, _)| col.abs_diff(target) <= reach);
-            if let Some(&(col, row)) = nearest
+                .min_by_key(|(col, _, _)| col.abs_diff(target))
+                .filter(|(col, _, _)| col.abs_diff(target) <= reach);
+            if let Some(&(col, row, fin)) = nearest
                 && taken.insert((col, row))
                 && let Some(cell) = buf.cell_mut((plot.x + col, plot.y + row))
             {
-                cell.set_symbol(c.marker).set_fg(c.color);
+                cell.set_symbol(if fin { c.marker } else { PROVISIONAL_MARKER })
+                    .set_fg(c.color);
             }
             target += period;
         }
     }
 }
 
+/// log2 of the length from which `c`'s points on `grid` are final.
+fn final_from(c: &super::super::app::Curve, grid: &[usize]) -> Option<f64> {
+    c.final_from(grid, super::super::app::MIN_LENGTH)
+        .map(|l| (l as f64).log2())
+}
+
 fn legend(curves: &[Drawn], area: Rect, buf: &mut Buffer) {
     let mut spans = Vec::new();
+    if curves.iter().any(|c| {
+        c.pts
+            .first()
+            .is_some_and(|p| c.final_from.is_none_or(|f| p.0 < f - 1e-9))
+    }) {
+        spans.push(Span::styled(
+            format!("{PROVISIONAL_MARKER} "),
+            Style::new().fg(Color::Gray),
+        ));
+        spans.push(Span::raw("so far   "));
+    }
     for c in curves.iter().rev() {
         spans.push(Span::styled(
             format!("━{}━ ", c.marker),

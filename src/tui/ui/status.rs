@@ -3,6 +3,7 @@
 //! or message.
 
 use super::super::app::{App, Metric};
+use super::super::messages::Progress;
 use super::super::palette;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -17,14 +18,22 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         (Metric::TokenPpl, None) => "ppl …".to_string(),
         (Metric::BitsPerByte, None) => "bits/byte …".to_string(),
         (Metric::TokenPpl, Some(p)) => {
-            format!("ppl {:.2} ± {:.2} ({} tok)", p.ppl, p.ppl_stderr, p.tokens)
+            format!("ppl {:.2} ± {:.2} ({} tok", p.ppl, p.ppl_stderr, p.tokens)
         }
         (Metric::BitsPerByte, Some(p)) => format!(
-            "bits/byte {} ({} tok)",
+            "bits/byte {} ({} tok",
             p.bits_per_byte
                 .map_or("-".to_string(), |b| format!("{b:.4}")),
             p.tokens
         ),
+    };
+    // A point is "final" once no later window can change it (see `Curve::is_final`).
+    let ppl = if app.point_at_cursor().is_none() {
+        ppl
+    } else if app.cursor_final() {
+        format!("{ppl}, final)")
+    } else {
+        format!("{ppl}, so far)")
     };
     let (done, total) = app.progress();
     let c = &app.curves[0];
@@ -39,6 +48,14 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         }
     } else {
         format!("sweep {done}/{total} windows")
+    };
+    let work = match &c.live {
+        Some(p) => format!("{work} · {}", live(p)),
+        None => work,
+    };
+    let work = match &app.attention_progress {
+        Some(p) => format!("{work} · attention: layer {}/{}", p.layer.0 + 1, p.layer.1),
+        None => work,
     };
     let line1 = Line::from(vec![
         Span::styled(
@@ -81,4 +98,29 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         ])
     };
     line2.render(Rect::new(area.x, area.y + 1, area.width, 1), buf);
+}
+
+/// A long window's progress: positions scored, the layer running, speed and time left.
+pub fn live(p: &Progress) -> String {
+    format!(
+        "window: {}/{} tok, layer {}/{}, {:.0} tok/s, ETA {}",
+        p.tokens.0,
+        p.tokens.1,
+        (p.layer.0 + 1).min(p.layer.1),
+        p.layer.1,
+        p.tokens_per_s,
+        duration(p.eta_s)
+    )
+}
+
+/// Seconds as `42s`, `3m05s` or `1h02m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
 }

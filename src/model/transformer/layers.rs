@@ -1,0 +1,77 @@
+//! The plain layers of a block: LayerNorm (fused for inference, differentiable for training),
+//! linear maps with optional bias, and the MLP (tanh or erf GELU).
+
+use super::super::config::{Activation, Config};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+/// Positions per chunk when projecting hidden states onto the vocabulary.
+pub const LM_HEAD_CHUNK_TOKENS: usize = 512;
+
+/// A LayerNorm with optional bias; uses the fused op for inference and the differentiable one
+/// for training.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` (and `bias` when `has_bias`) of width `dim`.
+    pub fn new(dim: usize, has_bias: bool, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get(dim, "weight")?;
+        let bias = if has_bias {
+            vb.get(dim, "bias")?
+        } else {
+            Tensor::zeros(dim, weight.dtype(), weight.device())?
+        };
+        Ok(Self { weight, bias, eps })
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+pub(super) fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Mlp {
+    up: Linear,
+    down: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    pub(super) fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            up: linear(cfg.d_model, cfg.d_ff, cfg.linear_bias, vb.pp("up"))?,
+            down: linear(cfg.d_ff, cfg.d_model, cfg.linear_bias, vb.pp("down"))?,
+            activation: cfg.activation,
+        })
+    }
+
+    pub(super) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let h = self.up.forward(x)?;
+        let h = match self.activation {
+            Activation::GeluTanh if train => super::super::ops::gelu_tanh_train(&h)?,
+            Activation::GeluTanh => h.gelu()?,
+            Activation::GeluErf => h.gelu_erf()?,
+        };
+        self.down.forward(&h)
+    }
+}
