@@ -8,7 +8,7 @@
 
 use super::attention_stats::{AttentionStats, HeadSums, accumulate_block};
 use super::config::{Activation, Config, Position};
-use super::position::{apply_rotary, causal_bias, rotary_tables, sinusoidal_table};
+use super::position::{BiasForm, alibi_bias, apply_rotary, rotary_tables, sinusoidal_table};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
@@ -107,6 +107,8 @@ struct Ctx<'a> {
     train: bool,
     query_block: Option<usize>,
     slopes: Option<&'a Tensor>,
+    /// How the ALiBi bias is built from `slopes` (Falcon-RW rounds it in bf16).
+    bias_form: BiasForm,
     rotary: Option<&'a (Tensor, Tensor)>,
 }
 
@@ -212,7 +214,7 @@ impl Attention {
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let t = q.dim(2)?;
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (b, heads, t, t)
-        let bias = causal_bias(ctx.slopes, 0, t, t, q.device())?; // (heads|1, t, t)
+        let bias = alibi_bias(ctx.slopes, ctx.bias_form, 0, t, t, q.device())?; // (heads|1, t, t)
         let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         if let Some(heads) = stats {
@@ -252,7 +254,7 @@ impl Attention {
                 .contiguous()?
                 .matmul(&k_blk.t()?)?
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
-            let bias = causal_bias(ctx.slopes, start, len, keys, q.device())?;
+            let bias = alibi_bias(ctx.slopes, ctx.bias_form, start, len, keys, q.device())?;
             let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (b, h, len, keys)
             if let Some(heads) = stats.as_deref_mut() {
@@ -456,6 +458,7 @@ impl Transformer {
             train: opts.train,
             query_block: opts.query_block,
             slopes: None,
+            bias_form: self.cfg.bias_form(),
             rotary: None,
         };
         match self.cfg.position {
