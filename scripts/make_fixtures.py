@@ -15,6 +15,10 @@ Modes
       Loads DIR with transformers and prints one JSON line per length with forward
       tokens/s and peak RSS (torch.set_num_threads(2)).
 
+  python scripts/make_fixtures.py --falcon-report
+      Prints how transformers' Falcon eager and sdpa attention compare with the original
+      Falcon-RW formula (the measurement behind the falcon-* fixtures).
+
 See scripts/FIXTURES.md for what the fixtures contain and for notes on what the
 transformers reference implementations do (slope ordering, fused QKV layouts, which
 MPT config options are honoured).
@@ -58,6 +62,27 @@ CASES = {
                                       expansion_ratio=4,
                                       attn_config=dict(alibi=True, alibi_bias_max=8, clip_qkv=0.5))),
 }
+
+# Falcon-RW (tiiuae/falcon-rw-1b, falcon-rw-7b): ALiBi, per-head fused QKV, sequential blocks, biases.
+FALCON_RW = dict(alibi=True, multi_query=False, parallel_attn=False, new_decoder_architecture=False, bias=True,
+                 layer_norm_epsilon=1e-5)
+CASES.update({
+    "falcon-h4": ("falcon", 3004, dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       **FALCON_RW)),
+    "falcon-h6": ("falcon", 3006, dict(vocab_size=96, hidden_size=72, num_hidden_layers=2, num_attention_heads=6,
+                                       **FALCON_RW)),
+    # 12 heads: slopes such as 2^-0.5 are not bf16 numbers, so Falcon's bf16 bias rounding shows.
+    "falcon-h12": ("falcon", 3012, dict(vocab_size=96, hidden_size=96, num_hidden_layers=2, num_attention_heads=12,
+                                        **FALCON_RW)),
+})
+
+# Falcon-RW's bias itself at long inputs (bf16 rounding of keys past 256), for the real head counts.
+FALCON_BIAS_CASE = "falcon-alibi-bias"
+FALCON_BIAS_HEADS = (32, 64)  # falcon-rw-1b, falcon-rw-7b
+FALCON_BIAS_HEAD_DIM = 64  # both models
+FALCON_BIAS_LEN = 8192
+FALCON_BIAS_KEYS = sorted(set([0, 1, 2, 23, 100, 255, 256, 257, 258, 259, 260, 511, 512, 513, 515, 1000, 1001, 1002,
+                               1003, 2047, 2048, 2049, 2050, 2055, 3000, 4095, 4097, 4100, 6000, 8191]))
 
 # Noise added to every parameter after HF's own initialisation (which sets biases to 0 and
 # LayerNorm weights to 1, hiding bugs).  Standard deviations:
@@ -107,12 +132,17 @@ def build_model(family, config_kwargs, seed):
         config = transformers.BloomConfig(**config_kwargs)
     elif family == "mpt":
         config = transformers.MptConfig(**config_kwargs)
+    elif family == "falcon":
+        config = transformers.FalconConfig(**config_kwargs)
     else:
         raise ValueError(family)
+    # Falcon's eager attention adds the ALiBi bias twice (see falcon_outputs); its sdpa path matches
+    # the original Falcon-RW code, so Falcon's reference is sdpa.
+    impl = "sdpa" if family == "falcon" else "eager"
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=impl, dtype=torch.float32)
     model = model.to(torch.float32).eval()
-    assert model.config._attn_implementation == "eager", model.config._attn_implementation
+    assert model.config._attn_implementation == impl, model.config._attn_implementation
     return model
 
 
@@ -149,6 +179,16 @@ def reference_slopes(model):
         from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
 
         slopes = _get_alibi_slopes(model.config.n_head, torch.device("cpu"))
+    elif mt == "falcon":
+        # falcon's build_alibi_tensor computes the same float32 slopes as BLOOM's _get_alibi_slopes
+        # (identical lines), then rounds them to bf16 inside the bias; the unrounded ones are stored.
+        from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+        from transformers.models.falcon.modeling_falcon import build_alibi_tensor
+
+        n = model.config.num_attention_heads
+        slopes = _get_alibi_slopes(n, torch.device("cpu"))
+        at_key_1 = build_alibi_tensor(torch.ones(1, 2, dtype=torch.long), n, torch.float32)[:, 0, 1]
+        assert torch.equal(at_key_1, slopes.bfloat16().float()), (at_key_1, slopes)
     elif mt == "mpt":
         from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
@@ -180,6 +220,85 @@ def count_clipped(model, ids):
     return list(zip(counts, total))
 
 
+def _rw_attention_forward(self, hidden_states, alibi, attention_mask, position_ids=None, layer_past=None,
+                          use_cache=False, output_attentions=False, position_embeddings=None, **kwargs):
+    """FalconAttention.forward as the original Falcon-RW code computes it (tiiuae's modelling_RW.py,
+    alibi branch): softmax((q.k + alibi) * inv_norm_factor + mask), the mask -1e9 in bf16 above the
+    diagonal. transformers' own `attention_mask` (which already holds alibi/sqrt(head_dim)) is not
+    used: the original builds the causal mask alone. `_alibi_factor` (1 unless set) multiplies the
+    bias, to show that transformers' eager path equals the original with the bias doubled."""
+    torch, _ = _imports()
+    fused_qkv = self.query_key_value(hidden_states)
+    q, k, v = self._split_heads(fused_qkv)  # each (batch, T, heads, head_dim)
+    batch, t = q.shape[0], q.shape[1]
+    q, k, v = (x.transpose(1, 2).reshape(batch * self.num_heads, t, self.head_dim) for x in (q, k, v))
+    future = torch.ones(t, t, dtype=torch.bool).triu(1)
+    mask_float = (future * 1.0).masked_fill(future, -1e9).to(torch.bfloat16)
+    scores = (q @ k.transpose(-1, -2)).view(batch, self.num_heads, t, t)
+    bias = alibi.view(batch, self.num_heads, 1, -1) * getattr(self, "_alibi_factor", 1.0)
+    probs = torch.nn.functional.softmax((scores + bias) * self.inv_norm_factor + mask_float, dim=-1,
+                                        dtype=hidden_states.dtype)
+    context = probs.view(batch * self.num_heads, t, t) @ v
+    return self.dense(self._merge_heads(context)), probs
+
+
+def falcon_outputs(model, ids, alibi_factor=1.0):
+    """Logits and attentions of a Falcon model run with the original Falcon-RW attention."""
+    torch, _ = _imports()
+    from transformers.models.falcon import modeling_falcon
+
+    original = modeling_falcon.FalconAttention.forward
+    modeling_falcon.FalconAttention.forward = _rw_attention_forward
+    try:
+        for layer in model.transformer.h:
+            layer.self_attention._alibi_factor = alibi_factor
+        with torch.no_grad():
+            out = model(ids[None, :], output_attentions=True, use_cache=False, return_dict=True)
+    finally:
+        modeling_falcon.FalconAttention.forward = original
+        for layer in model.transformer.h:
+            del layer.self_attention._alibi_factor
+    return out.logits[0], out.attentions
+
+
+def falcon_report(model, ids):
+    """Max |logit diff| between transformers' sdpa, its eager path and the original formula."""
+    torch, _ = _imports()
+    with torch.no_grad():
+        sdpa = model(ids[None, :], use_cache=False).logits[0]
+        # With output_attentions=True transformers leaves sdpa for its eager branch.
+        eager_out = model(ids[None, :], use_cache=False, output_attentions=True)
+    eager = eager_out.logits[0]
+    rw, rw_attn = falcon_outputs(model, ids)
+    rw_doubled, rw_doubled_attn = falcon_outputs(model, ids, alibi_factor=2.0)
+    attn_diff = max((a - b).abs().max().item() for a, b in zip(eager_out.attentions, rw_doubled_attn))
+    return {
+        "sdpa_vs_original_logits": (sdpa - rw).abs().max().item(),
+        "eager_vs_sdpa_logits": (eager - sdpa).abs().max().item(),
+        "eager_vs_original_with_doubled_bias_logits": (eager - rw_doubled).abs().max().item(),
+        "eager_vs_original_with_doubled_bias_attention": attn_diff,
+    }
+
+
+def make_falcon_bias(out_root):
+    """transformers' Falcon bias as sdpa adds it (build_alibi_tensor / sqrt(head_dim)) at chosen keys."""
+    torch, transformers = _imports()
+    from transformers.models.falcon.modeling_falcon import build_alibi_tensor
+
+    heads = {}
+    for n in FALCON_BIAS_HEADS:
+        alibi = build_alibi_tensor(torch.ones(1, FALCON_BIAS_LEN, dtype=torch.long), n, torch.float32)
+        scaled = alibi[:, 0, :] / math.sqrt(FALCON_BIAS_HEAD_DIM)  # (heads, keys), as FalconModel.forward
+        heads[str(n)] = scaled[:, FALCON_BIAS_KEYS].tolist()
+    folder = os.path.join(out_root, FALCON_BIAS_CASE)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "bias.json"), "w") as f:
+        json.dump({"head_dim": FALCON_BIAS_HEAD_DIM, "keys": FALCON_BIAS_KEYS, "bias": heads,
+                   "transformers_version": transformers.__version__}, f)
+        f.write("\n")
+    print(json.dumps({"case": FALCON_BIAS_CASE, "heads": list(FALCON_BIAS_HEADS)}))
+
+
 def make_case(name, out_root):
     torch, transformers = _imports()
     family, seed, kwargs = CASES[name]
@@ -195,10 +314,20 @@ def make_case(name, out_root):
     with torch.no_grad():
         out = model(ids[None, :], output_attentions=True, use_cache=False, return_dict=True)
     logits = out.logits[0].to(torch.float32)  # [T, vocab]
+    attn_maps = out.attentions
+    report = None
+    if family == "falcon":
+        # Logits from transformers' sdpa path (output_attentions=True would switch to eager);
+        # attentions from the original formula, which sdpa matches (checked here).
+        with torch.no_grad():
+            logits = model(ids[None, :], use_cache=False).logits[0].to(torch.float32)
+        report = falcon_report(model, ids)
+        assert report["sdpa_vs_original_logits"] < 1e-5, report
+        _, attn_maps = falcon_outputs(model, ids)
     # loss[p] = -log softmax(logits[p])[ids[p+1]], computed in float64 from the float32 logits.
     logp = torch.log_softmax(logits.double(), dim=-1)
     losses = -logp[torch.arange(T - 1), ids[1:]]
-    attentions = {str(i): a[0].to(torch.float32).tolist() for i, a in enumerate(out.attentions)}
+    attentions = {str(i): a[0].to(torch.float32).tolist() for i, a in enumerate(attn_maps)}
     assert len(attentions) == model.config.num_hidden_layers
 
     expected = {
@@ -210,11 +339,17 @@ def make_case(name, out_root):
         "alibi_slopes": reference_slopes(model),
         "transformers_version": transformers.__version__,
     }
+    if family == "falcon":
+        # Falcon scales bias and scores together: the slope on the softmax logits is m/sqrt(head_dim).
+        head_dim = model.config.hidden_size // model.config.num_attention_heads
+        expected["alibi_logit_scale"] = 1.0 / math.sqrt(head_dim)
     with open(os.path.join(folder, "expected.json"), "w") as f:
         json.dump(expected, f)
         f.write("\n")
 
     info = {"case": name, "params": sum(p.numel() for p in model.parameters())}
+    if report is not None:
+        info.update(report)
     clipped = count_clipped(model, ids)
     if clipped is not None:
         info["clipped_qkv_per_layer"] = clipped
@@ -305,7 +440,7 @@ def bench_transformers(model_dir, lengths, threads, repeats, logits_to_keep, dev
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="output folder (default tests/fixtures for fixture mode)")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated fixture cases")
+    ap.add_argument("--cases", default=",".join(list(CASES) + [FALCON_BIAS_CASE]), help="comma-separated fixture cases")
     ap.add_argument("--shape", default=None, help="write a random model of this shape (bloom-560m, bloom-tiny) into --out")
     ap.add_argument("--bench-transformers", metavar="DIR", default=None, help="benchmark transformers on DIR")
     ap.add_argument("--lengths", default="512,2048", help="comma-separated sequence lengths for the benchmark")
@@ -313,6 +448,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1, help="timed forwards per length (best is reported)")
     ap.add_argument("--device", default="cpu", help="benchmark: cpu or cuda")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="benchmark dtype")
+    ap.add_argument("--falcon-report", action="store_true",
+                    help="print eager vs sdpa vs original Falcon-RW attention for the falcon cases, write nothing")
     ap.add_argument("--logits-to-keep", type=int, default=0,
                     help="benchmark: 0 = logits for every position (default), N = last N only")
     args = ap.parse_args(argv)
@@ -334,10 +471,21 @@ def main(argv=None):
     torch.use_deterministic_algorithms(True)
     out_root = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
     out_root = os.path.normpath(out_root)
+    if args.falcon_report:
+        for name, (family, seed, kwargs) in CASES.items():
+            if family == "falcon":
+                model = build_model(family, kwargs, seed)
+                perturb_(model, seed + 1)
+                print(json.dumps({"case": name, **falcon_report(model, token_ids_for(seed + 2, model.config.vocab_size))}))
+        return
+    known = list(CASES) + [FALCON_BIAS_CASE]
     for name in args.cases.split(","):
-        if name not in CASES:
-            raise SystemExit(f"unknown case {name!r}; known: {', '.join(CASES)}")
-        make_case(name, out_root)
+        if name not in known:
+            raise SystemExit(f"unknown case {name!r}; known: {', '.join(known)}")
+        if name == FALCON_BIAS_CASE:
+            make_falcon_bias(out_root)
+        else:
+            make_case(name, out_root)
 
 
 if __name__ == "__main__":

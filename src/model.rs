@@ -1,7 +1,7 @@
 //! The model engine: one normalised config, the transformer, position schemes, loading.
 //!
-//! - [`config`]: the one normalised [`Config`]; [`bloom`] and [`mpt`] turn their families'
-//!   `config.json` into it and map their tensor names ([`family`] is what they tell the loader).
+//! - [`config`]: the one normalised [`Config`]; [`bloom`], [`mpt`] and [`falcon`] (Falcon-RW)
+//!   turn their families' `config.json` into it and map their tensor names ([`family`] is what they tell the loader).
 //! - [`transformer`], [`position`], [`ops`], [`init`]: the network, its position schemes, the
 //!   custom ops with their backward passes, and random initialisation.
 //! - Loading, bottom-up: [`error`] (what can go wrong), [`device`] (device and dtype), [`hub`]
@@ -17,6 +17,7 @@ pub mod bloom;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod falcon;
 pub mod family;
 pub mod folder;
 pub mod hub;

@@ -1,6 +1,8 @@
-//! Golden tests: real BLOOM and MPT checkpoints (tiny, randomly initialised, made by
+//! Golden tests: real BLOOM, MPT and Falcon-RW checkpoints (tiny, randomly initialised, made by
 //! `scripts/make_fixtures.py` with Hugging Face transformers) must give transformers' logits,
 //! per-position losses, attention probabilities of every layer and head, and ALiBi slopes.
+//! Falcon's reference is transformers' sdpa path, which computes what the original Falcon-RW code
+//! does (its eager path adds the bias twice); its attentions come from the original formula.
 //!
 //! The fixtures live in `tests/fixtures/<case>/` (see `scripts/FIXTURES.md`); no Python is needed.
 
@@ -22,13 +24,16 @@ const ATTENTION_TOL: f64 = 1e-5;
 const SLOPE_REL_TOL: f64 = 1e-6;
 
 /// Every fixture case; the test fails if one is missing, so a deleted folder is noticed.
-const CASES: [&str; 6] = [
+const CASES: [&str; 9] = [
     "bloom-h4",
     "bloom-h6",
     "mpt-h4",
     "mpt-h6",
     "mpt-h12",
     "mpt-h4-clip",
+    "falcon-h4",
+    "falcon-h6",
+    "falcon-h12",
 ];
 
 #[derive(Deserialize)]
@@ -40,6 +45,9 @@ struct Expected {
     /// layer -> [head][query][key]
     attentions: BTreeMap<String, Vec<Vec<Vec<f64>>>>,
     alibi_slopes: Vec<f64>,
+    /// Falcon: the factor from its own slopes to the slopes on the softmax logits.
+    #[serde(default)]
+    alibi_logit_scale: Option<f64>,
 }
 
 fn fixture(case: &str) -> PathBuf {
@@ -83,6 +91,7 @@ fn compare(case: &str) -> (f64, f64, f64) {
         cfg.arch,
         match want.model_type.as_str() {
             "bloom" => Arch::Bloom,
+            "falcon" => Arch::Falcon,
             _ => Arch::Mpt,
         }
     );
@@ -139,7 +148,9 @@ fn compare(case: &str) -> (f64, f64, f64) {
 
     let slopes: Vec<f32> = model.slopes().to_vec1().unwrap();
     assert_eq!(slopes.len(), want.alibi_slopes.len(), "{case}");
+    let scale = want.alibi_logit_scale.unwrap_or(1.0);
     for (h, (&got, &want)) in slopes.iter().zip(&want.alibi_slopes).enumerate() {
+        let want = want * scale;
         let rel = (f64::from(got) - want).abs() / want.abs();
         assert!(
             rel <= SLOPE_REL_TOL,
@@ -164,6 +175,91 @@ fn every_fixture_matches_transformers() {
         .filter(|e| e.path().join("expected.json").is_file())
         .count();
     assert_eq!(on_disk, CASES.len());
+}
+
+#[derive(Deserialize)]
+struct FalconBias {
+    head_dim: usize,
+    keys: Vec<usize>,
+    /// head count -> [head][key]: transformers' `build_alibi_tensor / sqrt(head_dim)`.
+    bias: BTreeMap<String, Vec<Vec<f64>>>,
+}
+
+#[test]
+fn falcon_bias_matches_transformers_at_long_inputs() {
+    // falcon-rw-1b (32 heads) and falcon-rw-7b (64 heads), both head_dim 64, keys up to 8191:
+    // past key 256 Falcon's bf16 rounding makes the bias a staircase, which must be reproduced.
+    use alibi_explorer::model::config::AlibiForm;
+    use alibi_explorer::model::falcon::logit_slopes;
+    use alibi_explorer::model::position::alibi_bias;
+    use alibi_explorer::model::transformer::slopes_tensor;
+    let text = std::fs::read_to_string(fixture("falcon-alibi-bias").join("bias.json")).unwrap();
+    let want: FalconBias = serde_json::from_str(&text).unwrap();
+    let form = AlibiForm::FalconBf16.bias_form(want.head_dim);
+    let last = *want.keys.last().unwrap();
+    for (heads, rows) in &want.bias {
+        let heads: usize = heads.parse().unwrap();
+        let slopes = slopes_tensor(&logit_slopes(heads, want.head_dim), &Device::Cpu).unwrap();
+        // The last query row sees every key.
+        let got = alibi_bias(Some(&slopes), form, last, 1, last + 1, &Device::Cpu)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(rows.len(), heads);
+        for (h, row) in rows.iter().enumerate() {
+            for (&j, &w) in want.keys.iter().zip(row) {
+                assert_eq!(f64::from(got[h][j]), w, "{heads} heads: head {h}, key {j}");
+            }
+        }
+    }
+}
+
+#[test]
+fn falcon_fixture_sees_the_bf16_rounding() {
+    // falcon-h12's slopes (2^-0.5, ...) are not bf16 numbers: the paper's exact bias with the
+    // same slopes must miss transformers' attention, or the fixture would not test the rounding.
+    use alibi_explorer::model::config::AlibiForm;
+    let want = expected("falcon-h12");
+    let loaded = load("falcon-h12", DType::F32);
+    let mut cfg = loaded.model.config().clone();
+    assert_eq!(cfg.alibi_form, AlibiForm::FalconBf16);
+    cfg.alibi_form = AlibiForm::Relative;
+    let ckpt = alibi_explorer::model::weights::Checkpoint::open(&[loaded
+        .folder
+        .join("model.safetensors")])
+    .unwrap();
+    let model = alibi_explorer::model::weights::build_foreign(
+        &cfg,
+        &alibi_explorer::model::falcon::FAMILY,
+        &ckpt,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = Tensor::new(want.token_ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let out = model
+        .forward_hidden(
+            &ids,
+            &ForwardOptions {
+                capture: vec![(0, 8)],
+                ..ForwardOptions::default()
+            },
+        )
+        .unwrap();
+    let got: Vec<f32> = out.captured[0]
+        .probs
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d = max_abs_diff(&got, &flat2(&want.attentions["0"][8]));
+    eprintln!("falcon-h12 layer 0 head 8 without bf16 rounding: attention differs by {d:.2e}");
+    assert!(d > 100.0 * ATTENTION_TOL, "{d}");
 }
 
 #[test]
@@ -203,7 +299,7 @@ fn clip_qkv_is_honoured() {
 
 #[test]
 fn half_precision_loads_and_stays_close() {
-    for case in ["bloom-h6", "mpt-h12"] {
+    for case in ["bloom-h6", "mpt-h12", "falcon-h12"] {
         let want = expected(case);
         let ids = Tensor::new(want.token_ids.as_slice(), &Device::Cpu)
             .unwrap()

@@ -267,12 +267,6 @@ fn refusals_name_the_reason() {
     for (model_type, extra, needle) in [
         ("llama", serde_json::json!({}), "rotary"),
         ("gpt2", serde_json::json!({}), "learned absolute"),
-        ("falcon", serde_json::json!({"alibi": false}), "rotary"),
-        (
-            "falcon",
-            serde_json::json!({"alibi": true}),
-            "Falcon's layout",
-        ),
         ("t5", serde_json::json!({}), "unknown model_type 't5'"),
     ] {
         let p = folder(&format!("arch-{model_type}-{needle}"), "bloom-h4");
@@ -284,9 +278,39 @@ fn refusals_name_the_reason() {
         });
         let e = err(&p);
         assert!(e.contains(needle), "{model_type}: {e}");
-        assert!(e.contains("bloom and mpt"), "{model_type}: {e}");
+        assert!(e.contains("bloom, mpt and Falcon-RW"), "{model_type}: {e}");
         assert!(e.contains("config.json"), "{model_type}: {e}");
     }
+
+    // Falcon other than Falcon-RW: rotary, multi-query, parallel attention, falcon-40b's layout.
+    for (key, value, needle) in [
+        ("alibi", false, "rotary position embeddings (alibi: false)"),
+        ("multi_query", true, "multi_query: true"),
+        ("parallel_attn", true, "parallel_attn: true"),
+        (
+            "new_decoder_architecture",
+            true,
+            "new_decoder_architecture: true",
+        ),
+    ] {
+        let p = folder(&format!("falcon-{key}"), "falcon-h4");
+        set_config(&p, &|v| v[key] = value.into());
+        let e = err(&p);
+        assert!(e.contains(needle), "{key}: {e}");
+        assert!(e.contains("config.json"), "{key}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // The RefinedWeb name of the same Falcon-RW config loads; bias: false finds the biases.
+    let p = folder("falcon-refinedweb", "falcon-h4");
+    set_config(&p, &|v| v["model_type"] = "RefinedWebModel".into());
+    assert!(load(&p).is_ok());
+    let p = folder("falcon-no-bias", "falcon-h4");
+    set_config(&p, &|v| v["bias"] = false.into());
+    let e = err(&p);
+    assert!(
+        e.contains("unexpected tensor") && e.contains("bias: false"),
+        "{e}"
+    );
 
     // MPT with learned positions instead of ALiBi.
     let p = folder("mpt-learned", "mpt-h4");

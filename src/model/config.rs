@@ -1,9 +1,10 @@
 //! The one normalised model configuration every architecture is read into.
 //!
-//! Our own checkpoints store this struct as `config.json`; BLOOM and MPT configs are parsed into
-//! their own raw structs (see `bloom.rs`, `mpt.rs`) and converted into it, so the transformer
-//! knows a single shape (after candle-transformers' `Config` habit).
+//! Our own checkpoints store this struct as `config.json`; BLOOM, MPT and Falcon-RW configs are
+//! parsed into their own raw structs (see `bloom.rs`, `mpt.rs`, `falcon.rs`) and converted into
+//! it, so the transformer knows a single shape (after candle-transformers' `Config` habit).
 
+pub use super::position::BiasForm;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -94,6 +95,8 @@ pub enum Arch {
     Bloom,
     /// MosaicML MPT (`model_type: mpt`).
     Mpt,
+    /// TII Falcon-RW (`model_type: falcon` with `alibi: true`).
+    Falcon,
 }
 
 impl Arch {
@@ -103,6 +106,7 @@ impl Arch {
             Arch::Ours => "alibi-explorer",
             Arch::Bloom => "bloom",
             Arch::Mpt => "mpt",
+            Arch::Falcon => "falcon",
         }
     }
 }
@@ -116,6 +120,31 @@ pub enum Activation {
     GeluTanh,
     /// Exact GELU with erf (MPT).
     GeluErf,
+}
+
+/// How the ALiBi bias is built from the slopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlibiForm {
+    /// `-m*(i-j)` in f32, added to the scaled scores (the paper, BLOOM, MPT, ours).
+    #[default]
+    Relative,
+    /// Falcon-RW's `build_alibi_tensor`: the raw slope `M = m*sqrt(head_dim)` and the key position
+    /// `j` are rounded to bf16, their product `M*j` is rounded to bf16, and the result is scaled by
+    /// `1/sqrt(head_dim)` together with the scores. `m` is the slope on the softmax logits.
+    FalconBf16,
+}
+
+impl AlibiForm {
+    /// The runtime form for a head width.
+    pub fn bias_form(self, head_dim: usize) -> BiasForm {
+        match self {
+            AlibiForm::Relative => BiasForm::Relative,
+            AlibiForm::FalconBf16 => BiasForm::Bf16Keys {
+                scale: 1.0 / (head_dim as f64).sqrt(),
+            },
+        }
+    }
 }
 
 fn default_eps() -> f64 {
@@ -182,10 +211,13 @@ pub struct Config {
     /// The MLP non-linearity.
     #[serde(default)]
     pub activation: Activation,
-    /// The per-head ALiBi slopes the model was trained with (learned or preset), in head order.
-    /// `None` means the paper's geometric slopes for `n_heads`.
+    /// The per-head ALiBi slopes the model was trained with (learned or preset), in head order,
+    /// as slopes on the softmax logits. `None` means the paper's geometric slopes for `n_heads`.
     #[serde(default)]
     pub slopes: Option<Vec<f64>>,
+    /// How the ALiBi bias is built from the slopes (Falcon-RW's own bf16 form, or the paper's).
+    #[serde(default)]
+    pub alibi_form: AlibiForm,
     /// Clamp q, k and v to `[-c, c]` (MPT's `clip_qkv`).
     #[serde(default)]
     pub clip_qkv: Option<f64>,
@@ -230,6 +262,7 @@ impl Config {
             tie_embeddings: true,
             activation: Activation::GeluTanh,
             slopes: None,
+            alibi_form: AlibiForm::Relative,
             clip_qkv: None,
             qk_norm: false,
             rotary_base: default_rotary_base(),
@@ -240,6 +273,11 @@ impl Config {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
+    }
+
+    /// How attention builds the ALiBi bias for this model.
+    pub fn bias_form(&self) -> BiasForm {
+        self.alibi_form.bias_form(self.head_dim())
     }
 
     /// Checks the numbers that the transformer relies on.

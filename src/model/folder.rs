@@ -1,11 +1,11 @@
 //! A checkpoint folder: its file names, the checks on it, finding its weight files (single or
-//! sharded safetensors; pickles refused), reading its `config.json` (ours, BLOOM or MPT) and its
-//! tokenizer.
+//! sharded safetensors; pickles refused), reading its `config.json` (ours, BLOOM, MPT or
+//! Falcon-RW) and its tokenizer.
 
 use super::config::{Config, OUR_FORMAT};
 use super::error::{LoadError, one_line};
 use super::family::Family;
-use super::{bloom, mpt};
+use super::{bloom, falcon, mpt};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,8 @@ pub const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "pt", "pth", "ckpt"];
 pub const HF_BASE_PREFIX: &str = "transformer.";
 
 /// The architectures `config.json` may name, for error messages.
-pub const SUPPORTED: &str = "alibi-explorer's own checkpoints, bloom and mpt";
+pub const SUPPORTED: &str =
+    "alibi-explorer's own checkpoints, bloom, mpt and Falcon-RW (falcon with alibi: true)";
 
 /// Position methods of well-known non-ALiBi `model_type`s, for a helpful refusal.
 const OTHER_POSITIONS: &[(&str, &str)] = &[
@@ -42,7 +43,6 @@ const OTHER_POSITIONS: &[(&str, &str)] = &[
     ("stablelm", "rotary"),
     ("olmo", "rotary"),
     ("codegen", "rotary"),
-    ("falcon", "rotary"),
     ("gpt2", "learned absolute"),
     ("opt", "learned absolute"),
     ("gpt_bigcode", "learned absolute"),
@@ -66,22 +66,11 @@ pub struct CheckpointConfig {
 }
 
 /// Why a known non-ALiBi `model_type` (or an unknown one) cannot be loaded.
-fn unsupported_model_type(kind: &str, value: &serde_json::Value) -> String {
-    let falcon = matches!(kind, "falcon" | "RefinedWeb" | "RefinedWebModel");
-    if falcon && value.get("alibi").and_then(serde_json::Value::as_bool) == Some(true) {
-        return format!(
-            "model_type '{kind}' with alibi: true is an ALiBi model, but Falcon's layout is not \
-             supported (supported: {SUPPORTED})"
-        );
-    }
-    let position = if falcon {
-        Some("rotary")
-    } else {
-        OTHER_POSITIONS
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, p)| *p)
-    };
+fn unsupported_model_type(kind: &str) -> String {
+    let position = OTHER_POSITIONS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, p)| *p);
     match position {
         Some(p) => format!(
             "model_type '{kind}' uses {p} position embeddings, not ALiBi (supported: {SUPPORTED})"
@@ -91,7 +80,7 @@ fn unsupported_model_type(kind: &str, value: &serde_json::Value) -> String {
 }
 
 /// Reads `config.json` and recognises what it describes: our own format (`format`), or a Hugging
-/// Face `model_type` (bloom, mpt); anything else is refused with the reason.
+/// Face `model_type` (bloom, mpt, falcon with ALiBi); anything else is refused with the reason.
 pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig, LoadError> {
     let file = dir.join(CONFIG_FILE);
     if !file.is_file() {
@@ -130,7 +119,16 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig, LoadError>
                     serde_json::from_value(value).map_err(|e| bad(one_line(e)))?;
                 (mpt::to_config(&raw).map_err(unsupported)?, mpt::FAMILY)
             }
-            other => return Err(unsupported(unsupported_model_type(other, &value))),
+            // RefinedWeb* are the Falcon configs from before transformers had Falcon.
+            "falcon" | "RefinedWeb" | "RefinedWebModel" => {
+                let raw: falcon::RawFalconConfig =
+                    serde_json::from_value(value).map_err(|e| bad(one_line(e)))?;
+                (
+                    falcon::to_config(&raw).map_err(unsupported)?,
+                    falcon::FAMILY,
+                )
+            }
+            other => return Err(unsupported(unsupported_model_type(other))),
         };
         return Ok(CheckpointConfig {
             config,
@@ -145,7 +143,8 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig, LoadError>
     })
 }
 
-/// Reads and validates `config.json` into the normalised [`Config`]: ours, BLOOM's or MPT's.
+/// Reads and validates `config.json` into the normalised [`Config`]: ours, BLOOM's, MPT's or
+/// Falcon-RW's.
 pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
     read_checkpoint_config(dir).map(|c| c.config)
 }

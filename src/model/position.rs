@@ -1,9 +1,60 @@
 //! Position schemes as tensors: ALiBi bias blocks, sinusoidal tables and rotary embeddings.
 //!
-//! ALiBi follows Press et al. 2022 (bias `-m*(i-j)` added to the scaled scores); sinusoidal
-//! follows Vaswani et al. 2017; rotary follows Su et al. 2021 in the GPT-NeoX "rotate half" layout.
+//! ALiBi follows Press et al. 2022 (bias `-m*(i-j)` added to the scaled scores), or Falcon-RW's
+//! bf16 form of it (`build_alibi_tensor` in tiiuae's `modelling_RW.py` and transformers'
+//! `modeling_falcon.py`); sinusoidal follows Vaswani et al. 2017; rotary follows Su et al. 2021 in
+//! the GPT-NeoX "rotate half" layout.
 
 use candle_core::{D, DType, Device, Result, Tensor};
+
+/// How an ALiBi bias block is built from the `(heads,)` slopes (slopes on the softmax logits).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum BiasForm {
+    /// `-m*(i-j)` in f32 (the paper, BLOOM, MPT, ours): see [`causal_bias`].
+    #[default]
+    Relative,
+    /// Falcon-RW: `bf16(bf16(m/scale) * bf16(j)) * scale` for key `j`, the same for every query
+    /// (softmax only sees differences along a row). `m/scale` is Falcon's own slope; its code adds
+    /// the bias to the raw scores `q·k` in bf16 precision and scales both by `scale`.
+    Bf16Keys {
+        /// The factor on bias and scores together, `1/sqrt(head_dim)`.
+        scale: f64,
+    },
+}
+
+/// The ALiBi bias block in `form`, shape `(heads, q_len, k_len)` in f32, `-inf` above the
+/// diagonal; with `slopes = None`, only the causal mask `(1, q_len, k_len)`.
+pub fn alibi_bias(
+    slopes: Option<&Tensor>,
+    form: BiasForm,
+    q_start: usize,
+    q_len: usize,
+    k_len: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    match (slopes, form) {
+        (Some(slopes), BiasForm::Bf16Keys { scale }) => {
+            let mask = causal_bias(None, q_start, q_len, k_len, device)?; // (1, q_len, k_len)
+            let heads = slopes.dim(0)?;
+            let keys: Vec<f32> = (0..k_len).map(|j| j as f32).collect();
+            // torch casts the integer positions to bf16 before the product, as here.
+            let keys = Tensor::from_vec(keys, (1, k_len), device)?.to_dtype(DType::BF16)?;
+            let raw = slopes
+                .to_dtype(DType::F32)?
+                .affine(1.0 / scale, 0.0)?
+                .to_dtype(DType::BF16)?
+                .reshape((heads, 1))?;
+            // (heads, 1) * (1, k_len), rounded to bf16, then scaled in f32 -> (heads, 1, k_len)
+            let per_key = raw
+                .broadcast_mul(&keys)?
+                .to_dtype(DType::F32)?
+                .affine(scale, 0.0)?
+                .unsqueeze(1)?;
+            per_key.broadcast_add(&mask)
+        }
+        _ => causal_bias(slopes, q_start, q_len, k_len, device),
+    }
+}
 
 /// The additive attention bias for queries `q_start..q_start+q_len` against keys `0..k_len`,
 /// shape `(heads, q_len, k_len)` in f32: `-m_h*(i-j)` for `j <= i` and `-inf` above the diagonal.
@@ -144,6 +195,31 @@ mod tests {
             .to_vec3::<f32>()
             .unwrap();
         assert_eq!(mask[0], vec![vec![0.0, f32::NEG_INFINITY], vec![0.0, 0.0]]);
+    }
+
+    #[test]
+    fn falcon_bias_rounds_in_bf16_and_keeps_the_mask() {
+        let dev = Device::Cpu;
+        // Effective slope 0.70710677/8 (Falcon's 2^-0.5 at head_dim 64).
+        let m = std::f32::consts::FRAC_1_SQRT_2;
+        let slopes = Tensor::new(&[m / 8.0, 0.25 / 8.0], &dev).unwrap();
+        let form = BiasForm::Bf16Keys { scale: 0.125 };
+        let b = alibi_bias(Some(&slopes), form, 300, 2, 302, &dev).unwrap();
+        assert_eq!(b.dims(), &[2, 2, 302]);
+        let v = b.to_vec3::<f32>().unwrap();
+        let bf = |x: f32| half::bf16::from_f32(x).to_f32();
+        for j in [0usize, 1, 23, 255, 256, 257, 259, 300] {
+            let want = bf(bf(m) * bf(j as f32)) * 0.125;
+            assert_eq!(v[0][0][j], want, "key {j}");
+        }
+        // 2^-0.5 is not a bf16 number; 257 is not either (it becomes 256).
+        assert_ne!(v[0][0][23], m * 23.0 * 0.125);
+        assert_eq!(v[1][0][257], v[1][0][256]);
+        assert_eq!(v[0][0][301], f32::NEG_INFINITY);
+        assert!(v[0][1][301].is_finite());
+        // Without slopes only the mask is left, as in the relative form.
+        let mask = alibi_bias(None, form, 0, 2, 2, &dev).unwrap();
+        assert_eq!(mask.dims(), &[1, 2, 2]);
     }
 
     #[test]

@@ -344,6 +344,7 @@ impl Transformer {
             train: opts.train,
             query_block: opts.query_block,
             slopes: pos.slopes.as_ref(),
+            bias_form: self.cfg.bias_form(),
             rotary: pos.rotary.as_ref(),
         };
         block.forward(x, &ctx, capture, stats, cache)

@@ -4,7 +4,7 @@
 
 use super::super::attention_stats::{HeadSums, accumulate_block};
 use super::super::config::Config;
-use super::super::position::{apply_rotary, causal_bias};
+use super::super::position::{BiasForm, alibi_bias, apply_rotary};
 use super::layers::{LayerNorm, linear};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -47,6 +47,8 @@ pub(super) struct Ctx<'a> {
     pub(super) train: bool,
     pub(super) query_block: Option<usize>,
     pub(super) slopes: Option<&'a Tensor>,
+    /// How the ALiBi bias is built from `slopes` (Falcon-RW rounds it in bf16).
+    pub(super) bias_form: BiasForm,
     pub(super) rotary: Option<&'a (Tensor, Tensor)>,
 }
 
@@ -167,7 +169,7 @@ impl Attention {
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let t = q.dim(2)?;
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (b, heads, t, t)
-        let bias = causal_bias(ctx.slopes, 0, t, t, q.device())?; // (heads|1, t, t)
+        let bias = alibi_bias(ctx.slopes, ctx.bias_form, 0, t, t, q.device())?; // (heads|1, t, t)
         let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         if let Some(heads) = stats {
@@ -210,7 +212,14 @@ impl Attention {
                 .contiguous()?
                 .matmul(&k_blk.t()?)?
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
-            let bias = causal_bias(ctx.slopes, offset + start, len, keys, q.device())?;
+            let bias = alibi_bias(
+                ctx.slopes,
+                ctx.bias_form,
+                offset + start,
+                len,
+                keys,
+                q.device(),
+            )?;
             let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (b, h, len, keys)
             if let Some(heads) = stats.as_deref_mut() {
