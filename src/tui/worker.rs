@@ -89,8 +89,21 @@ impl JobSender {
     }
 }
 
+/// How the worker splits long forwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Tokens per chunk of a long window; a window longer than this runs in chunks (default:
+    /// [`crate::model::prefill::chunk_tokens`] of each model, so only big models chunk).
+    pub chunk_tokens: Option<usize>,
+}
+
 /// Starts the worker; jobs go in through the returned sender, results come out as events.
 pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> JobSender {
+    spawn_with(slots, events, WorkerOptions::default())
+}
+
+/// [`spawn`] with options.
+pub fn spawn_with(slots: Vec<ModelSlot>, events: impl Outbox, options: WorkerOptions) -> JobSender {
     let (tx, rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         interrupt: Arc::new(AtomicBool::new(false)),
@@ -106,6 +119,7 @@ pub fn spawn(slots: Vec<ModelSlot>, events: impl Outbox) -> JobSender {
                 events: Box::new(events),
                 pending: Vec::new(),
                 shared: worker_shared,
+                options,
                 paused: Vec::new(),
                 layer_inputs: None,
                 last_progress: None,
@@ -136,6 +150,7 @@ struct Worker {
     events: Box<dyn Outbox>,
     pending: Vec<Job>,
     shared: Arc<Shared>,
+    options: WorkerOptions,
     /// Sweeps and refinements that gave way, with their progress (see `score.rs`).
     paused: Vec<Paused>,
     /// Every layer's input for the last attention map's length and slopes.

@@ -69,7 +69,11 @@ impl Worker {
             },
             Err(e) => return self.error(generation, what, e),
         };
-        let chunk = chunk_tokens(model.config());
+        let chunk = self
+            .options
+            .chunk_tokens
+            .unwrap_or_else(|| chunk_tokens(model.config()))
+            .max(1);
         let mut st = match self
             .paused
             .iter()
