@@ -15,6 +15,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub mod live;
+
 fn stream_of(ids: &[u32], len: usize) -> Stream {
     // Repeat the text's tokens until `len + 1` are available.
     let mut v = Vec::with_capacity(len + 1);
@@ -53,12 +55,20 @@ pub struct BenchSettings {
     pub stats_length: usize,
     /// Run only the attention-statistics section.
     pub only_stats: bool,
+    /// Run only the live-TUI section ([`live`]).
+    pub live: bool,
+    /// Live section: seconds to wait for one answer before giving up.
+    pub live_timeout_s: u64,
     /// Also write the report here.
     pub out: Option<PathBuf>,
 }
 
 /// Runs the benchmark and writes the report.
 pub fn run(a: &BenchSettings) -> Result<()> {
+    if a.live {
+        let report = live::run(a)?;
+        return finish(a, &report);
+    }
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let base = a
@@ -175,8 +185,13 @@ pub fn run(a: &BenchSettings) -> Result<()> {
             2
         )?;
     }
+    finish(a, &report)
+}
+
+/// Writes the report to `--out` (if given) and standard output.
+fn finish(a: &BenchSettings, report: &str) -> Result<()> {
     if let Some(p) = &a.out {
-        write_report(p, &report)?;
+        write_report(p, report)?;
         eprintln!("wrote {}", p.display());
     }
     std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes())?;

@@ -518,6 +518,61 @@ fn bench_takes_token_ids_and_skips_sections() {
 }
 
 #[test]
+fn bench_live_times_the_tui_on_a_model_and_refuses_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, PROSE.repeat(20)).unwrap();
+    let out = dir.path().join("live.md");
+    let m = m.to_str().unwrap();
+    let o = run(&[
+        "bench",
+        "--model",
+        m,
+        "--text",
+        text.to_str().unwrap(),
+        "--live",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        "live TUI benchmark",
+        "first attention map",
+        "first perplexity numbers",
+        "perplexity at the cursor",
+        "next layer (]): its attention map",
+        "slope edit (* x1.25): its attention map",
+        "the new curve's first numbers",
+        "Peak RSS",
+    ] {
+        assert!(report.contains(needle), "missing {needle}: {report}");
+    }
+    // Every row has a number of seconds.
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| moment") && !l.starts_with("| ---"))
+        .collect();
+    assert!(rows.len() >= 9, "{report}");
+    for row in rows {
+        let secs: f64 = row.split('|').nth(2).unwrap().trim().parse().unwrap();
+        assert!((0.0..600.0).contains(&secs), "{row}");
+    }
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1 2 3 4 5 6 7 8 9 10 11 12").unwrap();
+    let o = run(&[
+        "bench",
+        "--model",
+        m,
+        "--token-ids",
+        ids.to_str().unwrap(),
+        "--live",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn tui_option_errors_come_before_the_terminal_opens() {
     fails_with(
         &run(&["--max-tokens", "1"]),

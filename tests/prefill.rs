@@ -3,6 +3,8 @@
 //! from kept layer inputs equal a whole forward's captures; a capture-only forward stops early
 //! with the same maps; the sweep accumulator takes a window in pieces.
 
+#![allow(clippy::unwrap_used)]
+
 use alibi_explorer::eval::{Control, SweepAccumulator, window_losses_with};
 use alibi_explorer::model::config::Config;
 use alibi_explorer::model::init::random_model;
@@ -32,7 +34,7 @@ fn stream(n: usize) -> Stream {
 fn whole(m: &Transformer, s: &Stream, start: usize, len: usize, opts: &ForwardOptions) -> Vec<f32> {
     let mut out = Vec::new();
     window_losses_with(m, s, &[start], len, opts, &Control::default(), |_, r| {
-        out = r
+        out = r;
     })
     .unwrap();
     out

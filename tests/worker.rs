@@ -2,6 +2,8 @@
 //! and slope edits are served while the long sweep runs, progress messages arrive, the superseded
 //! sweep stops, and the chunked curve equals the one-pass sweep.
 
+#![allow(clippy::unwrap_used)]
+
 use alibi_explorer::eval::{Control, Protocol, SweepAccumulator, evaluate};
 use alibi_explorer::model::config::Config;
 use alibi_explorer::model::device::ChosenDevice;

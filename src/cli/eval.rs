@@ -117,6 +117,14 @@ pub struct BenchArgs {
     /// Run only the attention-statistics section.
     #[arg(long)]
     pub only_stats: bool,
+    /// Run only the live-TUI section: the TUI's worker on the model and --text, timing the first
+    /// attention map, the first perplexity numbers, and the answers to a layer, head, length and
+    /// slope change made while the sweep runs.
+    #[arg(long, conflicts_with_all = ["only_stats", "token_ids"])]
+    pub live: bool,
+    /// Live section: give up waiting for an answer after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub live_timeout: u64,
     /// Write the report (Markdown) here too.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -137,6 +145,8 @@ impl BenchArgs {
             long_length: self.long_length,
             stats_length: self.stats_length,
             only_stats: self.only_stats,
+            live: self.live,
+            live_timeout_s: self.live_timeout,
             out: self.out.clone(),
         })
     }
