@@ -66,7 +66,7 @@ pub struct BenchSettings {
 /// Runs the benchmark and writes the report.
 pub fn run(a: &BenchSettings) -> Result<()> {
     if a.live {
-        let report = live::run(a)?;
+        let report = live::run(&a.model, &a.input, a.live_timeout_s)?;
         return finish(a, &report);
     }
     let loaded = a.model.load()?;

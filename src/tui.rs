@@ -194,8 +194,9 @@ pub fn inject_fault() -> Result<()> {
 
 /// Carries out effects; file results are fed back into the app.
 fn apply(app: &mut App, effects: Vec<Effect>, jobs: &JobSender) {
-    let mut queue = effects;
-    while let Some(fx) = queue.pop() {
+    // In order: the jobs of an action go out as the app lists them (the main curve first).
+    let mut queue: std::collections::VecDeque<Effect> = effects.into();
+    while let Some(fx) = queue.pop_front() {
         match fx {
             Effect::Job(job) => {
                 let _ = jobs.send(job);

@@ -4,7 +4,7 @@
 //! map, the first progress, the first perplexity numbers, the cursor's number, and the answers to
 //! a layer, head, length and slope change. A big model's figures go in the README.
 
-use super::BenchSettings;
+use crate::model::load::ModelSource;
 use crate::model::memory::peak_rss_mib;
 use crate::text::Input;
 use crate::tui::TuiSettings;
@@ -123,19 +123,20 @@ impl Run {
     }
 }
 
-/// Runs the live section and returns its report.
-pub fn run(a: &BenchSettings) -> Result<String> {
-    let Input::Text(text) = &a.input else {
+/// Runs the live section on `model` and the text of `input`, waiting at most `timeout_s` seconds
+/// for each answer, and returns its report.
+pub fn run(model: &ModelSource, input: &Input, timeout_s: u64) -> Result<String> {
+    let Input::Text(text) = input else {
         bail!("bench --live needs --text FILE (the TUI reads a text with the model's tokenizer)");
     };
     let started = Instant::now();
     let slopes_file = std::env::temp_dir().join(format!("alibi-live-{}.json", std::process::id()));
     let settings = TuiSettings {
-        model: a.model.path.clone(),
+        model: model.path.clone(),
         text: text.clone(),
         compare: Vec::new(),
-        device: a.model.device,
-        dtype: a.model.dtype,
+        device: model.device,
+        dtype: model.dtype,
         max_length: None,
         max_tokens: None,
         slopes_file,
@@ -150,7 +151,7 @@ pub fn run(a: &BenchSettings) -> Result<String> {
         jobs,
         rx,
         started,
-        timeout: Duration::from_secs(a.live_timeout_s.max(1)),
+        timeout: Duration::from_secs(timeout_s.max(1)),
         first_progress: None,
     };
     run.send(start);
@@ -240,7 +241,7 @@ pub fn run(a: &BenchSettings) -> Result<String> {
             duration(p.eta_s)
         )
     });
-    report(a, &run.app, &rows, eta)
+    report(input, &run.app, &rows, eta)
 }
 
 /// The longest grid length the main curve covers now.
@@ -254,7 +255,7 @@ fn covered(app: &App) -> usize {
     })
 }
 
-fn report(a: &BenchSettings, app: &App, rows: &[Row], eta: Option<String>) -> Result<String> {
+fn report(input: &Input, app: &App, rows: &[Row], eta: Option<String>) -> Result<String> {
     let mut r = String::new();
     writeln!(r, "# alibi-explorer live TUI benchmark\n")?;
     writeln!(
@@ -270,7 +271,7 @@ fn report(a: &BenchSettings, app: &App, rows: &[Row], eta: Option<String>) -> Re
         app.info.dtype,
         app.info.device,
         app.info.device_note,
-        match &a.input {
+        match input {
             Input::Text(p) | Input::TokenIds(p) => p.display().to_string(),
         }
     )?;

@@ -57,12 +57,13 @@ struct Drawn {
     marker: &'static str,
     pts: Vec<(f64, f64)>,
     /// log2 of the length from which the curve's points are final; before it the markers are
-    /// [`PROVISIONAL_MARKER`]s (None: no point is final yet).
+    /// drawn in [`PROVISIONAL`] (None: no point is final yet).
     final_from: Option<f64>,
 }
 
-/// The marker of a point a later window will still change.
-const PROVISIONAL_MARKER: &str = "·";
+/// The colour of the markers of points a later window will still change (the curve's own
+/// marker, so the curve stays recognisable).
+const PROVISIONAL: Color = Color::Gray;
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let what = match app.metric {
@@ -357,8 +358,8 @@ fn markers(curves: &[Drawn], plot: Rect, xb: [f64; 2], yb: [f64; 2], buf: &mut B
                 && taken.insert((col, row))
                 && let Some(cell) = buf.cell_mut((plot.x + col, plot.y + row))
             {
-                cell.set_symbol(if fin { c.marker } else { PROVISIONAL_MARKER })
-                    .set_fg(c.color);
+                cell.set_symbol(c.marker)
+                    .set_fg(if fin { c.color } else { PROVISIONAL });
             }
             target += period;
         }
@@ -378,10 +379,7 @@ fn legend(curves: &[Drawn], area: Rect, buf: &mut Buffer) {
             .first()
             .is_some_and(|p| c.final_from.is_none_or(|f| p.0 < f - 1e-9))
     }) {
-        spans.push(Span::styled(
-            format!("{PROVISIONAL_MARKER} "),
-            Style::new().fg(Color::Gray),
-        ));
+        spans.push(Span::styled("● ", Style::new().fg(PROVISIONAL)));
         spans.push(Span::raw("so far   "));
     }
     for c in curves.iter().rev() {
