@@ -18,7 +18,7 @@ use alibi_explorer::model::folder::{
     CONFIG_FILE, INDEX_FILE, load_tokenizer, read_checkpoint_config, read_index, weight_files,
 };
 use alibi_explorer::model::weights::Checkpoint;
-use alibi_explorer::model::{bloom, mpt};
+use alibi_explorer::model::{bloom, falcon, mpt};
 use alibi_explorer::text::files::read_token_ids;
 use alibi_explorer::text::tokenize;
 use proptest::prelude::*;
@@ -358,6 +358,49 @@ fn mpt_base() -> Value {
                            "clip_qkv": null, "qk_ln": false, "prefix_lm": false, "softmax_scale": null}})
 }
 
+fn falcon_base() -> Value {
+    json!({"model_type": "falcon", "vocab_size": 96, "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_kv_heads": 4, "alibi": true, "multi_query": false,
+           "parallel_attn": false, "new_decoder_architecture": false, "bias": true,
+           "activation": "gelu", "ffn_hidden_size": 256, "layer_norm_epsilon": 1e-5,
+           "max_position_embeddings": 2048, "tie_word_embeddings": true, "dtype": "float32"})
+}
+
+/// The Falcon config fields the converter reads (and their old RefinedWeb names).
+const FALCON_KEYS: &[&str] = &[
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "n_embed",
+    "num_hidden_layers",
+    "n_layer",
+    "num_attention_heads",
+    "n_head",
+    "num_kv_heads",
+    "n_head_kv",
+    "alibi",
+    "multi_query",
+    "parallel_attn",
+    "new_decoder_architecture",
+    "bias",
+    "activation",
+    "ffn_hidden_size",
+    "layer_norm_epsilon",
+    "apply_residual_connection_post_layernorm",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "dtype",
+    "torch_dtype",
+];
+
+fn falcon_config_value() -> impl Strategy<Value = Value> {
+    edits(FALCON_KEYS).prop_map(|e| {
+        let mut v = falcon_base();
+        apply_edits(&mut v, e);
+        v
+    })
+}
+
 fn our_config_value() -> impl Strategy<Value = Value> {
     edits(OUR_KEYS).prop_map(|e| {
         let mut v = our_base();
@@ -466,10 +509,41 @@ fn fuzz_mpt_config_json() {
     );
 }
 
-/// A `config.json` as written to a folder: one of the three families (with `format` and
+#[test]
+fn fuzz_falcon_config_json() {
+    fuzz(
+        "Falcon config.json (RawFalconConfig + to_config)",
+        falcon_config_value(),
+        |v| {
+            match serde_json::from_str::<falcon::RawFalconConfig>(&to_text(&v)) {
+                Ok(raw) => match falcon::to_config(&raw) {
+                    Ok(cfg) => {
+                        check_config(&cfg)?;
+                        prop_assert_eq!(cfg.arch, Arch::Falcon);
+                        prop_assert_eq!(cfg.position, Position::Alibi);
+                        // Only Falcon-RW's layout is accepted.
+                        prop_assert!(raw.alibi && !raw.multi_query && !raw.parallel_attn);
+                        prop_assert!(!raw.new_decoder_architecture);
+                        prop_assert!(cfg.slopes.is_some());
+                    }
+                    Err(e) => one_line(&e)?,
+                },
+                Err(e) => one_line(&e.to_string())?,
+            }
+            Ok(())
+        },
+    );
+}
+
+/// A `config.json` as written to a folder: one of the four families (with `format` and
 /// `model_type` fuzzed too), any JSON, or any bytes; then maybe damaged.
 fn config_file() -> impl Strategy<Value = Vec<u8>> {
-    let family = prop_oneof![our_config_value(), bloom_config_value(), mpt_config_value()];
+    let family = prop_oneof![
+        our_config_value(),
+        bloom_config_value(),
+        mpt_config_value(),
+        falcon_config_value()
+    ];
     let tagged =
         (family, edits(&["format", "model_type"]), any::<bool>()).prop_map(|(mut v, e, tag)| {
             if tag {
