@@ -573,6 +573,23 @@ fn bench_live_times_the_tui_on_a_model_and_refuses_token_ids() {
 }
 
 #[test]
+fn inspect_says_falcon_slopes_are_on_the_logits() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/falcon-h4");
+    let o = run(&["inspect", "--model", dir]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("architecture  falcon"), "{out}");
+    // head_dim 16: M = m x 4.
+    assert!(
+        out.contains("Falcon-RW adds M*j") && out.contains("M = slope x 4.0000"),
+        "{out}"
+    );
+    // BLOOM's slopes are the paper's own: no such note.
+    let bloom = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bloom-h4");
+    assert!(!stdout(&run(&["inspect", "--model", bloom])).contains("Falcon-RW adds"));
+}
+
+#[test]
 fn tui_option_errors_come_before_the_terminal_opens() {
     fails_with(
         &run(&["--max-tokens", "1"]),

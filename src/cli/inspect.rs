@@ -172,6 +172,14 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
                 fmt_reach(alibi::reach(*m))
             )?;
         }
+        if cfg.alibi_form == crate::model::config::AlibiForm::FalconBf16 {
+            writeln!(
+                out,
+                "              (slopes on the softmax logits: Falcon-RW adds M*j, rounded in bf16, to q.k and \
+                 scales both by 1/sqrt(head_dim), so its own slopes are M = slope x {:.4})",
+                (cfg.head_dim() as f64).sqrt()
+            )?;
+        }
     }
     Ok(())
 }
