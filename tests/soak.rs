@@ -15,7 +15,7 @@ use alibi_explorer::text::Stream;
 use alibi_explorer::tui::app::{App, Effect, MAX_ZOOM, ModelInfo, chart_x_bounds};
 use alibi_explorer::tui::keymap::{self, Action};
 use alibi_explorer::tui::ui;
-use alibi_explorer::tui::worker::{AttentionMap, StatsResult, WorkerMsg};
+use alibi_explorer::tui::worker::{AttentionMap, Progress, StatsResult, Task, WorkerMsg};
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers, MouseButton, MouseEvent,
     MouseEventKind,
@@ -289,7 +289,7 @@ fn random_worker(rng: &mut Rng, app: &App) -> (WorkerMsg, bool) {
     let generation = if old { stale(rng, app.sweep_gen) } else { None };
     let stale_msg = generation.is_some() && curve == 0;
     let generation = generation.unwrap_or(app.sweep_gen);
-    match rng.below(11) {
+    match rng.below(13) {
         0..=4 => {
             let len = match rng.below(4) {
                 0 => rng.below(lmax + 4),
@@ -376,6 +376,59 @@ fn random_worker(rng: &mut Rng, app: &App) -> (WorkerMsg, bool) {
                 old,
             )
         }
+        10 => {
+            // A piece of a long window: any length, offset and size, in order or not.
+            let len = match rng.below(3) {
+                0 => rng.below(lmax + 4),
+                _ => lmax,
+            };
+            let offset = if rng.chance(70) {
+                app.curves[curve.min(curves - 1)].acc.partial_positions(len)
+            } else {
+                rng.below(len + 3)
+            };
+            let total = rng.below(4);
+            let pieces = rng.below(len.max(1) + 2);
+            let msg = WorkerMsg::WindowPart {
+                generation,
+                curve,
+                start: rng.below(tokens + lmax),
+                len,
+                offset,
+                nll: random_nll(rng, pieces),
+                done: rng.below(total + 2),
+                total,
+                refine: rng.chance(30),
+            };
+            (msg, stale_msg)
+        }
+        11 => {
+            let task = rng.pick(&[Task::Sweep, Task::Refine, Task::Attention]);
+            let wild = |rng: &mut Rng| match rng.below(5) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => -1.0,
+                _ => f64::from(rng.f32()) * 1e4,
+            };
+            let layers = rng.below(40);
+            let len = rng.below(lmax * 2 + 2);
+            let msg = WorkerMsg::Progress {
+                generation: if task == Task::Attention {
+                    app.attn_gen
+                } else {
+                    generation
+                },
+                progress: Progress {
+                    task,
+                    curve,
+                    layer: (rng.below(layers + 2), layers),
+                    tokens: (rng.below(len + 2), len),
+                    tokens_per_s: wild(rng),
+                    eta_s: wild(rng),
+                },
+            };
+            (msg, stale_msg && task != Task::Attention)
+        }
         _ => (
             WorkerMsg::Error {
                 generation: rng.next() % (app.sweep_gen + app.attn_gen + 2),
@@ -397,8 +450,10 @@ fn random_worker(rng: &mut Rng, app: &App) -> (WorkerMsg, bool) {
 fn fingerprint(app: &App) -> String {
     let c = &app.curves[0];
     format!(
-        "{:?} {} {} {:?} {:?} {:?} {:?} {} {:?} {:?} {} {} {}",
+        "{:?} {} {:?} {} {} {:?} {:?} {:?} {:?} {} {:?} {:?} {} {} {}",
         c.acc.windows(),
+        c.acc.partial_positions(app.lmax),
+        c.live,
         c.total,
         c.done,
         c.secs,
