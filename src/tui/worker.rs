@@ -144,6 +144,21 @@ struct Paused {
     window: Option<(usize, Prefill, f64)>,
 }
 
+impl Paused {
+    /// Whether `job` is the sweep or refinement this paused state belongs to.
+    fn resumes(&self, job: &Job) -> bool {
+        match job {
+            Job::Sweep {
+                generation, curve, ..
+            } => !self.refine && *curve == self.curve && *generation == self.generation,
+            Job::Refine {
+                generation, curve, ..
+            } => self.refine && *curve == self.curve && *generation == self.generation,
+            _ => false,
+        }
+    }
+}
+
 struct Worker {
     slots: Vec<ModelSlot>,
     rx: Receiver<Job>,
@@ -188,6 +203,10 @@ impl Worker {
     fn queue(&mut self, job: Job) {
         self.pending.retain(|j| !supersedes(&job, j));
         self.pending.push(job);
+        // A paused sweep or refinement whose job was superseded will not resume: free its keys
+        // and values now.
+        let pending = &self.pending;
+        self.paused.retain(|p| pending.iter().any(|j| p.resumes(j)));
     }
 
     fn drain(&mut self) -> Flow {
