@@ -11,13 +11,14 @@
 //!   files. Pure numbers.
 //! - [`embedded`]: the default model and text built into the binary.
 //! - [`model`]: config, transformer with attention capture, position schemes, loading and saving
-//!   (folder, safetensors, device, families), memory estimates.
+//!   (folder, safetensors, device, families), memory estimates, long forwards in pieces (prefill).
 //! - [`text`]: text files and folders, token-id files, tokenization into a stream with bytes.
 //! - [`eval`]: perplexity protocols, the one-pass sweep, attention statistics, per-head sensitivity,
 //!   outputs, plots and slide figures; the `eval`, `stats`, `attention` and `ablate` commands.
 //! - [`train`]: tokenizer training, corpus, optimiser loop, checkpoints; fitting slopes.
 //! - [`tui`]: the terminal UI (app state, keymap, worker thread, widgets).
-//! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame).
+//! - [`bench`]: speed/memory report (forward, sweep vs nonoverlap, long input, TUI frame), and the
+//!   live TUI timed headless.
 //! - [`cli`]: command-line definitions, resolved into the settings above, and dispatch.
 
 pub mod alibi;
