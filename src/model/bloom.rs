@@ -111,10 +111,12 @@ pub fn to_config(raw: &RawBloomConfig) -> std::result::Result<Config, String> {
 }
 
 /// Our tensor names and BLOOM's (without the optional `transformer.` prefix); `{i}` is the block.
+/// The embedding LayerNorm's two entries come first: Falcon-RW's names are the rest
+/// ([`super::falcon::TENSOR_NAMES`]).
 pub const TENSOR_NAMES: &[(&str, &str)] = &[
-    ("tok_emb.weight", "word_embeddings.weight"),
     ("emb_norm.weight", "word_embeddings_layernorm.weight"),
     ("emb_norm.bias", "word_embeddings_layernorm.bias"),
+    ("tok_emb.weight", "word_embeddings.weight"),
     ("blocks.{i}.ln1.weight", "h.{i}.input_layernorm.weight"),
     ("blocks.{i}.ln1.bias", "h.{i}.input_layernorm.bias"),
     (

@@ -187,42 +187,8 @@ pub fn logit_slopes(n_heads: usize, head_dim: usize) -> Vec<f64> {
 }
 
 /// Our tensor names and Falcon's (without the optional `transformer.` prefix); `{i}` is the block.
-pub const TENSOR_NAMES: &[(&str, &str)] = &[
-    ("tok_emb.weight", "word_embeddings.weight"),
-    ("blocks.{i}.ln1.weight", "h.{i}.input_layernorm.weight"),
-    ("blocks.{i}.ln1.bias", "h.{i}.input_layernorm.bias"),
-    (
-        "blocks.{i}.attn.qkv.weight",
-        "h.{i}.self_attention.query_key_value.weight",
-    ),
-    (
-        "blocks.{i}.attn.qkv.bias",
-        "h.{i}.self_attention.query_key_value.bias",
-    ),
-    (
-        "blocks.{i}.attn.out.weight",
-        "h.{i}.self_attention.dense.weight",
-    ),
-    (
-        "blocks.{i}.attn.out.bias",
-        "h.{i}.self_attention.dense.bias",
-    ),
-    (
-        "blocks.{i}.ln2.weight",
-        "h.{i}.post_attention_layernorm.weight",
-    ),
-    ("blocks.{i}.ln2.bias", "h.{i}.post_attention_layernorm.bias"),
-    ("blocks.{i}.mlp.up.weight", "h.{i}.mlp.dense_h_to_4h.weight"),
-    ("blocks.{i}.mlp.up.bias", "h.{i}.mlp.dense_h_to_4h.bias"),
-    (
-        "blocks.{i}.mlp.down.weight",
-        "h.{i}.mlp.dense_4h_to_h.weight",
-    ),
-    ("blocks.{i}.mlp.down.bias", "h.{i}.mlp.dense_4h_to_h.bias"),
-    ("ln_f.weight", "ln_f.weight"),
-    ("ln_f.bias", "ln_f.bias"),
-    ("lm_head.weight", "lm_head.weight"),
-];
+/// Falcon-RW names its tensors as BLOOM does, without BLOOM's embedding LayerNorm.
+pub const TENSOR_NAMES: &[(&str, &str)] = super::bloom::TENSOR_NAMES.split_at(2).1;
 
 /// Re-lays out one tensor, named with our name: the fused projection is interleaved per head
 /// (`view(batch, len, heads, 3, head_dim)` in `_split_heads`), as in BLOOM.

@@ -58,6 +58,16 @@ impl Curve {
         self.live = None;
     }
 
+    /// Takes a window message's counts: windows done and planned by the refinement, or the
+    /// sweep's total.
+    pub fn count(&mut self, refine: bool, done: usize, total: usize) {
+        if refine {
+            self.refine = (done, total);
+        } else {
+            self.total = total;
+        }
+    }
+
     /// Points at the given lengths (None before the first window or piece of one arrives; a
     /// length no window covers yet has `tokens == 0`).
     pub fn points(&self, lengths: &[usize]) -> Option<Vec<Point>> {

@@ -28,11 +28,7 @@ impl App {
                 refine,
             } => {
                 if let Some(c) = self.live_curve(generation, curve) {
-                    if refine {
-                        c.refine = (done, total);
-                    } else {
-                        c.total = total;
-                    }
+                    c.count(refine, done, total);
                     c.acc.add(&c.stream, start, &nll);
                 }
             }
@@ -48,11 +44,7 @@ impl App {
                 refine,
             } => {
                 if let Some(c) = self.live_curve(generation, curve) {
-                    if refine {
-                        c.refine = (done, total);
-                    } else {
-                        c.total = total;
-                    }
+                    c.count(refine, done, total);
                     c.acc.add_part(&c.stream, start, len, offset, &nll);
                     if offset + nll.len() >= len {
                         c.live = None;
