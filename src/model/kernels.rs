@@ -13,7 +13,9 @@
 //! vectorised with those instructions.
 #![allow(clippy::inline_always)]
 
-use candle_core::{CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, Layout, Result, Shape};
+use candle_core::{
+    CpuStorage, CustomOp1, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Shape,
+};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -287,6 +289,90 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 }
 
+/// One row's running log-sum-exp `(max, sum of exp(x - max), target's logit)` over slices of the
+/// vocabulary seen so far, updated with the next slice.
+struct UpdateRows<'a> {
+    state: &'a mut [f32],
+    logits: &'a [f32],
+    targets: &'a [u32],
+    width: usize,
+    vocab_start: usize,
+}
+
+impl WithSimd for UpdateRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let rows = self.logits.chunks_exact(self.width);
+        for ((st, row), &t) in self.state.chunks_exact_mut(3).zip(rows).zip(self.targets) {
+            let (max, sum) = (st[0], st[1]);
+            let m = row_max(row).max(max);
+            st[0] = m;
+            st[1] = sum * exp(max - m) + sum_exp(row, m, None);
+            if let Some(v) = (t as usize)
+                .checked_sub(self.vocab_start)
+                .and_then(|j| row.get(j))
+            {
+                st[2] = *v;
+            }
+        }
+    }
+}
+
+/// Folds a slice of logits `(rows, width)` for vocabulary ids `vocab_start..` into a running
+/// `(rows, 3)` state `(max, sum of exp(x - max), target's logit)`, given `(rows,)` u32 targets, so
+/// the cross-entropy over a large vocabulary never holds a token's whole logit row. The NLL is
+/// then `max + ln(sum) - target's logit`; start from `(-inf, 0, 0)`.
+pub struct LogSumExpUpdate {
+    /// The vocabulary id of the slice's first column.
+    pub vocab_start: usize,
+}
+
+impl InplaceOp3 for LogSumExpUpdate {
+    fn name(&self) -> &'static str {
+        "log-sum-exp-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        state: &mut CpuStorage,
+        state_l: &Layout,
+        logits: &CpuStorage,
+        logits_l: &Layout,
+        targets: &CpuStorage,
+        targets_l: &Layout,
+    ) -> Result<()> {
+        let (rows, width) = logits_l.shape().dims2()?;
+        let logits = contiguous_f32(logits, logits_l, "log-sum-exp update")?;
+        let targets = match (targets, targets_l.contiguous_offsets()) {
+            (CpuStorage::U32(v), Some((a, b))) if b - a == rows => &v[a..b],
+            _ => candle_core::bail!("log-sum-exp update: needs {rows} contiguous u32 targets"),
+        };
+        let state = contiguous_f32_mut(state, state_l, "log-sum-exp update")?;
+        if state.len() != 3 * rows || width == 0 {
+            candle_core::bail!("log-sum-exp update: state must be ({rows}, 3)");
+        }
+        let per = rows_per_task(width);
+        let arch = Arch::new();
+        let vocab_start = self.vocab_start;
+        state
+            .par_chunks_mut(3 * per)
+            .zip(logits.par_chunks(per * width))
+            .zip(targets.par_chunks(per))
+            .for_each(|((state, logits), targets)| {
+                arch.dispatch(UpdateRows {
+                    state,
+                    logits,
+                    targets,
+                    width,
+                    vocab_start,
+                });
+            });
+        Ok(())
+    }
+}
+
 /// Adds the causal ALiBi bias in place to scores `(batch, heads, q_len, k_len)` of queries
 /// `q_start..` against keys `0..k_len`: `m_h * (j - i)` where `j <= i` (the same product
 /// [`super::position::causal_bias`] forms), `-inf` above the diagonal; with no slopes only the mask.
@@ -429,6 +515,30 @@ mod tests {
         assert_eq!(diff(&got, &want), 0.0);
         got.inplace_op2(&bias, &AddBiasGelu).unwrap();
         assert!(diff(&got, &want.broadcast_add(&bias).unwrap().gelu().unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn sliced_log_sum_exp_equals_the_whole_row() {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let logits = Tensor::randn(0f32, 4.0, (5, 300), &dev).unwrap();
+        let targets = Tensor::new(&[0u32, 299, 150, 128, 7], &dev).unwrap();
+        let init: Vec<f32> = (0..5).flat_map(|_| [f32::NEG_INFINITY, 0.0, 0.0]).collect();
+        let state = Tensor::from_vec(init, (5, 3), &dev).unwrap();
+        for (start, n) in [(0, 128), (128, 128), (256, 44)] {
+            let slice = logits.narrow(1, start, n).unwrap().contiguous().unwrap();
+            state
+                .inplace_op3(&slice, &targets, &LogSumExpUpdate { vocab_start: start })
+                .unwrap();
+        }
+        let want = super::super::ops::cross_entropy_rows(&logits, &targets)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (st, w) in state.to_vec2::<f32>().unwrap().iter().zip(want) {
+            let got = st[0] + st[1].ln() - st[2];
+            assert!((got - w).abs() < 1e-5 * w.abs().max(1.0), "{got} vs {w}");
+        }
     }
 
     #[test]
