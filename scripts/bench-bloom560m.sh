@@ -13,8 +13,8 @@
 # How it measures (every run is a fresh process, so each peak RSS belongs to one length):
 # - ours: `/usr/bin/time` around `eval --lengths L --protocol nonoverlap --batch 1` on exactly L+1
 #   random token ids (one window: one forward of L tokens plus the loss over the full vocabulary),
-#   minus the wall time of an `inspect` run (loading alone) just before it; the best of --repeats
-#   such pairs.
+#   minus the wall time of `inspect` (loading alone), each the fastest of its runs (--repeats
+#   evals per length, each after an inspect run; all of a dtype's inspect runs so far).
 # - transformers: `make_fixtures.py --bench-transformers` (eager attention, use_cache=False,
 #   logits for every position, torch.set_num_threads(--threads)), one process per length.
 # - --dtypes: f32 first (the headline table); each further dtype (bf16, f16) adds rows for both,
@@ -76,20 +76,19 @@ for dt in "${dts[@]}"; do
     f32) torch_dt=float32 ;; bf16) torch_dt=bfloat16 ;; f16) torch_dt=float16 ;;
     *) echo "unknown dtype '$dt' in --dtypes (expected f32, bf16 or f16)" >&2; exit 2 ;;
   esac
-  # Loading takes 0.4-4 s here depending on the kernel's memory state (the page cache, huge-page
-  # compaction after the previous process), so each eval is paired with an inspect run just before
-  # it, after one discarded warm-up inspect; the forward is the best pair's difference.
+  # Loading takes 0.4-4 s here depending on the kernel's memory state (the page cache, what ran
+  # before), and that noise only ever adds: so each eval follows an inspect run (after one discarded
+  # warm-up), and the forward is the fastest eval minus the fastest inspect of this dtype.
   timed "$BIN" inspect --model "$model" --device cpu --dtype "$dt" > /dev/null
+  load=""
   for L in "${lens[@]}"; do
-    best=""; peak=0; load=""
+    wall=""; peak=0
     for _ in $(seq "$repeats"); do
       read -r ls _kib < <(timed "$BIN" inspect --model "$model" --device cpu --dtype "$dt")
+      load=$(python3 -c 'import sys; a=[float(x) for x in sys.argv[1:] if x]; print(min(a))' "$ls" "$load")
       read -r s kib < <(timed "$BIN" eval --model "$model" --token-ids "$work/ids-$L.txt" --lengths "$L" \
         --protocol nonoverlap --batch 1 --device cpu --dtype "$dt")
-      if python3 -c 'import sys; s,l,b=sys.argv[1:]; sys.exit(0 if not b or float(s)-float(l) < float(b) else 1)' "$s" "$ls" "$best"; then
-        best=$(python3 -c 'import sys; print(round(float(sys.argv[1])-float(sys.argv[2]), 3))' "$s" "$ls")
-        wall=$s; load=$ls
-      fi
+      wall=$(python3 -c 'import sys; a=[float(x) for x in sys.argv[1:] if x]; print(min(a))' "$s" "$wall")
       peak=$(( kib > peak ? kib : peak ))
     done
     ppl=$(grep -E "^ +$L +" "$work/last.out" | awk '{print $5}')
@@ -114,7 +113,7 @@ for r in rows:
 load = {}
 for r in rows:
     if r["impl"] == "alibi-explorer":
-        load.setdefault(r["dtype"], []).append(f"{r['load_s']:.2f}")
+        load[r["dtype"]] = r["load_s"]
 tf = next((r for r in rows if r["impl"] == "transformers"), {})
 dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
 
@@ -138,9 +137,8 @@ with open(out, "w") as f:
             f.write(f"\n{dt} (ours: `--dtype {dt}`, weights converted at load; transformers: the model loaded in {dt}):\n\n")
             table(f, dt)
     f.write("\nForward time includes the output projection and loss over the whole vocabulary for every "
-            "position in both. Ours: `eval` wall time minus the wall time "
-            f"of the `inspect` run just before it (loading alone: {'; '.join(f'{k}: ' + ', '.join(v) + ' s' for k, v in load.items())} "
-            "for the lengths in order). transformers: the timed `model(ids)` call after a warm-up. "
+            "position in both. Ours: the fastest `eval` wall time minus the fastest `inspect` wall time "
+            f"(loading alone: {', '.join(f'{v} s in {k}' for k, v in load.items())}), each run following an `inspect` run. transformers: the timed `model(ids)` call after a warm-up. "
             "Peak RSS is each process's maximum, weights included. Other load on the machine slows "
             "both; compare numbers from the same run.\n")
 print(f"wrote {out}", file=sys.stderr)
