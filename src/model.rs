@@ -2,8 +2,9 @@
 //!
 //! - [`config`]: the one normalised [`Config`]; [`bloom`], [`mpt`] and [`falcon`] (Falcon-RW)
 //!   turn their families' `config.json` into it and map their tensor names ([`family`] is what they tell the loader).
-//! - [`transformer`], [`position`], [`ops`], [`init`]: the network, its position schemes, the
-//!   custom ops with their backward passes, and random initialisation.
+//! - [`transformer`], [`position`], [`ops`], [`kernels`], [`init`]: the network, its position
+//!   schemes, the custom ops with their backward passes, the vectorised CPU kernels inference
+//!   uses, and random initialisation.
 //! - Loading, bottom-up: [`error`] (what can go wrong), [`device`] (device and dtype), [`hub`]
 //!   (the local Hugging Face cache), [`folder`] (a checkpoint folder's files and config),
 //!   [`weights`] (safetensors in and out), [`load`] (a whole model, dispatched by family).
@@ -22,6 +23,7 @@ pub mod family;
 pub mod folder;
 pub mod hub;
 pub mod init;
+pub mod kernels;
 pub mod load;
 pub mod memory;
 pub mod mpt;

@@ -2,6 +2,7 @@
 //! GELU. candle's composite versions allocate a tensor per elementary step and dominate training
 //! time at small widths; these make one pass each way. Other devices and dtypes use stock ops.
 
+use super::kernels::log_sum_exp;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -34,12 +35,6 @@ fn rows_and_targets<'a>(
         contiguous::<f32>(s1, l1, what)?,
         contiguous::<u32>(s2, l2, what)?,
     ))
-}
-
-/// `ln(sum(exp(row)))`, computed stably.
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
 }
 
 /// `nll[i] = logsumexp(logits[i]) - logits[i, target[i]]` for `(rows, vocab)` f32 logits.

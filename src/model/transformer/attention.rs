@@ -4,9 +4,10 @@
 
 use super::super::attention_stats::{HeadSums, accumulate_block};
 use super::super::config::Config;
+use super::super::kernels::{AddCausalBias, SoftmaxLastDim};
 use super::super::position::{BiasForm, alibi_bias, apply_rotary};
-use super::layers::{LayerNorm, linear};
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use super::layers::{LayerNorm, linear, linear_forward};
+use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 /// Upper bound on the elements of one block of attention scores (`batch*heads*q_block*keys`).
@@ -104,7 +105,7 @@ impl Attention {
         cache: Option<&mut LayerCache>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let (b, t, d) = x.dims3()?;
-        let mut qkv = self.qkv.forward(x)?; // (b, t, 3d)
+        let mut qkv = linear_forward(&self.qkv, x, ctx.train)?; // (b, t, 3d)
         if let Some(c) = self.clip_qkv {
             qkv = qkv.clamp(-c, c)?;
         }
@@ -155,7 +156,7 @@ impl Attention {
         };
         // (b, heads, t, head_dim) -> (b, t, d)
         let y = y.transpose(1, 2)?.reshape((b, t, d))?;
-        Ok((self.out.forward(&y)?, probs))
+        Ok((linear_forward(&self.out, &y, ctx.train)?, probs))
     }
 
     /// Differentiable attention over the whole `(b, heads, t, t)` score matrix.
@@ -199,6 +200,12 @@ impl Attention {
             .query_block
             .unwrap_or_else(|| query_block(b * h, total))
             .max(1);
+        // The relative bias goes onto each block's scores in place on CPU (see `add_bias`).
+        let slopes = match (ctx.slopes, ctx.bias_form) {
+            (Some(m), BiasForm::Relative) if q.device().is_cpu() => Some(Some(m.to_vec1::<f32>()?)),
+            (None, _) if q.device().is_cpu() => Some(None),
+            _ => None,
+        };
         let mut outs = Vec::with_capacity(t.div_ceil(block));
         let mut captured: Vec<Vec<Tensor>> = vec![Vec::new(); capture.len()];
         let mut start = 0;
@@ -212,16 +219,8 @@ impl Attention {
                 .contiguous()?
                 .matmul(&k_blk.t()?)?
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
-            let bias = alibi_bias(
-                ctx.slopes,
-                ctx.bias_form,
-                offset + start,
-                len,
-                keys,
-                q.device(),
-            )?;
-            let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (b, h, len, keys)
+            let scores = add_bias(scores, ctx, slopes.as_ref(), offset + start)?;
+            let probs = softmax_last_dim(&scores)?; // (b, h, len, keys)
             if let Some(heads) = stats.as_deref_mut() {
                 accumulate_block(heads, &probs, offset + start)?;
             }
@@ -244,6 +243,48 @@ impl Attention {
             .map(|parts| Tensor::cat(&parts, 1))
             .collect::<Result<Vec<_>>>()?;
         Ok((y, maps))
+    }
+}
+
+/// Scores `(b, h, len, keys)` of queries from `q_start` plus the ALiBi bias (or the causal mask).
+/// `host_slopes` (CPU only: `Some(None)` for the mask alone) adds it in place with one pass
+/// ([`AddCausalBias`]; the same sums as adding the block); otherwise the block is built.
+fn add_bias(
+    scores: Tensor,
+    ctx: &Ctx,
+    host_slopes: Option<&Option<Vec<f32>>>,
+    q_start: usize,
+) -> Result<Tensor> {
+    let (_, _, len, keys) = scores.dims4()?;
+    match host_slopes {
+        Some(slopes) => {
+            let op = AddCausalBias {
+                slopes: slopes.clone(),
+                q_start,
+            };
+            scores.inplace_op1(&op)?;
+            Ok(scores)
+        }
+        None => {
+            let bias = alibi_bias(
+                ctx.slopes,
+                ctx.bias_form,
+                q_start,
+                len,
+                keys,
+                scores.device(),
+            )?;
+            scores.broadcast_add(&bias.unsqueeze(0)?)
+        }
+    }
+}
+
+/// Softmax over keys: the vectorised kernel on CPU (scores are f32), candle's fused op elsewhere.
+fn softmax_last_dim(scores: &Tensor) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.dtype() == DType::F32 {
+        scores.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)
+    } else {
+        candle_nn::ops::softmax_last_dim(scores)
     }
 }
 
