@@ -135,6 +135,43 @@ fn chunks_honour_slope_overrides_and_knocked_out_heads() {
 }
 
 #[test]
+fn a_window_reusing_another_windows_caches_scores_as_a_fresh_one() {
+    let s = stream(200);
+    let m = model(Position::Alibi, 4);
+    let first = ForwardOptions {
+        slopes: Some(slopes_tensor(&[0.5, 0.25, 0.1, 0.01], &Device::Cpu).unwrap()),
+        ..Default::default()
+    };
+    // A longer window with other slopes fills the caches, then a shorter one takes them over.
+    let mut p = Prefill::new(&m, &s.ids[0..120], &s.ids[1..=120], 16, &first).unwrap();
+    while !p.is_done() {
+        p.step(&m).unwrap();
+    }
+    let mut spare = p.into_caches();
+    assert_eq!(spare.len(), m.config().n_layers);
+    let opts = ForwardOptions::default();
+    let mut q =
+        Prefill::reusing(&m, &s.ids[30..91], &s.ids[31..=91], 8, &opts, &mut spare).unwrap();
+    assert!(spare.is_empty(), "every layer took a spare cache");
+    let mut got = Vec::new();
+    while !q.is_done() {
+        if let Step::Scored { nll, .. } = q.step(&m).unwrap() {
+            got.extend(nll);
+        }
+    }
+    assert_close(&got, &whole(&m, &s, 30, 61, &opts), 2e-5, "reused caches");
+    // Caches too short for a longer window are not taken.
+    let mut short = q.into_caches();
+    let r = Prefill::reusing(&m, &s.ids[0..150], &s.ids[1..=150], 16, &opts, &mut short).unwrap();
+    assert_eq!(
+        short.len(),
+        m.config().n_layers,
+        "61-position caches cannot hold 150"
+    );
+    drop(r);
+}
+
+#[test]
 fn chunked_windows_are_refused_when_inputs_and_targets_disagree() {
     let m = model(Position::Alibi, 1);
     let opts = ForwardOptions::default();

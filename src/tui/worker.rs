@@ -16,7 +16,7 @@ pub use super::messages::{
 use crate::eval::Control;
 use crate::model::LoadedModel;
 use crate::model::prefill::{LayerInputs, Prefill, token_flops};
-use crate::model::transformer::{ForwardOptions, is_interrupted, slopes_tensor};
+use crate::model::transformer::{ForwardOptions, LayerCache, is_interrupted, slopes_tensor};
 use crate::text::Stream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -121,6 +121,7 @@ pub fn spawn_with(slots: Vec<ModelSlot>, events: impl Outbox, options: WorkerOpt
                 shared: worker_shared,
                 options,
                 paused: Vec::new(),
+                spare: Vec::new(),
                 layer_inputs: None,
                 last_progress: None,
             }
@@ -168,6 +169,9 @@ struct Worker {
     options: WorkerOptions,
     /// Sweeps and refinements that gave way, with their progress (see `score.rs`).
     paused: Vec<Paused>,
+    /// Key/value caches of finished or dropped long windows, for the next one to reuse (freed
+    /// when the worker goes idle).
+    spare: Vec<LayerCache>,
     /// Every layer's input for the last attention map's length and slopes.
     layer_inputs: Option<(usize, Option<Vec<f64>>, LayerInputs)>,
     last_progress: Option<Instant>,
@@ -206,7 +210,20 @@ impl Worker {
         // A paused sweep or refinement whose job was superseded will not resume: free its keys
         // and values now.
         let pending = &self.pending;
-        self.paused.retain(|p| pending.iter().any(|j| p.resumes(j)));
+        let (keep, gone): (Vec<Paused>, Vec<Paused>) = std::mem::take(&mut self.paused)
+            .into_iter()
+            .partition(|p| pending.iter().any(|j| p.resumes(j)));
+        self.paused = keep;
+        for p in gone {
+            self.recycle(p);
+        }
+    }
+
+    /// Keeps the key/value caches of a sweep or refinement that will not resume.
+    fn recycle(&mut self, paused: Paused) {
+        if let Some((_, prefill, _)) = paused.window {
+            self.spare.extend(prefill.into_caches());
+        }
     }
 
     fn drain(&mut self) -> Flow {
@@ -277,6 +294,8 @@ impl Worker {
     fn run(mut self) {
         loop {
             if self.pending.is_empty() {
+                // Idle: nothing will reuse the caches soon; give their memory back.
+                self.spare.clear();
                 match self.rx.recv() {
                     Ok(job) => self.queue(job),
                     Err(_) => return,

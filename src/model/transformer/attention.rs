@@ -38,6 +38,24 @@ impl LayerCache {
             v: Tensor::zeros(shape, dtype, device)?,
         })
     }
+
+    /// Whether this cache can serve a layer of `cfg` for `len` positions of `batch` rows in
+    /// `dtype` on `device` (positions past those written are never read, so a longer cache, or
+    /// one used before, serves as well as a new one).
+    pub fn fits(
+        &self,
+        cfg: &Config,
+        batch: usize,
+        len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> bool {
+        self.k.dtype() == dtype
+            && self.k.device().same_device(device)
+            && self.k.dims4().is_ok_and(|(b, h, cap, hd)| {
+                b == batch && h == cfg.n_heads && cap >= len && hd == cfg.head_dim()
+            })
+    }
 }
 
 pub(super) struct Ctx<'a> {

@@ -93,7 +93,10 @@ impl Worker {
         while st.done < total {
             match self.next(&job) {
                 Next::Go => {}
-                Next::Drop => return Outcome::Done,
+                Next::Drop => {
+                    self.recycle(st);
+                    return Outcome::Done;
+                }
                 Next::Yield => {
                     self.paused.push(st);
                     return Outcome::Yield(job);
@@ -192,20 +195,31 @@ impl Worker {
         let model = &slot.loaded.model;
         let (mut prefill, mut secs) = match st.window.take() {
             Some((s, p, secs)) if s == start && p.len() == len => (p, secs),
-            _ => {
-                // Chunks keep every layer's keys and values; where they do not fit in half the
-                // free memory, the window runs whole (still a layer per step, but its losses come
-                // at the end).
-                let cache = cache_bytes(model.config(), len, model.dtype());
-                let fits = available_bytes().is_none_or(|free| cache < free / 2);
+            other => {
+                if let Some((_, old, _)) = other {
+                    self.spare.extend(old.into_caches());
+                }
+                // Chunks keep every layer's keys and values (reusing a finished window's where
+                // they fit); where new ones do not fit in half the free memory, the window runs
+                // whole (still a layer per step, but its losses come at the end).
+                let (cfg, dtype, dev) = (model.config(), model.dtype(), model.device());
+                let reusable = self
+                    .spare
+                    .iter()
+                    .filter(|c| c.fits(cfg, 1, len, dtype, dev))
+                    .count()
+                    >= cfg.n_layers;
+                let cache = cache_bytes(cfg, len, dtype);
+                let fits = reusable || available_bytes().is_none_or(|free| cache < free / 2);
                 let chunk = if fits { chunk } else { len };
                 let ids = &slot.stream.ids;
-                let p = Prefill::new(
+                let p = Prefill::reusing(
                     model,
                     &ids[start..start + len],
                     &ids[start + 1..=start + len],
                     chunk,
                     opts,
+                    &mut self.spare,
                 )?;
                 (p, 0.0)
             }
@@ -242,7 +256,9 @@ impl Worker {
                 return Ok(false);
             }
         }
-        if !complete {
+        if complete {
+            self.spare.extend(prefill.into_caches());
+        } else {
             st.window = Some((start, prefill, secs));
             // Progress counts from the window's first step, so a long window reports at once.
             let since = Instant::now()
