@@ -112,12 +112,20 @@ fn bias_rows(x: &mut [f32], bias: Option<&[f32]>, gelu: bool) {
         .for_each(|rows| arch.dispatch(BiasRows { rows, bias, gelu }));
 }
 
-/// Adds a `(width,)` bias to every row of a contiguous `(.., width)` f32 tensor, in place.
-pub struct AddBias;
+/// Adds a `(width,)` bias to every row of a contiguous `(.., width)` f32 tensor, in place, then
+/// applies the tanh GELU when `gelu` is set (the MLP's up projection).
+pub struct AddBias {
+    /// Apply the tanh GELU after the bias.
+    pub gelu: bool,
+}
 
 impl InplaceOp2 for AddBias {
     fn name(&self) -> &'static str {
-        "add-bias-rows"
+        if self.gelu {
+            "add-bias-gelu"
+        } else {
+            "add-bias-rows"
+        }
     }
 
     fn cpu_fwd(
@@ -127,45 +135,17 @@ impl InplaceOp2 for AddBias {
         bias: &CpuStorage,
         bias_l: &Layout,
     ) -> Result<()> {
-        let bias = contiguous_f32(bias, bias_l, "add bias")?;
-        let x = contiguous_f32_mut(dst, dst_l, "add bias")?;
+        let what = self.name();
+        let bias = contiguous_f32(bias, bias_l, what)?;
+        let x = contiguous_f32_mut(dst, dst_l, what)?;
         if bias.is_empty() || x.len() % bias.len() != 0 {
             candle_core::bail!(
-                "add bias: {} values do not split into rows of {}",
+                "{what}: {} values do not split into rows of {}",
                 x.len(),
                 bias.len()
             );
         }
-        bias_rows(x, Some(bias), false);
-        Ok(())
-    }
-}
-
-/// Adds a bias to every row, then applies the tanh GELU, in place.
-pub struct AddBiasGelu;
-
-impl InplaceOp2 for AddBiasGelu {
-    fn name(&self) -> &'static str {
-        "add-bias-gelu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        bias: &CpuStorage,
-        bias_l: &Layout,
-    ) -> Result<()> {
-        let bias = contiguous_f32(bias, bias_l, "add bias gelu")?;
-        let x = contiguous_f32_mut(dst, dst_l, "add bias gelu")?;
-        if bias.is_empty() || x.len() % bias.len() != 0 {
-            candle_core::bail!(
-                "add bias gelu: {} values do not split into rows of {}",
-                x.len(),
-                bias.len()
-            );
-        }
-        bias_rows(x, Some(bias), true);
+        bias_rows(x, Some(bias), self.gelu);
         Ok(())
     }
 }
@@ -511,9 +491,9 @@ mod tests {
         let y = x.abs().unwrap();
         let want = y.broadcast_add(&bias).unwrap();
         let got = y.copy().unwrap();
-        got.inplace_op2(&bias, &AddBias).unwrap();
+        got.inplace_op2(&bias, &AddBias { gelu: false }).unwrap();
         assert_eq!(diff(&got, &want), 0.0);
-        got.inplace_op2(&bias, &AddBiasGelu).unwrap();
+        got.inplace_op2(&bias, &AddBias { gelu: true }).unwrap();
         assert!(diff(&got, &want.broadcast_add(&bias).unwrap().gelu().unwrap()) < 1e-5);
     }
 

@@ -3,7 +3,7 @@
 //! biases (and the tanh GELU) in place on the matmul's output with [`super::super::kernels`].
 
 use super::super::config::{Activation, Config};
-use super::super::kernels::{AddBias, AddBiasGelu, Gelu};
+use super::super::kernels::{AddBias, Gelu};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
@@ -67,7 +67,7 @@ pub(super) fn linear_forward(lin: &Linear, x: &Tensor, train: bool) -> Result<Te
     match lin.bias() {
         Some(bias) if fused(x, train) => {
             let y = matmul(lin, x)?;
-            y.inplace_op2(bias, &AddBias)?;
+            y.inplace_op2(bias, &AddBias { gelu: false })?;
             Ok(y)
         }
         _ => lin.forward(x),
@@ -96,7 +96,7 @@ impl Mlp {
                 // One pass over the up projection's output: bias and GELU together, in place.
                 let h = matmul(&self.up, x)?;
                 match self.up.bias() {
-                    Some(bias) => h.inplace_op2(bias, &AddBiasGelu)?,
+                    Some(bias) => h.inplace_op2(bias, &AddBias { gelu: true })?,
                     None => h.inplace_op1(&Gelu)?,
                 }
                 h
