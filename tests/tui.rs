@@ -828,3 +828,105 @@ fn the_tokenizer_notice_shows_only_when_the_token_streams_differ() {
         assert_eq!(s.contains("comparable across tokenizers"), differ, "{s}");
     }
 }
+
+#[test]
+fn a_long_window_in_pieces_grows_the_curve_with_its_progress_and_provisional_points() {
+    use alibi_explorer::tui::worker::{Progress, Task};
+    let mut a = app(Position::Alibi);
+    // Before anything: no number at the cursor.
+    let (text, _) = screen(&a, 160, 45);
+    assert!(text.contains("ppl …"), "{text}");
+    a.on_worker(WorkerMsg::Progress {
+        generation: 0,
+        progress: Progress {
+            task: Task::Sweep,
+            curve: 0,
+            layer: (6, 24),
+            tokens: (0, 256),
+            tokens_per_s: 71.6,
+            eta_s: 153.0,
+        },
+    });
+    let (text, _) = screen(&a, 160, 45);
+    assert!(
+        text.contains("window: 0/256 tok, layer 7/24, 72 tok/s, ETA 2m33s"),
+        "{text}"
+    );
+    // The first 64 positions of the first window: lengths up to 64 have numbers, so far.
+    let nll: Vec<f32> = (0..256).map(|p| 3.0 + 1.0 / (1.0 + p as f32)).collect();
+    a.on_worker(WorkerMsg::WindowPart {
+        generation: 0,
+        curve: 0,
+        start: 0,
+        len: 256,
+        offset: 0,
+        nll: nll[..64].to_vec(),
+        done: 0,
+        total: 2,
+        refine: false,
+    });
+    let pts = a.curves[0].points(&a.grid).unwrap();
+    assert!(
+        pts.iter().all(|p| (p.tokens > 0) == (p.length <= 64)),
+        "{pts:?}"
+    );
+    // The cursor (train_len 16) is covered already, provisionally.
+    assert_eq!(a.point_at_cursor().map(|p| p.tokens), Some(16));
+    assert!(!a.cursor_final());
+    a.on_worker(WorkerMsg::WindowPart {
+        generation: 0,
+        curve: 0,
+        start: 0,
+        len: 256,
+        offset: 64,
+        nll: nll[64..].to_vec(),
+        done: 1,
+        total: 2,
+        refine: false,
+    });
+    assert_eq!(a.curves[0].acc.windows_of(256), 1);
+    assert!(
+        a.curves[0].live.is_none(),
+        "a complete window ends its progress"
+    );
+    let (text, buf) = screen(&a, 160, 45);
+    assert!(text.contains("(16 tok, so far)"), "{text}");
+    assert!(text.contains("● so far"), "{text}");
+    // Provisional markers are grey, in the chart panel (top rows).
+    let grey = (1..20).any(|y| {
+        (0..100).any(|x| {
+            let c = &buf[(x, y)];
+            c.symbol() == "●" && c.fg == ratatui::style::Color::Gray
+        })
+    });
+    assert!(grey, "{text}");
+    // A stale piece (an older generation after a slope edit) changes nothing.
+    let before = a.curves[0].acc.windows_of(256);
+    a.update(alibi_explorer::tui::keymap::Action::ScaleAll(1.25));
+    a.on_worker(WorkerMsg::WindowPart {
+        generation: 0,
+        curve: 0,
+        start: 256,
+        len: 256,
+        offset: 0,
+        nll: nll.clone(),
+        done: 2,
+        total: 2,
+        refine: false,
+    });
+    assert!(!a.curves[0].acc.has_data() && before == 1);
+    // After the sweep and its refinement every point is final.
+    let generation = a.sweep_gen;
+    feed_sweep(&mut a, 0, generation, 1.0);
+    assert!(a.curves[0].is_final(256, 8) && !a.curves[0].is_final(8, 8));
+    a.on_worker(WorkerMsg::SweepDone {
+        generation: a.sweep_gen,
+        curve: 0,
+        secs: 1.0,
+        refine: true,
+    });
+    assert!(a.cursor_final() && a.curves[0].is_final(8, 8));
+    let (text, _) = screen(&a, 160, 45);
+    // (The faded previous curve never finished: its points stay "so far" in the legend.)
+    assert!(text.contains(", final)"), "{text}");
+}
