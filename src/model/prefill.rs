@@ -246,11 +246,6 @@ impl Prefill {
         self.done
     }
 
-    /// Tokens per chunk.
-    pub fn chunk(&self) -> usize {
-        self.chunk
-    }
-
     /// The layer the next step runs (`n_layers` = the LM head).
     pub fn layer(&self) -> usize {
         self.layer
@@ -270,7 +265,6 @@ pub struct LayerInputs {
     opts: ForwardOptions,
     /// `[l]` = the input of layer `l`, `(1, len, d_model)`.
     inputs: Vec<Tensor>,
-    len: usize,
 }
 
 impl LayerInputs {
@@ -286,18 +280,7 @@ impl LayerInputs {
                 ..Default::default()
             },
             inputs: vec![model.embed(&x, 0, false)?],
-            len,
         })
-    }
-
-    /// The input length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the input is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Layers whose input is known (`1..=n_layers`).

@@ -222,7 +222,7 @@ impl Transformer {
             Some(l) if opts.capture_only => l.min(self.cfg.n_layers.saturating_sub(1)),
             _ => self.cfg.n_layers.saturating_sub(1),
         };
-        for layer in 0..=last.min(self.blocks.len().saturating_sub(1)) {
+        for layer in 0..=last {
             if opts
                 .interrupt
                 .as_ref()

@@ -85,14 +85,17 @@ impl Curve {
         if self.refined.is_some() {
             return true;
         }
-        // The refinement levels, longest first: lmax/2, lmax/4, ... >= min_len.
-        let plan = refine_plan(self.stream.ids.len(), lmax, min_len);
-        let Some(level) = plan.iter().map(|p| p.0).filter(|&l| l >= len).min() else {
-            return true;
-        };
-        // Windows of every level down to (and including) the serving one must be in.
-        let needed = plan.iter().filter(|p| p.0 >= level).count();
-        self.refine.0 >= needed
+        // The refinement levels of `refine_plan`, longest first: lmax/2, lmax/4, ... >= min_len.
+        // Windows of every level down to (and including) the one that serves `len`, the shortest
+        // at least `len` long, must be in.
+        let targets = self.stream.ids.len().saturating_sub(1);
+        let mut needed = 0;
+        let mut level = lmax / 2;
+        while level >= min_len.max(1) && level >= len {
+            needed += targets / level;
+            level /= 2;
+        }
+        needed == 0 || self.refine.0 >= needed
     }
 
     /// The smallest length from which every longer point on `grid` is final (None: none is).

@@ -339,6 +339,16 @@ impl Worker {
         else {
             return Outcome::Done;
         };
+        let n_layers = self.slots[0].loaded.model.config().n_layers;
+        if layer >= n_layers {
+            return self.error(
+                generation,
+                "attention",
+                candle_core::Error::Msg(format!(
+                    "layer {layer} does not exist (the model has {n_layers} layers)"
+                )),
+            );
+        }
         let n = len.min(self.slots[0].stream.ids.len());
         let started = Instant::now();
         let mut inputs = match self.layer_inputs.take() {
@@ -362,16 +372,6 @@ impl Worker {
                 }
             }
         };
-        let n_layers = self.slots[0].loaded.model.config().n_layers;
-        if layer >= n_layers {
-            return self.error(
-                generation,
-                "attention",
-                candle_core::Error::Msg(format!(
-                    "layer {layer} does not exist (the model has {n_layers} layers)"
-                )),
-            );
-        }
         let first_known = inputs.known();
         while inputs.known() <= layer {
             match self.next(&job) {

@@ -219,10 +219,12 @@ impl Attention {
             .unwrap_or_else(|| query_block(b * h, total))
             .max(1);
         // The relative bias goes onto each block's scores in place on CPU (see `add_bias`).
-        let slopes = match (ctx.slopes, ctx.bias_form) {
-            (Some(m), BiasForm::Relative) if q.device().is_cpu() => Some(Some(m.to_vec1::<f32>()?)),
-            (None, _) if q.device().is_cpu() => Some(None),
-            _ => None,
+        let in_place = match (ctx.slopes, ctx.bias_form) {
+            (Some(m), BiasForm::Relative) if q.device().is_cpu() => {
+                InPlaceBias::Alibi(m.to_vec1::<f32>()?)
+            }
+            (None, _) if q.device().is_cpu() => InPlaceBias::MaskOnly,
+            _ => InPlaceBias::No,
         };
         let mut outs = Vec::with_capacity(t.div_ceil(block));
         let mut captured: Vec<Vec<Tensor>> = vec![Vec::new(); capture.len()];
@@ -237,7 +239,7 @@ impl Attention {
                 .contiguous()?
                 .matmul(&k_blk.t()?)?
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
-            let scores = add_bias(scores, ctx, slopes.as_ref(), offset + start)?;
+            let scores = add_bias(scores, ctx, &in_place, offset + start)?;
             let probs = softmax_last_dim(&scores)?; // (b, h, len, keys)
             if let Some(heads) = stats.as_deref_mut() {
                 accumulate_block(heads, &probs, offset + start)?;
@@ -264,26 +266,25 @@ impl Attention {
     }
 }
 
-/// Scores `(b, h, len, keys)` of queries from `q_start` plus the ALiBi bias (or the causal mask).
-/// `host_slopes` (CPU only: `Some(None)` for the mask alone) adds it in place with one pass
-/// ([`AddCausalBias`]; the same sums as adding the block); otherwise the block is built.
-fn add_bias(
-    scores: Tensor,
-    ctx: &Ctx,
-    host_slopes: Option<&Option<Vec<f32>>>,
-    q_start: usize,
-) -> Result<Tensor> {
+/// Whether [`add_bias`] adds the bias to the scores in place (CPU), and which.
+enum InPlaceBias {
+    /// The relative ALiBi bias with these slopes.
+    Alibi(Vec<f32>),
+    /// The causal mask alone (no ALiBi).
+    MaskOnly,
+    /// Not in place: the bias block is built ([`alibi_bias`]); a GPU, or Falcon's bf16 form.
+    No,
+}
+
+/// Scores `(b, h, len, keys)` of queries from `q_start` plus the ALiBi bias (or the causal mask):
+/// in place with one pass where `in_place` says so ([`AddCausalBias`]; the same sums as adding
+/// the block), otherwise by adding the block.
+fn add_bias(scores: Tensor, ctx: &Ctx, in_place: &InPlaceBias, q_start: usize) -> Result<Tensor> {
     let (_, _, len, keys) = scores.dims4()?;
-    match host_slopes {
-        Some(slopes) => {
-            let op = AddCausalBias {
-                slopes: slopes.clone(),
-                q_start,
-            };
-            scores.inplace_op1(&op)?;
-            Ok(scores)
-        }
-        None => {
+    let slopes = match in_place {
+        InPlaceBias::Alibi(m) => Some(m.clone()),
+        InPlaceBias::MaskOnly => None,
+        InPlaceBias::No => {
             let bias = alibi_bias(
                 ctx.slopes,
                 ctx.bias_form,
@@ -292,9 +293,11 @@ fn add_bias(
                 keys,
                 scores.device(),
             )?;
-            scores.broadcast_add(&bias.unsqueeze(0)?)
+            return scores.broadcast_add(&bias.unsqueeze(0)?);
         }
-    }
+    };
+    scores.inplace_op1(&AddCausalBias { slopes, q_start })?;
+    Ok(scores)
 }
 
 /// Softmax over keys: the vectorised kernel on CPU (scores are f32), candle's fused op elsewhere.

@@ -14,7 +14,8 @@ use ratatui::widgets::Widget;
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let len = app.length();
     let ratio = len as f64 / app.info.train_len as f64;
-    let ppl = match (app.metric, app.point_at_cursor()) {
+    let point = app.point_at_cursor();
+    let ppl = match (app.metric, point) {
         (Metric::TokenPpl, None) => "ppl …".to_string(),
         (Metric::BitsPerByte, None) => "bits/byte …".to_string(),
         (Metric::TokenPpl, Some(p)) => {
@@ -28,7 +29,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         ),
     };
     // A point is "final" once no later window can change it (see `Curve::is_final`).
-    let ppl = if app.point_at_cursor().is_none() {
+    let ppl = if point.is_none() {
         ppl
     } else if app.cursor_final() {
         format!("{ppl}, final)")

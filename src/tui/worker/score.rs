@@ -74,21 +74,26 @@ impl Worker {
             .chunk_tokens
             .unwrap_or_else(|| chunk_tokens(model.config()))
             .max(1);
-        let mut st = match self
+        let resumed = self
             .paused
             .iter()
             .position(|p| p.refine == refine && p.curve == curve)
-            .map(|i| self.paused.swap_remove(i))
-        {
+            .map(|i| self.paused.swap_remove(i));
+        let mut st = match resumed {
             Some(p) if p.generation == generation => p,
-            _ => Paused {
-                refine,
-                curve,
-                generation,
-                done: from.min(total),
-                secs: 0.0,
-                window: None,
-            },
+            stale => {
+                if let Some(p) = stale {
+                    self.recycle(p);
+                }
+                Paused {
+                    refine,
+                    curve,
+                    generation,
+                    done: from.min(total),
+                    secs: 0.0,
+                    window: None,
+                }
+            }
         };
         while st.done < total {
             match self.next(&job) {
