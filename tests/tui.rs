@@ -852,6 +852,13 @@ fn a_long_window_in_pieces_grows_the_curve_with_its_progress_and_provisional_poi
         text.contains("window: 0/256 tok, layer 7/24, 72 tok/s, ETA 2m33s"),
         "{text}"
     );
+    // On an 80x24 terminal the first line has no room: the progress leads the second one.
+    let (small, _) = screen(&a, 80, 24);
+    let last = small.lines().nth(23).unwrap();
+    assert!(
+        last.starts_with(" window: 0/256 tok, layer 7/24, 72 tok/s, ETA 2m33s"),
+        "{small}"
+    );
     // The first 64 positions of the first window: lengths up to 64 have numbers, so far.
     let nll: Vec<f32> = (0..256).map(|p| 3.0 + 1.0 / (1.0 + p as f32)).collect();
     a.on_worker(WorkerMsg::WindowPart {
@@ -929,4 +936,37 @@ fn a_long_window_in_pieces_grows_the_curve_with_its_progress_and_provisional_poi
     let (text, _) = screen(&a, 160, 45);
     // (The faded previous curve never finished: its points stay "so far" in the legend.)
     assert!(text.contains(", final)"), "{text}");
+}
+
+#[test]
+fn length_labels_never_run_together_on_a_narrow_chart() {
+    let s = stream(600);
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    let a = App::new(
+        info(Position::Alibi),
+        vec![],
+        vec![s],
+        text,
+        16_384,
+        "slopes.json".into(),
+    );
+    for (w, h) in [(80, 24), (100, 30), (200, 60)] {
+        let (screen_text, _) = screen(&a, w, h);
+        let axis = screen_text
+            .lines()
+            .find(|l| l.contains(" 8 ") && l.contains("16"))
+            .unwrap_or_else(|| panic!("no length axis at {w}x{h}: {screen_text}"));
+        for glued in [
+            "256512",
+            "5121024",
+            "10242048",
+            "20484096",
+            "40968192",
+            "819216384",
+        ] {
+            assert!(!axis.contains(glued), "{w}x{h}: {axis}");
+        }
+        // The shortest and the longest lengths are always labelled.
+        assert!(axis.contains("16384"), "{w}x{h}: {axis}");
+    }
 }

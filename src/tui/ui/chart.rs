@@ -290,6 +290,7 @@ fn fmt_ppl(p: f64) -> String {
 
 fn x_labels(x0: f64, x1: f64, plot: Rect, buf: &mut Buffer) {
     let row = plot.bottom();
+    let mut labels = Vec::new();
     let mut k = x0;
     while k <= x1 + 1e-9 {
         let col = plot.x
@@ -298,8 +299,20 @@ fn x_labels(x0: f64, x1: f64, plot: Rect, buf: &mut Buffer) {
         let start = col
             .saturating_sub(text.len() as u16 / 2)
             .min(plot.right().saturating_sub(text.len() as u16));
-        buf.set_string(start, row, text, Style::new().dark_gray());
+        labels.push((start, text));
         k += 1.0;
+    }
+    // A label that would touch its neighbour is left out (narrow terminals, many octaves); the
+    // longest length always keeps its label.
+    let last_start = labels.last().map_or(plot.right(), |l| l.0);
+    let mut free_from = plot.x;
+    let n = labels.len();
+    for (i, (start, text)) in labels.into_iter().enumerate() {
+        let end = start + text.len() as u16;
+        if start >= free_from && (i + 1 == n || end < last_start) {
+            free_from = end + 1;
+            buf.set_string(start, row, text, Style::new().dark_gray());
+        }
     }
 }
 

@@ -50,26 +50,38 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     } else {
         format!("sweep {done}/{total} windows")
     };
-    let work = match &c.live {
-        Some(p) => format!("{work} · {}", live(p)),
-        None => work,
-    };
-    let work = match &app.attention_progress {
-        Some(p) => format!("{work} · attention: layer {}/{}", p.layer.0 + 1, p.layer.1),
-        None => work,
+    // The long forwards under way: on the first line when it has room, else first on the second.
+    let running: Vec<String> = c
+        .live
+        .iter()
+        .map(live)
+        .chain(
+            app.attention_progress
+                .iter()
+                .map(|p| format!("attention: layer {}/{}", p.layer.0 + 1, p.layer.1)),
+        )
+        .collect();
+    let running = running.join(" · ");
+    let head = format!(" {} ", app.info.name);
+    let cursor = format!(" length {len} ({ratio:.2}x train) ");
+    let tail = format!(" │ slopes: {}", app.slopes_label);
+    let with_running = format!("│ {ppl} │ {work} · {running}{tail}");
+    let fits = (head.chars().count() + cursor.chars().count() + with_running.chars().count())
+        <= usize::from(area.width);
+    let rest = if running.is_empty() {
+        format!("│ {ppl} │ {work}{tail}")
+    } else if fits {
+        with_running
+    } else {
+        format!("│ {ppl} │ {work}{tail}")
     };
     let line1 = Line::from(vec![
-        Span::styled(
-            format!(" {} ", app.info.name),
-            Style::new().black().on_cyan(),
-        ),
-        Span::styled(
-            format!(" length {len} ({ratio:.2}x train) "),
-            Style::new().fg(palette::CURSOR),
-        ),
-        Span::raw(format!("│ {ppl} │ {work} │ slopes: {}", app.slopes_label)),
+        Span::styled(head, Style::new().black().on_cyan()),
+        Span::styled(cursor, Style::new().fg(palette::CURSOR)),
+        Span::raw(rest),
     ]);
     line1.render(Rect::new(area.x, area.y, area.width, 1), buf);
+    let running_below = !running.is_empty() && !fits;
     let facts = format!(
         " {} · {} · {} ({}) · {} · train_len {} │ ",
         app.info.arch,
@@ -83,6 +95,11 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         Line::from(Span::styled(
             format!(" error: {e}"),
             Style::new().fg(palette::ERROR),
+        ))
+    } else if running_below {
+        Line::from(Span::styled(
+            format!(" {running}"),
+            Style::new().fg(palette::CURSOR),
         ))
     } else if !app.message.is_empty() {
         Line::from(format!(" {}", app.message))
