@@ -63,8 +63,60 @@ pub struct BenchSettings {
     pub out: Option<PathBuf>,
 }
 
+impl BenchSettings {
+    /// Refuses numbers that would measure nothing (zero repeats, an empty length range), before
+    /// any work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.repeats == 0 {
+            return Err(
+                "--repeats must be at least 1 (each length is timed that many times)".into(),
+            );
+        }
+        if self.live && self.live_timeout_s == 0 {
+            return Err("--live-timeout must be at least 1 second".into());
+        }
+        if !self.live && !self.only_stats {
+            if self.min_length == 0 {
+                return Err("--min-length must be at least 1".into());
+            }
+            if self.min_length > self.max_length {
+                return Err(format!(
+                    "--min-length {} is larger than --max-length {} (hint: give min <= max)",
+                    self.min_length, self.max_length
+                ));
+            }
+            if self.sweep_max > 0 {
+                if self.sweep_min == 0 {
+                    return Err("--sweep-min must be at least 1".into());
+                }
+                if self.sweep_min > self.sweep_max {
+                    return Err(format!(
+                        "--sweep-min {} is larger than --sweep-max {} (hint: give min <= max, or --sweep-max 0 to skip the comparison)",
+                        self.sweep_min, self.sweep_max
+                    ));
+                }
+                if self.sweep_windows == 0 {
+                    return Err("--sweep-windows must be at least 1".into());
+                }
+            }
+        }
+        if self.only_stats && self.stats_length == 0 {
+            return Err("--only-stats needs --stats-length of at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Runs the benchmark and writes the report.
 pub fn run(a: &BenchSettings) -> Result<()> {
+    a.validate().map_err(|e| eyre!(e))?;
+    let mut plan = crate::files::OutputPlan::new();
+    plan.input(a.input.flag(), a.input.path())
+        .output_opt("--out", a.out.as_deref());
+    if let Ok(r) = crate::model::hub::resolve_model_path(&a.model.path) {
+        plan.input("--model", &r.folder);
+    }
+    plan.check().map_err(|e| eyre!(e))?;
     if a.live {
         let report = live::run(&a.model, &a.input, a.live_timeout_s)?;
         return finish(a, &report);
@@ -313,12 +365,7 @@ fn frame_time(
 }
 
 fn write_report(path: &Path, report: &str) -> Result<()> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, report).map_err(|e| eyre!("cannot write '{}': {e}", path.display()))
+    crate::files::write_bytes(path, report.as_bytes()).map_err(|e| eyre!(e))
 }
 
 /// Plain forward vs forward with the statistics of every head, one window of `len` tokens (batch

@@ -7,6 +7,8 @@
 //! The modules are layers; each imports only from the layers above it in this list (a test,
 //! `tests/architecture.rs`, keeps it so and refuses import cycles between files):
 //!
+//! - [`files`]: bounded reads of input files and the one writer every output goes through
+//!   (outputs checked against inputs before the work; devices and pipes written to, not replaced).
 //! - [`alibi`]: slopes, presets, bias rows, reach, the prior's statistics, slope-list checks; slopes
 //!   files. Pure numbers.
 //! - [`embedded`]: the default model and text built into the binary.
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod cli;
 pub mod embedded;
 pub mod eval;
+pub mod files;
 pub mod model;
 pub mod text;
 pub mod train;

@@ -20,7 +20,22 @@ fn tune_allocator() {
     }
 }
 
+/// Errors are shown as one line: library backtraces (candle captures one into every error when
+/// `RUST_BACKTRACE` is set) are not captured unless asked for with `RUST_LIB_BACKTRACE`. Panics
+/// still honour `RUST_BACKTRACE`.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists to read the
+        // environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0");
+        }
+    }
+}
+
 fn main() {
+    quiet_library_backtraces();
     tune_allocator();
     // Colour codes only where a terminal shows them: a report written to a file or a pipe stays
     // plain text.

@@ -167,6 +167,14 @@ impl Input {
         }
     }
 
+    /// The command-line flag the input came from, for messages.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Input::Text(_) => "--text",
+            Input::TokenIds(_) => "--token-ids",
+        }
+    }
+
     /// Reads the input into a stream of at most `max_tokens` tokens (`Some(0)` is refused).
     /// `model_name` names the model in the hint when a text is given but it has no tokenizer.
     pub fn read(

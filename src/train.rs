@@ -62,19 +62,18 @@ struct Data {
 fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
     let cache = s.out.join(TOKEN_CACHE);
     let manifest_file = s.out.join("train-manifest.json");
-    let (train, manifest) = match (read_token_cache(&cache), std::fs::read(&manifest_file)) {
+    let train = match (read_token_cache(&cache), std::fs::read(&manifest_file)) {
         (Some(ids), Ok(m)) => {
             let manifest: Vec<corpus::FileStats> = serde_json::from_slice(&m).unwrap_or_default();
-            (ids, manifest)
+            (ids, manifest, false)
         }
         _ => {
             eprintln!("tokenizing {} ...", s.data.display());
             let c = corpus::load_corpus(&s.data, tok)?;
-            write_token_cache(&cache, &c.ids)?;
-            std::fs::write(&manifest_file, serde_json::to_vec_pretty(&c.files)?)?;
-            (c.ids, c.files)
+            (c.ids, c.files, true)
         }
     };
+    let (train, manifest, fresh) = (train.0, train.1, train.2);
     let v = corpus::load_corpus(&s.valid, tok)?;
     let window = s.model.train_len + 1;
     if train.len() <= window {
@@ -90,12 +89,77 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
             crate::text::count(v.ids.len(), "token")
         );
     }
+    std::fs::create_dir_all(&s.out)
+        .wrap_err_with(|| format!("cannot create '{}'", s.out.display()))?;
+    if fresh {
+        write_token_cache(&cache, &train)?;
+        crate::files::write_bytes(&manifest_file, &serde_json::to_vec_pretty(&manifest)?)
+            .map_err(|e| eyre!(e))?;
+    }
     Ok(Data {
         train,
         valid: v.ids,
         manifest,
         valid_manifest: v.files,
     })
+}
+
+/// Checks a run's settings and output folder before any work (the numbers, `--out`, and a
+/// checkpoint exactly when resuming); [`run`] checks them again.
+pub fn check(s: &TrainSettings, resume: bool) -> Result<()> {
+    check_numbers(s).map_err(|e| eyre!(e))?;
+    check_out_dir(s, resume)
+}
+
+/// Refuses optimiser numbers that would train nothing or NaN (the CLI checks them too; this
+/// guards callers of the library).
+fn check_numbers(s: &TrainSettings) -> std::result::Result<(), String> {
+    let a = &s.adamw;
+    let checks = [
+        ("--lr", a.lr, a.lr > 0.0),
+        ("--clip", s.clip, s.clip >= 0.0),
+        ("--weight-decay", a.weight_decay, a.weight_decay >= 0.0),
+        ("beta1", a.beta1, (0.0..1.0).contains(&a.beta1)),
+        ("beta2", a.beta2, (0.0..1.0).contains(&a.beta2)),
+        ("eps", a.eps, a.eps > 0.0),
+    ];
+    for (name, v, ok) in checks {
+        if !v.is_finite() || !ok {
+            return Err(format!(
+                "{name} {v} is out of range (hint: see `train --help`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the output folder before any work: a folder (or a name whose parent exists), not one
+/// of the data folders, with a checkpoint exactly when resuming.
+fn check_out_dir(s: &TrainSettings, resume: bool) -> Result<()> {
+    crate::files::check_output_dir("--out", &s.out).map_err(|e| eyre!(e))?;
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    for (flag, input) in [("--data", &s.data), ("--valid", &s.valid)] {
+        if same(&s.out, input) {
+            bail!(
+                "--out '{}' is the {flag} folder (hint: write the model to a folder of its own)",
+                s.out.display()
+            );
+        }
+    }
+    let ck_dir = s.out.join(CHECKPOINT_DIR);
+    if resume && !ck_dir.exists() {
+        bail!(
+            "--resume: no checkpoint in '{}' (hint: drop --resume to start)",
+            s.out.display()
+        );
+    }
+    if !resume && ck_dir.exists() {
+        bail!(
+            "'{}' already has a checkpoint (hint: add --resume to continue it, or choose another --out)",
+            s.out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The trainable state: parameters as `Var`s plus the optional slope variable.
@@ -207,6 +271,8 @@ pub fn run_until(
     if s.steps == 0 || s.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
+    check_numbers(s).map_err(|e| eyre!(e))?;
+    check_out_dir(s, resume)?;
     let m = &s.model;
     let need = crate::model::memory::train_step_bytes(
         s.batch,
@@ -235,15 +301,9 @@ pub fn run_until(
             s.model.vocab_size
         );
     }
-    std::fs::create_dir_all(&s.out)
-        .wrap_err_with(|| format!("cannot create '{}'", s.out.display()))?;
     let ck_dir = s.out.join(CHECKPOINT_DIR);
-    if !resume && ck_dir.exists() {
-        bail!(
-            "'{}' already has a checkpoint (hint: add --resume to continue it, or choose another --out)",
-            s.out.display()
-        );
-    }
+    // Everything that can fail on the inputs fails before the output folder is created, so a
+    // refused run leaves nothing behind.
     let data = load_data(s, &tok)?;
     let learned = s.model.position == crate::model::Position::Alibi;
     let initial_slopes = if learned {
@@ -490,7 +550,7 @@ fn write_training_record(
     for f in &data.valid_manifest {
         md.push_str(&format!("| {} | {} | {} |\n", f.file, f.bytes, f.tokens));
     }
-    std::fs::write(s.out.join("TRAINING.md"), md)?;
+    crate::files::write_bytes(&s.out.join("TRAINING.md"), md.as_bytes()).map_err(|e| eyre!(e))?;
     Ok(())
 }
 

@@ -192,6 +192,23 @@ pub fn inject_fault() -> Result<()> {
     }
 }
 
+/// Refuses to draw the TUI when standard output is not a terminal (`alibi-explorer > out.txt`
+/// would draw into the file while the screen stays blank) or standard input is not one (no keys
+/// could reach it).
+pub fn check_terminal(stdout_tty: bool, stdin_tty: bool) -> Result<()> {
+    if !stdout_tty {
+        bail!(
+            "standard output is not a terminal: the TUI draws on the terminal (hint: run it without redirecting its output, or use a headless command such as `alibi-explorer eval --json FILE`)"
+        );
+    }
+    if !stdin_tty {
+        bail!(
+            "standard input is not a terminal: the TUI reads keys from it (hint: run it from a terminal, or use a headless command such as `alibi-explorer eval`)"
+        );
+    }
+    Ok(())
+}
+
 /// Carries out effects; file results are fed back into the app.
 fn apply(app: &mut App, effects: Vec<Effect>, jobs: &JobSender) {
     // In order: the jobs of an action go out as the app lists them (the main curve first).
@@ -241,7 +258,13 @@ fn on_input(app: &mut App, ev: &TermEvent) -> Vec<Effect> {
 
 /// Runs the TUI until the user quits.
 pub fn run(settings: &TuiSettings) -> Result<()> {
+    // Bad options and inputs are reported first (with or without a terminal), then a missing
+    // terminal, before the screen is touched.
     let (mut app, slots) = prepare(settings)?;
+    check_terminal(
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        std::io::IsTerminal::is_terminal(&std::io::stdin()),
+    )?;
     let (tx, rx) = channel::<Event>();
     let jobs = worker::spawn(slots, tx.clone());
     // Mouse capture must be undone on panic too (ratatui's hook restores the rest).

@@ -20,16 +20,15 @@ pub fn parse_slopes_json(name: &str, text: &str) -> Result<Vec<f64>, String> {
 
 /// Reads a slopes file.
 pub fn read_slopes(path: &Path) -> Result<Vec<f64>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read '{}': {e}", path.display()))?;
+    let text =
+        crate::files::read_limited_string(path, crate::files::MAX_JSON_BYTES, "a slopes file")?;
     parse_slopes_json(&path.display().to_string(), &text)
 }
 
 /// Writes a slopes file that [`read_slopes`] and `eval --slopes` read back.
 pub fn write_slopes(path: &Path, slopes: &[f64]) -> Result<(), String> {
     let v = serde_json::json!({"heads": slopes.len(), "preset": "custom", "slopes": slopes});
-    std::fs::write(path, format!("{v}\n"))
-        .map_err(|e| format!("cannot write '{}': {e}", path.display()))
+    crate::files::write_bytes(path, format!("{v}\n").as_bytes())
 }
 
 /// Resolves a `--slopes` spec for `heads` heads: a preset name, or a slopes file whose count must

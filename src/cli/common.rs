@@ -27,6 +27,49 @@ pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     s.parse()
 }
 
+/// A finite number (NaN and infinities refused): clap's parser for float options.
+pub fn finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' is not a finite number"))
+    }
+}
+
+/// A finite number above zero.
+pub fn positive(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be above 0"))
+    }
+}
+
+/// A finite number of at least zero.
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be 0 or more"))
+    }
+}
+
+/// A fraction strictly between 0 and 1.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be between 0 and 1 (exclusive)"))
+    }
+}
+
 impl ModelArgs {
     /// Where the model comes from, for the commands below `cli`.
     pub fn source(&self) -> ModelSource {

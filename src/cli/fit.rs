@@ -26,10 +26,10 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
     /// Peak learning rate of Adam on log(slope) (cosine decay to 10%).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::common::positive)]
     pub lr: f64,
     /// Fraction of the tokens (the tail) held out for the before/after perplexity.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = super::common::fraction)]
     pub holdout: f64,
     /// Windows per step and length [default: 2048 tokens' worth, at least 1].
     #[arg(long)]

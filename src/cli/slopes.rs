@@ -58,7 +58,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub heads: Option<usize>,
     /// MPT's alibi_bias_max to accept besides 8 [default: from the model's config].
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "B", value_parser = super::common::positive)]
     pub max_bias: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -99,9 +99,10 @@ fn parse_values(spec: &str) -> Result<Vec<f64>> {
 fn model_subject(path: &Path) -> Result<Subject> {
     let folder = resolve_model_path(path)?.folder;
     let file = folder.join(CONFIG_FILE);
-    let raw: Option<Value> = std::fs::read(&file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let raw: Option<Value> =
+        crate::files::read_limited(&file, crate::files::MAX_JSON_BYTES, "a config")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
     let field = |v: &Value, k: &str| v.get(k).cloned();
     let (slopes, heads) = match read_checkpoint_config(&folder) {
         Ok(c) => {
@@ -153,11 +154,12 @@ fn subject(a: &CheckArgs) -> Result<Subject> {
         model_subject(m)?
     } else if let Some(f) = &a.file {
         let slopes = read_slopes(f).map_err(|e| eyre!(e))?;
-        let heads = std::fs::read_to_string(f)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v.get("heads")?.as_u64())
-            .map(|h| h as usize);
+        let heads =
+            crate::files::read_limited_string(f, crate::files::MAX_JSON_BYTES, "a slopes file")
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v.get("heads")?.as_u64())
+                .map(|h| h as usize);
         Subject {
             source: f.display().to_string(),
             slopes,

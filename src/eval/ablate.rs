@@ -6,8 +6,8 @@
 //! default protocol), so the change is a paired difference: its standard error comes from the
 //! per-token differences, which is much smaller than either perplexity's own.
 
-use super::output::AtomicFile;
 use super::{BATCH_TOKENS, CANCELLED, Control, Protocol, Stats, starts_for, window_losses_with};
+use crate::files::OutputFile;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
 use crate::text::Stream;
 use candle_core::Result;
@@ -271,7 +271,7 @@ pub fn json(header: &serde_json::Value, baseline: &[Delta], rows: &[Row]) -> ser
 
 /// Writes `--csv`: one line per run and length, the baseline first (variant `baseline`).
 pub fn write_csv(path: &Path, baseline: &[Delta], rows: &[Row]) -> std::result::Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     let w = f.writer();
     let io = |e: std::io::Error| e.to_string();
     writeln!(
@@ -406,7 +406,12 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     if a.variants.is_empty() && !a.knockout {
         bail!("nothing to run: give --variants and/or --knockout");
     }
-    let files = super::command::probe_outputs(&[&a.json, &a.csv])?;
+    super::command::check_outputs(
+        Some(&a.model),
+        Some(&a.input),
+        None,
+        &[("--json", &a.json), ("--csv", &a.csv)],
+    )?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -486,13 +491,11 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     let rows = match result {
         Ok(r) => r,
         Err(e) if e.to_string().contains(CANCELLED) => {
-            drop(files);
             eprintln!("interrupted: no output files were written");
             std::process::exit(super::command::EXIT_INTERRUPTED);
         }
         Err(e) => bail!("ablation failed: {}", crate::model::error::one_line(e)),
     };
-    drop(files);
     if let Some(p) = &a.json {
         let header = serde_json::json!({
             "model": loaded.name,
@@ -503,7 +506,7 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
             "lengths": a.lengths,
             "slopes": slopes,
         });
-        let mut f = AtomicFile::create(p).map_err(|e| eyre!(e))?;
+        let mut f = OutputFile::create(p).map_err(|e| eyre!(e))?;
         serde_json::to_writer_pretty(f.writer(), &json(&header, &baseline, &rows))?;
         writeln!(f.writer())?;
         f.commit().map_err(|e| eyre!(e))?;

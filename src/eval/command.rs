@@ -1,10 +1,11 @@
 //! The `eval` and `plot` commands: resolve arguments, read the input, run the engine, write
 //! every output atomically.
 
-use super::output::{self, AtomicFile, RunInfo};
+use super::output::{self, RunInfo};
 use super::plot::{self, Series};
 use super::{Control, Point, Protocol, evaluate};
 use crate::alibi::file::resolve_slopes;
+use crate::files::OutputPlan;
 use crate::model::Position;
 use crate::model::device::{device_name, dtype_name};
 use crate::model::error::one_line;
@@ -15,7 +16,7 @@ use crate::model::transformer::slopes_tensor;
 use crate::text::Input;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit code after Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -77,15 +78,35 @@ pub struct PlotSettings {
     pub title: String,
 }
 
-/// Opens (and so checks) every output before the work, so a bad path fails in a second rather
-/// than after the run; the temporary files vanish when the result is dropped.
-pub fn probe_outputs(paths: &[&Option<PathBuf>]) -> Result<Vec<AtomicFile>> {
-    paths
-        .iter()
-        .copied()
-        .flatten()
-        .map(|p| AtomicFile::create(p).map_err(|e| eyre!(e)))
-        .collect()
+/// Checks every output of a command before the work (see [`crate::files::OutputPlan`]): each
+/// must be writable, and none may be one of the command's inputs (the model's files, the text or
+/// token ids, a slopes file) or another output.
+pub fn check_outputs(
+    model: Option<&ModelSource>,
+    input: Option<&Input>,
+    slopes: Option<&String>,
+    outputs: &[(&str, &Option<PathBuf>)],
+) -> Result<()> {
+    let mut plan = OutputPlan::new();
+    if let Some(m) = model {
+        match crate::model::hub::resolve_model_path(&m.path) {
+            Ok(r) => plan.input("--model", &r.folder),
+            Err(_) => plan.input("--model", &m.path),
+        };
+    }
+    if let Some(i) = input {
+        plan.input(i.flag(), i.path());
+    }
+    if let Some(s) = slopes {
+        let p = Path::new(s);
+        if p.is_file() {
+            plan.input("--slopes", p);
+        }
+    }
+    for (what, path) in outputs {
+        plan.output_opt(what, path.as_deref());
+    }
+    plan.check().map_err(|e| eyre!(e))
 }
 
 /// A `--slopes` override for an ALiBi model (one-line error for other position schemes).
@@ -135,7 +156,17 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     if let Some(p) = &a.plot {
         plot::check_extension(p).map_err(|e| eyre!(e))?;
     }
-    let files = probe_outputs(&[&a.json, &a.csv, &a.per_token])?;
+    check_outputs(
+        Some(&a.model),
+        Some(&a.input),
+        a.slopes.as_ref(),
+        &[
+            ("--json", &a.json),
+            ("--csv", &a.csv),
+            ("--per-token", &a.per_token),
+            ("--plot", &a.plot),
+        ],
+    )?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -183,7 +214,6 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     let evaluation = match result {
         Ok(e) => e,
         Err(e) if e.to_string().contains(super::CANCELLED) => {
-            drop(files);
             eprintln!("interrupted: no output files were written");
             std::process::exit(EXIT_INTERRUPTED);
         }
@@ -203,7 +233,6 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         device: device_name(model.device()),
         dtype: dtype_name(model.dtype()).to_string(),
     };
-    drop(files);
     if let Some(p) = &a.json {
         output::write_json(p, &info, &evaluation).map_err(|e| eyre!(e))?;
     }
@@ -238,11 +267,20 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
 /// Runs `plot`: several `eval --json` files in one figure.
 pub fn plot(a: &PlotSettings) -> Result<()> {
     plot::check_extension(&a.out).map_err(|e| eyre!(e))?;
+    let mut plan = OutputPlan::new();
+    for p in &a.inputs {
+        plan.input("--input", p);
+    }
+    plan.output("--out", &a.out).check().map_err(|e| eyre!(e))?;
     let mut series = Vec::new();
     let mut train_len = None;
     for (i, path) in a.inputs.iter().enumerate() {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| eyre!("cannot read '{}': {e}", path.display()))?;
+        let text = crate::files::read_limited_string(
+            path,
+            crate::files::MAX_TEXT_BYTES,
+            "an `eval --json` file",
+        )
+        .map_err(|e| eyre!(e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| eyre!("'{}' is not an `eval --json` file: {e}", path.display()))?;
         let points = v

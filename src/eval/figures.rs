@@ -14,8 +14,8 @@
 pub mod maps;
 pub mod report;
 
-use super::output::AtomicFile;
-use super::plot::register_font;
+use super::plot::{encode_png, register_font};
+use crate::files::OutputFile;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -131,30 +131,31 @@ pub fn figure_extension(path: &Path, flag: &str) -> Result<&'static str, String>
 pub fn write(path: &Path, fig: &impl Figure) -> Result<(), String> {
     let ext = figure_extension(path, "figure")?;
     register_font()?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // The image encoder picks the format from the extension, so the temporary name keeps it.
-    let tmp = path.with_file_name(format!(".{name}.tmp.{ext}"));
     let size = fig.size();
-    let drawn = if ext == "svg" {
-        fig.render(&SVGBackend::new(&tmp, size).into_drawing_area())
-    } else {
-        fig.render(&BitMapBackend::new(&tmp, size).into_drawing_area())
-    };
-    let done = drawn.and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write '{}': {e}", path.display()))
-    });
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
+    let bytes = (|| {
+        if ext == "svg" {
+            let mut svg = String::new();
+            fig.render(&SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
+            Ok(svg.into_bytes())
+        } else {
+            let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+            fig.render(&BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())?;
+            encode_png(&rgb, size)
+        }
+    })()
+    .map_err(|e: String| {
+        format!(
+            "cannot draw '{}': {}",
+            path.display(),
+            crate::model::error::one_line(e)
+        )
+    })?;
+    crate::files::write_bytes(path, &bytes)
 }
 
 /// Writes `data` as pretty JSON to `path`, atomically.
 pub fn write_data(path: &Path, data: &impl Serialize) -> Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     serde_json::to_writer_pretty(f.writer(), data).map_err(|e| e.to_string())?;
     writeln!(f.writer()).map_err(|e| e.to_string())?;
     f.commit()

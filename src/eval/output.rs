@@ -1,9 +1,10 @@
 //! Writing evaluation results: the stdout table, JSON, CSV, per-token JSON lines. Every file is
-//! written next to its final name and renamed into place, so a failure leaves no partial file.
+//! written through [`crate::files::OutputFile`] (renamed into place, or straight into a device).
 
 use super::{Evaluation, Point};
+use crate::files::OutputFile;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What the outputs say about the run besides the points.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -26,54 +27,6 @@ pub struct RunInfo {
     pub device: String,
     /// dtype name.
     pub dtype: String,
-}
-
-/// A file that is written to `path.tmp` and renamed into place by [`AtomicFile::commit`].
-pub struct AtomicFile {
-    tmp: PathBuf,
-    path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-}
-
-impl AtomicFile {
-    /// Opens the temporary file; fails early when the folder is missing or not writable.
-    pub fn create(path: &Path) -> Result<Self, String> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| format!("'{}' is not a file path", path.display()))?;
-        let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-        let file = std::fs::File::create(&tmp).map_err(|e| {
-            format!(
-                "cannot write '{}': {e} (hint: check that the folder exists and is writable)",
-                path.display()
-            )
-        })?;
-        Ok(Self {
-            tmp,
-            path: path.to_path_buf(),
-            file: std::io::BufWriter::new(file),
-        })
-    }
-
-    /// The writer.
-    pub fn writer(&mut self) -> &mut impl Write {
-        &mut self.file
-    }
-
-    /// Flushes and renames into place.
-    pub fn commit(mut self) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("cannot write '{}': {e}", self.path.display());
-        self.file.flush().map_err(err)?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("cannot write '{}': {e}", self.path.display()))
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        // Removes the temporary file when not committed (no-op after the rename).
-        let _ = std::fs::remove_file(&self.tmp);
-    }
 }
 
 fn fmt_opt(x: Option<f64>, digits: usize) -> String {
@@ -135,7 +88,7 @@ pub fn json(info: &RunInfo, eval: &Evaluation) -> serde_json::Value {
 
 /// Writes `--json`.
 pub fn write_json(path: &Path, info: &RunInfo, eval: &Evaluation) -> Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     serde_json::to_writer_pretty(f.writer(), &json(info, eval)).map_err(|e| e.to_string())?;
     writeln!(f.writer()).map_err(|e| e.to_string())?;
     f.commit()
@@ -143,7 +96,7 @@ pub fn write_json(path: &Path, info: &RunInfo, eval: &Evaluation) -> Result<(), 
 
 /// Writes `--csv`: one row per length.
 pub fn write_csv(path: &Path, eval: &Evaluation) -> Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     let w = f.writer();
     let io = |e: std::io::Error| e.to_string();
     writeln!(w, "length,tokens,nll,ppl,ppl_stderr,bits_per_byte").map_err(io)?;
@@ -165,7 +118,7 @@ pub fn write_csv(path: &Path, eval: &Evaluation) -> Result<(), String> {
 
 /// Writes `--per-token`: one JSON object per line for the largest length.
 pub fn write_per_token(path: &Path, eval: &Evaluation) -> Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     let w = f.writer();
     for t in &eval.per_token {
         serde_json::to_writer(&mut *w, t).map_err(|e| e.to_string())?;

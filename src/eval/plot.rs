@@ -62,33 +62,53 @@ pub fn draw(path: &Path, title: &str, train_len: usize, series: &[Series]) -> Re
     let ext = check_extension(path)?;
     register_font()?;
     let size = (960, 600);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{ext}"));
-    let drawn = if ext == "svg" {
-        render(
-            &SVGBackend::new(&tmp, size).into_drawing_area(),
-            title,
-            train_len,
-            series,
+    let bytes = drawn(
+        path,
+        (|| {
+            if ext == "svg" {
+                let mut svg = String::new();
+                render(
+                    &SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+                    title,
+                    train_len,
+                    series,
+                )?;
+                Ok(svg.into_bytes())
+            } else {
+                let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+                render(
+                    &BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
+                    title,
+                    train_len,
+                    series,
+                )?;
+                encode_png(&rgb, size)
+            }
+        })(),
+    )?;
+    crate::files::write_bytes(path, &bytes)
+}
+
+/// The figure drawn in memory (SVG text or PNG bytes); a drawing error names the figure's path.
+fn drawn(path: &Path, bytes: Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+    bytes.map_err(|e| {
+        format!(
+            "cannot draw '{}': {}",
+            path.display(),
+            crate::model::error::one_line(e)
         )
-    } else {
-        render(
-            &BitMapBackend::new(&tmp, size).into_drawing_area(),
-            title,
-            train_len,
-            series,
-        )
-    };
-    let done = drawn.and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write '{}': {e}", path.display()))
-    });
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
+    })
+}
+
+/// Encodes an RGB buffer (`width x height x 3` bytes, as plotters' bitmap backend draws it) as
+/// PNG.
+pub fn encode_png(rgb: &[u8], (width, height): (u32, u32)) -> Result<Vec<u8>, String> {
+    use image::ImageEncoder;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(rgb, width, height, image::ColorType::Rgb8)
+        .map_err(|e| format!("cannot encode the PNG: {e}"))?;
+    Ok(png)
 }
 
 /// Checks that `path` ends in `.svg` or `.png` and returns the extension.

@@ -1,13 +1,13 @@
 //! The `stats` and `attention` commands: resolve arguments, read the input, run the statistics
 //! engine (`stats`) or capture one head's attention (`attention`), write every output atomically.
 
-use super::command::{EXIT_INTERRUPTED, check_memory, override_slopes, probe_outputs};
+use super::command::{EXIT_INTERRUPTED, check_memory, check_outputs, override_slopes};
 use super::figures::maps::AttentionHeatmap;
 use super::figures::{self, figure_extension, report::overview_figure};
-use super::output::AtomicFile;
 use super::stats::{StatsReport, attention_map, attention_stats};
 use super::{CANCELLED, Control};
 use crate::alibi::prior::{SINK_MIN_QUERY, SINK_TOKENS};
+use crate::files::OutputFile;
 use crate::model::Position;
 use crate::model::attention_stats::HeadSums;
 use crate::model::device::{device_name, dtype_name};
@@ -80,7 +80,12 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
     if let Some(p) = &a.plot {
         figure_extension(p, "--plot").map_err(|e| eyre!(e))?;
     }
-    let probes = probe_outputs(&[&a.json, &a.csv, &a.plot])?;
+    check_outputs(
+        Some(&a.model),
+        Some(&a.input),
+        a.slopes.as_ref(),
+        &[("--json", &a.json), ("--csv", &a.csv), ("--plot", &a.plot)],
+    )?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -124,13 +129,11 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
     let report = match result {
         Ok(r) => r,
         Err(e) if e.to_string().contains(CANCELLED) => {
-            drop(probes);
             eprintln!("interrupted: no output files were written");
             std::process::exit(EXIT_INTERRUPTED);
         }
         Err(e) => bail!("statistics failed: {}", one_line(e)),
     };
-    drop(probes);
     let info = StatsInfo {
         input: a.input.path().display().to_string(),
         stream_tokens: stream.ids.len(),
@@ -214,7 +217,7 @@ pub fn stats_csv(report: &StatsReport) -> String {
 }
 
 fn write_stats_csv(path: &Path, report: &StatsReport) -> Result<(), String> {
-    let mut f = AtomicFile::create(path)?;
+    let mut f = OutputFile::create(path)?;
     f.writer()
         .write_all(stats_csv(report).as_bytes())
         .map_err(|e| e.to_string())?;
@@ -326,7 +329,12 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
             a.length
         );
     }
-    let probes = probe_outputs(&[&a.png, &a.svg, &a.json])?;
+    check_outputs(
+        Some(&a.model),
+        Some(&a.input),
+        a.slopes.as_ref(),
+        &[("--png", &a.png), ("--svg", &a.svg), ("--json", &a.json)],
+    )?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -378,7 +386,6 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
     let ids = &stream.ids[..a.length];
     let probs = attention_map(model, ids, a.layer, a.head, slopes.as_deref())
         .map_err(|e| eyre!("attention failed: {}", one_line(e)))?;
-    drop(probes);
     let len = a.length;
     let mut sums = HeadSums::default();
     for (i, row) in probs.chunks(len).enumerate() {

@@ -33,6 +33,14 @@ pub enum LoadError {
         /// The OS error.
         err: std::io::Error,
     },
+    /// A file that could not be read whole (too big, a folder, an OS error), with the message.
+    #[error("{msg}")]
+    Unreadable {
+        /// The file.
+        file: PathBuf,
+        /// What happened, naming the file.
+        msg: String,
+    },
     /// Malformed JSON or a config with wrong fields.
     #[error("'{file}' is not a valid config: {msg}")]
     BadConfig {
@@ -90,12 +98,31 @@ pub enum LoadError {
     },
 }
 
-/// Flattens an error's text to one line.
+/// Flattens an error's text to one line, leaving out any backtrace in it (candle appends one to
+/// its errors when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` is set: indented numbered frames,
+/// each followed by indented `at FILE:LINE` lines, or `disabled backtrace`).
 pub fn one_line(msg: impl fmt::Display) -> String {
-    msg.to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    let text = msg.to_string();
+    let mut kept = Vec::new();
+    let mut in_backtrace = false;
+    for raw in text.lines() {
+        let line = raw.trim();
+        let indented = raw.starts_with(' ');
+        let is_frame = indented
+            && line
+                .split_once(": ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_frame || (in_backtrace && indented && line.starts_with("at ")) {
+            in_backtrace = true;
+            continue;
+        }
+        if matches!(line, "disabled backtrace" | "unsupported backtrace") {
+            continue;
+        }
+        in_backtrace = false;
+        if !line.is_empty() {
+            kept.push(line);
+        }
+    }
+    kept.join(" ")
 }

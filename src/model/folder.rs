@@ -49,10 +49,14 @@ const OTHER_POSITIONS: &[(&str, &str)] = &[
     ("gpt_neo", "learned absolute"),
 ];
 
-pub fn read_file(file: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(file).map_err(|err| LoadError::Io {
-        file: file.to_path_buf(),
-        err,
+/// Reads a JSON file of a checkpoint folder, at most `limit` bytes (an endless device or a huge
+/// file is an error, not a memory exhaustion).
+pub fn read_file(file: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    crate::files::read_limited(file, limit, "a checkpoint's JSON file").map_err(|msg| {
+        LoadError::Unreadable {
+            file: file.to_path_buf(),
+            msg,
+        }
     })
 }
 
@@ -90,7 +94,7 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig, LoadError>
                 .to_string(),
         });
     }
-    let bytes = read_file(&file)?;
+    let bytes = read_file(&file, crate::files::MAX_JSON_BYTES)?;
     let bad = |msg: String| LoadError::BadConfig {
         file: file.clone(),
         msg,
@@ -171,7 +175,7 @@ pub fn load_tokenizer(file: &Path) -> Result<tokenizers::Tokenizer, LoadError> {
         file: file.to_path_buf(),
         msg,
     };
-    let bytes = read_file(file)?;
+    let bytes = read_file(file, crate::files::MAX_TOKENIZER_BYTES)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
         bad(format!(
             "not valid JSON ({}); the file may be truncated",
@@ -200,7 +204,8 @@ pub fn read_index(index: &Path) -> Result<Vec<(String, String)>, LoadError> {
         msg,
     };
     let value: serde_json::Value =
-        serde_json::from_slice(&read_file(index)?).map_err(|e| bad(one_line(e)))?;
+        serde_json::from_slice(&read_file(index, crate::files::MAX_JSON_BYTES)?)
+            .map_err(|e| bad(one_line(e)))?;
     let map = value
         .get("weight_map")
         .and_then(serde_json::Value::as_object)

@@ -82,10 +82,12 @@ impl Checkpoint {
         Some((view.shape().to_vec(), DType::try_from(view.dtype()).ok()))
     }
 
-    /// Reads `name` onto the CPU in its stored dtype.
+    /// Reads `name` onto the CPU in its stored dtype; weights stored as integers or booleans are
+    /// refused (read as numbers they would give a wrong model without an error).
     pub fn load(&self, name: &str) -> Result<Tensor, LoadError> {
         let file = self.file_of(name).to_path_buf();
         let i = self.routing.get(name).copied().unwrap_or(0);
+        self.check_float(name)?;
         self.maps
             .get(i)
             .ok_or_else(|| candle_core::Error::Msg("no weights file".into()))
@@ -94,6 +96,26 @@ impl Checkpoint {
                 file,
                 msg: format!("cannot read tensor '{name}': {}", one_line(e)),
             })
+    }
+
+    /// Refuses `name` when it is stored as integers or booleans: read as numbers they would give
+    /// a wrong model without an error (issue: an I64 weight evaluated to perplexity 119).
+    pub fn check_float(&self, name: &str) -> Result<(), LoadError> {
+        use safetensors::Dtype;
+        let i = self.routing.get(name).copied().unwrap_or(0);
+        let Some(view) = self.maps.get(i).and_then(|m| m.get(name).ok()) else {
+            return Ok(());
+        };
+        let dtype = view.dtype();
+        if matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+            return Ok(());
+        }
+        Err(LoadError::BadWeights {
+            file: self.file_of(name).to_path_buf(),
+            msg: format!(
+                "tensor '{name}' is stored as {dtype:?}; weights must be floating point (F32, F16, BF16 or F64) (hint: re-save the checkpoint with float weights)"
+            ),
+        })
     }
 
     /// Checks that every tensor the index assigns to a shard is in that shard.
@@ -274,6 +296,11 @@ pub fn build_from_safetensors(
             });
         }
     }
+    let ckpt = Checkpoint::open(files)?;
+    for name in ckpt.names() {
+        ckpt.check_float(name)?;
+    }
+    drop(ckpt);
     // SAFETY: the files are memory-mapped read-only; we never write to them while mapped.
     #[allow(unsafe_code)]
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
@@ -316,22 +343,40 @@ pub fn save_checkpoint(
             msg: one_line(e),
         })?;
     let weights = dir.join(WEIGHTS_FILE);
-    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    candle_core::safetensors::save(&converted, &tmp).map_err(|e| LoadError::BadWeights {
-        file: weights.clone(),
-        msg: one_line(e),
-    })?;
-    std::fs::rename(&tmp, &weights).map_err(|e| io(&weights, e))?;
+    let bytes =
+        safetensors::serialize(converted.iter(), None).map_err(|e| LoadError::BadWeights {
+            file: weights.clone(),
+            msg: one_line(e),
+        })?;
+    let written = |file: &Path, e: String| LoadError::Unreadable {
+        file: file.to_path_buf(),
+        msg: e,
+    };
+    crate::files::write_bytes(&weights, &bytes).map_err(|e| written(&weights, e))?;
     let config = dir.join(CONFIG_FILE);
     let json = serde_json::to_string_pretty(&cfg).map_err(|e| LoadError::BadConfig {
         file: config.clone(),
         msg: one_line(e),
     })?;
-    std::fs::write(&config, json + "\n").map_err(|e| io(&config, e))?;
+    crate::files::write_bytes(&config, (json + "\n").as_bytes())
+        .map_err(|e| written(&config, e))?;
     if let Some(src) = tokenizer_json {
         let dst = dir.join(TOKENIZER_FILE);
-        if src != dst {
-            std::fs::copy(src, &dst).map_err(|e| io(&dst, e))?;
+        let same = match (std::fs::metadata(src), std::fs::metadata(&dst)) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                (a.dev(), a.ino()) == (b.dev(), b.ino())
+            }
+            _ => false,
+        };
+        if !same {
+            let bytes = crate::files::read_limited(
+                src,
+                crate::files::MAX_TOKENIZER_BYTES,
+                "a tokenizer.json",
+            )
+            .map_err(|e| written(src, e))?;
+            crate::files::write_bytes(&dst, &bytes).map_err(|e| written(&dst, e))?;
         }
     }
     Ok(())

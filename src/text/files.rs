@@ -32,7 +32,8 @@ pub fn text_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a text file, rejecting non-UTF-8 (binary) content with a clear message.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| eyre!("cannot read '{}': {e}", path.display()))?;
+    let bytes = crate::files::read_limited(path, crate::files::MAX_TEXT_BYTES, "a text")
+        .map_err(|e| eyre!(e))?;
     String::from_utf8(bytes).map_err(|e| {
         eyre!(
             "'{}' is not UTF-8 text (invalid byte at offset {}); binary files cannot be evaluated",

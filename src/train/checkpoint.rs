@@ -77,7 +77,12 @@ pub fn load_training_checkpoint(dir: &Path, opt: &mut AdamW) -> Result<Checkpoin
         )
     };
     let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(dir.join("state.json")).map_err(|e| corrupt(format!("state.json: {e}")))?,
+        &crate::files::read_limited(
+            &dir.join("state.json"),
+            crate::files::MAX_JSON_BYTES,
+            "a checkpoint state",
+        )
+        .map_err(|e| corrupt(format!("state.json: {e}")))?,
     )
     .map_err(|e| corrupt(format!("state.json: {e}")))?;
     let tensors = candle_core::safetensors::load(dir.join("state.safetensors"), &Device::Cpu)

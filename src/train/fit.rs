@@ -11,8 +11,8 @@
 use super::batch_offsets;
 use super::optim::{AdamW, AdamWConfig, lr_at};
 use crate::eval::ablate::{delta, token_losses};
-use crate::eval::output::AtomicFile;
 use crate::eval::{Control, Point, Protocol, evaluate};
+use crate::files::OutputFile;
 use crate::model::Position;
 use crate::model::load::ModelSource;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
@@ -201,7 +201,8 @@ pub fn run(s: &FitSettings) -> Result<()> {
     if s.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
-    let mut file = AtomicFile::create(&s.out).map_err(|e| eyre!(e))?;
+    let out = Some(s.out.clone());
+    crate::eval::command::check_outputs(Some(&s.model), Some(&s.input), None, &[("--out", &out)])?;
     let loaded = s.model.load()?;
     let model = &loaded.model;
     let cfg = model.config();
@@ -344,6 +345,7 @@ pub fn run(s: &FitSettings) -> Result<()> {
         "heldout_before": pts(false),
         "heldout_after": pts(true),
     });
+    let mut file = OutputFile::create(&s.out).map_err(|e| eyre!(e))?;
     serde_json::to_writer_pretty(file.writer(), &doc)?;
     writeln!(file.writer())?;
     file.commit().map_err(|e| eyre!(e))?;

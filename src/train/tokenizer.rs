@@ -20,6 +20,16 @@ pub fn train_tokenizer(data: &Path, vocab_size: usize, out: &Path) -> Result<Tok
         );
     }
     let files = text_files(data)?;
+    // The output is checked before the (long) training: not one of the texts, and writable
+    // where its folder already exists (a missing folder is created once training succeeded).
+    let mut plan = crate::files::OutputPlan::new();
+    plan.input("--data", data).output("--out", out);
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_none_or(Path::is_dir) {
+        plan.check().map_err(|e| eyre!(e))?;
+    } else {
+        crate::files::resolve_output(out).map_err(|e| eyre!("--out: {e}"))?;
+    }
     let mut trainer = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(2)
@@ -45,12 +55,10 @@ pub fn train_tokenizer(data: &Path, vocab_size: usize, out: &Path) -> Result<Tok
         std::fs::create_dir_all(parent)
             .map_err(|e| eyre!("cannot create '{}': {e}", parent.display()))?;
     }
-    tok.save(out, true).map_err(|e| {
-        eyre!(
-            "cannot write '{}': {e} (hint: check the folder exists and is writable)",
-            out.display()
-        )
-    })?;
+    let json = tok
+        .to_string(true)
+        .map_err(|e| eyre!("cannot serialise the tokenizer: {e}"))?;
+    crate::files::write_bytes(out, json.as_bytes()).map_err(|e| eyre!(e))?;
     Ok(tok)
 }
 
