@@ -305,6 +305,8 @@ pub fn run_until(
     // Everything that can fail on the inputs fails before the output folder is created, so a
     // refused run leaves nothing behind.
     let data = load_data(s, &tok)?;
+    // Said once every input passed its checks, so a refused run prints its error alone.
+    eprintln!("training on {}", crate::model::device::device_name(device));
     let learned = s.model.position == crate::model::Position::Alibi;
     let initial_slopes = if learned {
         Some(s.model.default_slopes())

@@ -479,6 +479,26 @@ fn refused_runs_leave_nothing_and_reads_are_bounded() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!new_dir.exists());
+    // Refused for a reason found on the inputs: the error alone, one line, no folder.
+    let o = run(&[
+        "train",
+        "--data",
+        s(&f.data),
+        "--valid",
+        s(&f.data),
+        "--tokenizer",
+        s(&f.root.join("tokenizer.json")),
+        "--position",
+        "alibi",
+        "--train-len",
+        "8",
+        "--vocab-size",
+        "10",
+        "--out",
+        s(&new_dir),
+    ]);
+    fails_with(&o, "--vocab-size");
+    assert!(!new_dir.exists());
     // Endless inputs end with a size error: text, token ids, slopes, plot inputs.
     fails_with(
         &run(&[

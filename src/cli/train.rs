@@ -3,7 +3,7 @@
 use super::common::{non_negative, parse_device, positive};
 use crate::alibi::{Preset, SlopeSpec};
 use crate::model::Position;
-use crate::model::device::{DeviceSpec, choose_device, device_name, parse_dtype};
+use crate::model::device::{DeviceSpec, choose_device, parse_dtype};
 use crate::model::folder::load_tokenizer;
 use clap::{Args, Subcommand};
 use color_eyre::eyre::{Result, bail, eyre};
@@ -183,10 +183,5 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     };
     let device = choose_device(a.device)?;
     crate::train::check(&settings, a.resume)?;
-    eprintln!(
-        "training on {} ({})",
-        device_name(&device.device),
-        device.note
-    );
     crate::train::run(&settings, a.resume, &device.device)
 }
