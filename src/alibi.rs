@@ -16,6 +16,7 @@ pub use prior::{
 
 pub mod check;
 pub mod file;
+pub mod recipe;
 
 use std::fmt;
 use std::str::FromStr;

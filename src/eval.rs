@@ -9,9 +9,11 @@ pub mod ablate;
 pub mod command;
 pub mod console;
 pub mod figures;
+pub mod kl;
 pub mod output;
 pub mod plot;
 mod point;
+pub mod recipe;
 pub mod stats;
 pub mod stats_command;
 mod sweep;
@@ -214,6 +216,8 @@ pub struct Evaluation {
     pub position_nll: Vec<f64>,
     /// Every scored token of the largest length.
     pub per_token: Vec<TokenLoss>,
+    /// KL divergence from the original model per length (`eval --kl`; empty otherwise).
+    pub kl: Vec<kl::KlStats>,
 }
 
 /// Checks that every length fits the stream and the model.
@@ -258,6 +262,22 @@ pub fn evaluate(
     slopes: Option<&Tensor>,
     ctl: &Control,
 ) -> Result<Evaluation> {
+    let opts = ForwardOptions {
+        slopes: slopes.cloned(),
+        ..Default::default()
+    };
+    evaluate_with(model, stream, lengths, protocol, &opts, ctl)
+}
+
+/// [`evaluate`] with any forward options (slopes, a recipe's key mask, knocked-out heads).
+pub fn evaluate_with(
+    model: &Transformer,
+    stream: &Stream,
+    lengths: &[usize],
+    protocol: Protocol,
+    opts: &ForwardOptions,
+    ctl: &Control,
+) -> Result<Evaluation> {
     if let Err(e) = check_lengths(stream, lengths, model.config().max_len) {
         candle_core::bail!("{e}");
     }
@@ -269,7 +289,7 @@ pub fn evaluate(
         Protocol::Sweep => {
             let starts: Vec<usize> = (0..stream.windows(lmax)).map(|w| w * lmax).collect();
             let mut acc = SweepAccumulator::new(lmax);
-            window_losses(model, stream, &starts, lmax, slopes, ctl, |s, nll| {
+            window_losses_with(model, stream, &starts, lmax, opts, ctl, |s, nll| {
                 acc.add(stream, s, &nll);
                 push_tokens(&mut per_token, stream, s / lmax, s, 0, &nll);
             })?;
@@ -298,7 +318,7 @@ pub fn evaluate(
                     batch: ctl.batch,
                     interrupt: ctl.interrupt.clone(),
                 };
-                window_losses(model, stream, &starts, len, slopes, &inner, |s, nll| {
+                window_losses_with(model, stream, &starts, len, opts, &inner, |s, nll| {
                     let first = first_scored(&starts, s, len);
                     for (p, &x) in nll.iter().enumerate().skip(first) {
                         stats.add(x, stream.bytes_of(s + p + 1));
@@ -326,6 +346,7 @@ pub fn evaluate(
         points,
         position_nll,
         per_token,
+        kl: Vec::new(),
     })
 }
 

@@ -29,6 +29,15 @@ pub struct EvalArgs {
     /// Override the ALiBi slopes: a preset name or a JSON file with a "slopes" array.
     #[arg(long)]
     pub slopes: Option<String>,
+    /// A long-context recipe applied at inference: interp:F, interp:dynamic, ntk, window:W or
+    /// sinks:K+W (see the manual's recipes section).
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
+    /// Also compare each length's next-token distributions with the original model's (KL
+    /// divergence ± s.e., 99th percentile, top-1 agreement, change in the correct token's
+    /// probability); in the JSON under each point's `kl`.
+    #[arg(long)]
+    pub kl: bool,
     /// Write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -73,6 +82,8 @@ impl EvalArgs {
             csv: self.csv.clone(),
             per_token: self.per_token.clone(),
             plot: self.plot.clone(),
+            recipe: self.recipe,
+            kl: self.kl,
             batch: self.batch,
             max_tokens: self.max_tokens,
             report_peak_rss: self.report_peak_rss,

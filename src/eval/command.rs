@@ -3,7 +3,7 @@
 
 use super::output::{self, RunInfo};
 use super::plot::{self, Series};
-use super::{Control, Point, Protocol, evaluate};
+use super::{Control, Point, Protocol};
 use crate::alibi::file::resolve_slopes;
 use crate::files::OutputPlan;
 use crate::model::Position;
@@ -12,7 +12,6 @@ use crate::model::error::one_line;
 use crate::model::load::LoadedModel;
 use crate::model::load::ModelSource;
 use crate::model::transformer::Transformer;
-use crate::model::transformer::slopes_tensor;
 use crate::text::Input;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
@@ -57,6 +56,10 @@ pub struct EvalSettings {
     pub per_token: Option<PathBuf>,
     /// Figure output (.svg or .png).
     pub plot: Option<PathBuf>,
+    /// A long-context recipe applied at inference.
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
+    /// Compute the KL divergence from the original model per length.
+    pub kl: bool,
     /// Windows per forward pass.
     pub batch: Option<usize>,
     /// Use only the first N tokens.
@@ -187,10 +190,19 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         "use shorter --lengths, a smaller --batch, or --dtype bf16",
     )?;
     let slopes = override_slopes(a.slopes.as_ref(), &loaded)?;
-    let slope_tensor = slopes
-        .as_ref()
-        .map(|s| slopes_tensor(s, model.device()))
-        .transpose()?;
+    let modification = super::recipe::Modification {
+        slopes: slopes.clone(),
+        recipe: a.recipe,
+    };
+    modification
+        .check(model, &loaded.name)
+        .map_err(|e| eyre!(e))?;
+    if modification.per_length() && protocol == Protocol::Sweep {
+        eprintln!(
+            "note: --recipe {} sets the slopes by input length, so each length is scored on its own non-overlapping windows (not one sweep)",
+            a.recipe.map(|r| r.to_string()).unwrap_or_default()
+        );
+    }
     let cancel = super::console::interrupt_flag();
     let tty = std::io::stderr().is_terminal();
     let progress = super::console::window_progress("evaluating");
@@ -200,14 +212,21 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         batch: a.batch,
         interrupt: None,
     };
-    let result = evaluate(
-        model,
-        &stream,
-        lengths,
-        protocol,
-        slope_tensor.as_ref(),
-        &ctl,
-    );
+    let result =
+        super::recipe::evaluate_modified(model, &stream, lengths, protocol, &modification, &ctl)
+            .and_then(|mut e| {
+                if a.kl {
+                    e.kl = super::kl::kl_by_length(
+                        model,
+                        &stream,
+                        lengths,
+                        protocol,
+                        &modification,
+                        &ctl,
+                    )?;
+                }
+                Ok(e)
+            });
     if tty {
         eprint!("\r\x1b[K");
     }
@@ -219,7 +238,9 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         }
         Err(e) => bail!("evaluation failed: {}", one_line(e)),
     };
+    let protocol = super::recipe::protocol_for(&modification, protocol);
     let info = RunInfo {
+        recipe: a.recipe.map(|r| r.to_string()),
         model: loaded.name.clone(),
         train_len: cfg.train_len,
         protocol: protocol.name().to_string(),
@@ -256,11 +277,7 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
         eprintln!("peak_rss_mib: {mib:.0}");
     }
     // The table comes last, after the files: a reader that goes away (`| head`) loses nothing.
-    write!(
-        std::io::stdout(),
-        "{}",
-        output::table(&info, &evaluation.points)
-    )?;
+    write!(std::io::stdout(), "{}", output::table(&info, &evaluation))?;
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub struct RunInfo {
     pub device: String,
     /// dtype name.
     pub dtype: String,
+    /// The long-context recipe applied (`--recipe`), if any.
+    pub recipe: Option<String>,
 }
 
 fn fmt_opt(x: Option<f64>, digits: usize) -> String {
@@ -34,10 +36,14 @@ fn fmt_opt(x: Option<f64>, digits: usize) -> String {
 }
 
 /// The stdout table; the training length is marked and lengths beyond it are flagged.
-pub fn table(info: &RunInfo, points: &[Point]) -> String {
+pub fn table(info: &RunInfo, eval: &Evaluation) -> String {
+    let points: &[Point] = &eval.points;
     let mut s = format!(
-        "model {} · protocol {}{} · train_len {} · {} from {}\n",
+        "model {}{} · protocol {}{} · train_len {} · {} from {}\n",
         info.model,
+        info.recipe
+            .as_ref()
+            .map_or(String::new(), |r| format!(" · recipe {r}")),
         info.protocol,
         info.stride
             .map_or(String::new(), |st| format!(" (stride {st})")),
@@ -49,14 +55,30 @@ pub fn table(info: &RunInfo, points: &[Point]) -> String {
         "{:>8}  {:>9}  {:>9}  {:>9}  {:>22}  {:>13}\n",
         "length", "tokens", "unscored", "nll", "perplexity ± s.e.", "bits/byte"
     ));
-    for p in points {
+    if !eval.kl.is_empty() {
+        s.pop();
+        s.push_str(&format!(
+            "  {:>19}  {:>8}  {:>6}  {:>8}\n",
+            "KL (nats) ± s.e.", "KL p99", "top-1", "Δp"
+        ));
+    }
+    for (i, p) in points.iter().enumerate() {
+        let kl = eval.kl.get(i).map_or(String::new(), |k| {
+            format!(
+                "  {:>19}  {:>8.4}  {:>6.3}  {:>+8.4}",
+                format!("{:.4} ± {:.4}", k.mean, k.stderr),
+                k.p99,
+                k.top1_agreement,
+                k.delta_p
+            )
+        });
         let mark = match p.length.cmp(&info.train_len) {
             std::cmp::Ordering::Equal => "  ← train_len",
             std::cmp::Ordering::Greater => "  (extrapolation)",
             std::cmp::Ordering::Less => "",
         };
         s.push_str(&format!(
-            "{:>8}  {:>9}  {:>9}  {:>9.4}  {:>22}  {:>13}{mark}\n",
+            "{:>8}  {:>9}  {:>9}  {:>9.4}  {:>22}  {:>13}{kl}{mark}\n",
             p.length,
             p.tokens,
             p.unscored
@@ -81,9 +103,30 @@ pub fn json(info: &RunInfo, eval: &Evaluation) -> serde_json::Value {
         "device": info.device,
         "dtype": info.dtype,
         "slopes": info.slopes,
-        "points": eval.points,
+        "recipe": info.recipe,
+        "points": points_json(eval),
         "position_nll": eval.position_nll,
     })
+}
+
+/// The points, each with its KL statistics under `kl` when `eval --kl` computed them.
+fn points_json(eval: &Evaluation) -> serde_json::Value {
+    let points = eval
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v = serde_json::to_value(p).unwrap_or(serde_json::Value::Null);
+            if let (Some(k), Some(obj)) = (eval.kl.get(i), v.as_object_mut()) {
+                obj.insert(
+                    "kl".to_string(),
+                    serde_json::to_value(k).unwrap_or(serde_json::Value::Null),
+                );
+            }
+            v
+        })
+        .collect();
+    serde_json::Value::Array(points)
 }
 
 /// Writes `--json`.

@@ -139,6 +139,7 @@ impl Prefill {
             opts: ForwardOptions {
                 slopes: opts.slopes.clone(),
                 knockout: opts.knockout.clone(),
+                key_mask: opts.key_mask,
                 ..Default::default()
             },
             caches,
@@ -277,6 +278,7 @@ impl LayerInputs {
             pos: model.position_inputs(len, opts.slopes.as_ref())?,
             opts: ForwardOptions {
                 slopes: opts.slopes.clone(),
+                key_mask: opts.key_mask,
                 ..Default::default()
             },
             inputs: vec![model.embed(&x, 0, false)?],

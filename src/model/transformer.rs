@@ -44,6 +44,9 @@ pub struct ForwardOptions {
     /// returned `hidden` is that layer's output (no final LayerNorm). A map of layer `l` then costs
     /// `l + 1` layers instead of the whole model.
     pub capture_only: bool,
+    /// A window or sinks recipe ([`crate::alibi::recipe::KeyMask`]): keys outside it are
+    /// masked, and ALiBi distances to sinks are counted inside the kept cache.
+    pub key_mask: Option<crate::alibi::recipe::KeyMask>,
     /// Checked between layers: when set, the forward stops with [`INTERRUPTED`] (the TUI's worker
     /// sets it when a more urgent job arrives, and runs this one again later).
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -347,6 +350,7 @@ impl Transformer {
             slopes: pos.slopes.as_ref(),
             bias_form: self.cfg.bias_form(),
             rotary: pos.rotary.as_ref(),
+            key_mask: opts.key_mask,
         };
         block.forward(x, &ctx, capture, stats, cache)
     }

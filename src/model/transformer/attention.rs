@@ -69,6 +69,8 @@ pub(super) struct Ctx<'a> {
     /// How the ALiBi bias is built from `slopes` (Falcon-RW rounds it in bf16).
     pub(super) bias_form: BiasForm,
     pub(super) rotary: Option<&'a (Tensor, Tensor)>,
+    /// A window or sinks recipe's key mask.
+    pub(super) key_mask: Option<crate::alibi::recipe::KeyMask>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +192,7 @@ impl Attention {
         let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?; // (b, heads, t, t)
         let bias = alibi_bias(ctx.slopes, ctx.bias_form, 0, t, t, q.device())?; // (heads|1, t, t)
         let scores = scores.broadcast_add(&bias.unsqueeze(0)?)?;
+        let scores = apply_key_mask(scores, ctx, 0)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         if let Some(heads) = stats {
             accumulate_block(heads, &probs.detach(), 0)?;
@@ -240,6 +243,7 @@ impl Attention {
                 .matmul(&k_blk.t()?)?
                 .to_dtype(DType::F32)?; // (b, h, len, keys)
             let scores = add_bias(scores, ctx, &in_place, offset + start)?;
+            let scores = apply_key_mask(scores, ctx, offset + start)?;
             let probs = softmax_last_dim(&scores)?; // (b, h, len, keys)
             if let Some(heads) = stats.as_deref_mut() {
                 accumulate_block(heads, &probs, offset + start)?;
@@ -298,6 +302,42 @@ fn add_bias(scores: Tensor, ctx: &Ctx, in_place: &InPlaceBias, q_start: usize) -
     };
     scores.inplace_op1(&AddCausalBias { slopes, q_start })?;
     Ok(scores)
+}
+
+/// Scores `(b, h, len, keys)` of queries from `q_start` (biased and causally masked) with a
+/// window or sinks recipe applied: keys the query does not keep get -inf, and under ALiBi a sink
+/// outside the window gets back `slope x gap` of its bias, so its distance is counted inside the
+/// kept cache (StreamingLLM). Unchanged without a key mask.
+fn apply_key_mask(scores: Tensor, ctx: &Ctx, q_start: usize) -> Result<Tensor> {
+    let Some(mask) = ctx.key_mask else {
+        return Ok(scores);
+    };
+    let (_, _, len, keys) = scores.dims4()?;
+    if mask.keeps_all(q_start + len) {
+        return Ok(scores);
+    }
+    let slopes: Option<Vec<f32>> = match ctx.slopes {
+        Some(m) if mask.sinks > 0 => Some(m.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        _ => None,
+    };
+    let heads = slopes.as_ref().map_or(1, Vec::len);
+    let mut add = vec![0f32; heads * len * keys];
+    for h in 0..heads {
+        let m = slopes.as_ref().map_or(0.0, |s| s[h]);
+        for r in 0..len {
+            let i = q_start + r;
+            let row = &mut add[(h * len + r) * keys..(h * len + r + 1) * keys];
+            for (j, cell) in row.iter_mut().enumerate().take((i + 1).min(keys)) {
+                if !mask.keeps(i, j) {
+                    *cell = f32::NEG_INFINITY;
+                } else if i - j >= mask.window {
+                    *cell = m * mask.gap(i) as f32;
+                }
+            }
+        }
+    }
+    let add = Tensor::from_vec(add, (1, heads, len, keys), scores.device())?;
+    scores.broadcast_add(&add)
 }
 
 /// Softmax over keys: the vectorised kernel on CPU (scores are f32), candle's fused op elsewhere.

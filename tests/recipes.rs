@@ -1,0 +1,255 @@
+//! Long-context recipes and KL divergence (issue 21), checked for exactness: recipes that change
+//! nothing equal the plain model, `interp:F` equals the divided slopes, `sinks:0+W` equals
+//! `window:W`, and windows and sinks equal a brute-force reference (the plain model run on just
+//! the kept cache, contiguous, as StreamingLLM does) on one-layer models; chunked forwards agree;
+//! the unmodified model has KL 0 and top-1 agreement 1.
+
+#![allow(clippy::unwrap_used)]
+
+use alibi_explorer::alibi::recipe::Recipe;
+use alibi_explorer::eval::kl::kl_by_length;
+use alibi_explorer::eval::recipe::{Modification, evaluate_modified};
+use alibi_explorer::eval::{Control, Protocol, window_losses_with};
+use alibi_explorer::model::config::Config;
+use alibi_explorer::model::init::random_model;
+use alibi_explorer::model::prefill::{Prefill, Step};
+use alibi_explorer::model::transformer::ForwardOptions;
+use alibi_explorer::model::{Position, Transformer};
+use alibi_explorer::text::Stream;
+use candle_core::{Device, Tensor};
+
+const VOCAB: usize = 61;
+const TRAIN_LEN: usize = 16;
+
+fn model(position: Position, layers: usize, seed: u64) -> Transformer {
+    random_model(
+        &Config::ours(VOCAB, 32, layers, 4, 64, position, TRAIN_LEN),
+        seed,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn stream(n: usize) -> Stream {
+    Stream {
+        ids: (0..n as u32)
+            .map(|i| (i * 7 + i / 3) % VOCAB as u32)
+            .collect(),
+        bytes: None,
+    }
+}
+
+fn losses(m: &Transformer, s: &Stream, len: usize, opts: &ForwardOptions) -> Vec<f32> {
+    let mut out = Vec::new();
+    window_losses_with(m, s, &[0], len, opts, &Control::default(), |_, r| out = r).unwrap();
+    out
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "{what}: position {i}: {x} vs {y}");
+    }
+}
+
+fn opts_for(m: &Transformer, recipe: &str, len: usize) -> ForwardOptions {
+    Modification {
+        slopes: None,
+        recipe: Some(recipe.parse().unwrap()),
+    }
+    .options_at(m, len)
+    .unwrap()
+}
+
+#[test]
+fn recipes_that_change_nothing_equal_the_plain_model() {
+    let s = stream(200);
+    for position in [
+        Position::Alibi,
+        Position::None,
+        Position::Sinusoidal,
+        Position::Rotary,
+    ] {
+        let m = model(position, 2, 3);
+        for len in [8, TRAIN_LEN, 40] {
+            let plain = losses(&m, &s, len, &ForwardOptions::default());
+            let mut same = vec![format!("window:{len}"), format!("window:{}", len + 7)];
+            if position == Position::Alibi {
+                same.push("interp:1".into());
+                if len <= TRAIN_LEN {
+                    same.push("ntk".into());
+                    same.push("interp:dynamic".into());
+                }
+            }
+            for r in same {
+                let got = losses(&m, &s, len, &opts_for(&m, &r, len));
+                close(&got, &plain, 1e-6, &format!("{position} {r} at {len}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn interp_equals_the_divided_slopes_and_sinks_zero_equals_window() {
+    let s = stream(200);
+    let m = model(Position::Alibi, 2, 5);
+    let base: Vec<f64> = m
+        .slopes()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let divided: Vec<f64> = base.iter().map(|x| x / 3.0).collect();
+    let by_slopes = Modification {
+        slopes: Some(divided),
+        recipe: None,
+    }
+    .options_at(&m, 48)
+    .unwrap();
+    close(
+        &losses(&m, &s, 48, &opts_for(&m, "interp:3", 48)),
+        &losses(&m, &s, 48, &by_slopes),
+        1e-6,
+        "interp:3",
+    );
+    for position in [Position::Alibi, Position::Rotary] {
+        let m = model(position, 2, 7);
+        close(
+            &losses(&m, &s, 48, &opts_for(&m, "sinks:0+9", 48)),
+            &losses(&m, &s, 48, &opts_for(&m, "window:9", 48)),
+            0.0,
+            "sinks:0+9",
+        );
+    }
+}
+
+/// The reference: for each query `i`, the plain model run on the kept cache only (sinks, then the
+/// recent window, contiguous), scored at its last position.
+fn brute_force(m: &Transformer, s: &Stream, len: usize, sinks: usize, window: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let lo = (i + 1).saturating_sub(window);
+            let mut cache: Vec<u32> = s.ids[..sinks.min(lo)].to_vec();
+            cache.extend_from_slice(&s.ids[lo..=i]);
+            let n = cache.len();
+            let x = Tensor::from_vec(cache, (1, n), &Device::Cpu).unwrap();
+            let y = Tensor::new(&[[s.ids[i + 1]]], &Device::Cpu).unwrap();
+            let out = m.forward_hidden(&x, &ForwardOptions::default()).unwrap();
+            let last = out.hidden.narrow(1, n - 1, 1).unwrap();
+            m.nll(&last, &y).unwrap().to_vec2::<f32>().unwrap()[0][0]
+        })
+        .collect()
+}
+
+#[test]
+fn windows_and_sinks_equal_the_kept_cache_run_alone() {
+    // One layer: a query's output depends only on the keys it keeps (deeper layers mix in what
+    // the kept positions saw themselves).
+    let s = stream(120);
+    let len = 40;
+    for position in [Position::Alibi, Position::None] {
+        let m = model(position, 1, 11);
+        for (sinks, window) in [(0, 5), (0, 1), (2, 6), (4, 9), (1, 39)] {
+            let r = if sinks == 0 {
+                format!("window:{window}")
+            } else {
+                format!("sinks:{sinks}+{window}")
+            };
+            let got = losses(&m, &s, len, &opts_for(&m, &r, len));
+            let want = brute_force(&m, &s, len, sinks, window);
+            close(&got, &want, 2e-5, &format!("{position} {r}"));
+            // Small query blocks and a chunked forward apply the mask the same way.
+            let blocked = ForwardOptions {
+                query_block: Some(3),
+                ..opts_for(&m, &r, len)
+            };
+            close(
+                &losses(&m, &s, len, &blocked),
+                &want,
+                2e-5,
+                &format!("{r} blocked"),
+            );
+            let mut p = Prefill::new(
+                &m,
+                &s.ids[..len],
+                &s.ids[1..=len],
+                7,
+                &opts_for(&m, &r, len),
+            )
+            .unwrap();
+            let mut pieces = Vec::new();
+            while !p.is_done() {
+                if let Step::Scored { nll, .. } = p.step(&m).unwrap() {
+                    pieces.extend(nll);
+                }
+            }
+            close(&pieces, &want, 2e-5, &format!("{r} chunked"));
+        }
+    }
+}
+
+#[test]
+fn length_dependent_recipes_score_each_length_with_its_own_slopes() {
+    let s = stream(300);
+    let m = model(Position::Alibi, 2, 13);
+    let md = Modification {
+        slopes: None,
+        recipe: Some(Recipe::Ntk),
+    };
+    let lengths = [8, 16, 64];
+    let e = evaluate_modified(&m, &s, &lengths, Protocol::Sweep, &md, &Control::default()).unwrap();
+    assert_eq!(e.protocol, Protocol::NonOverlap);
+    for (p, &len) in e.points.iter().zip(&lengths) {
+        let one = alibi_explorer::eval::evaluate_with(
+            &m,
+            &s,
+            &[len],
+            Protocol::NonOverlap,
+            &md.options_at(&m, len).unwrap(),
+            &Control::default(),
+        )
+        .unwrap();
+        assert!((p.nll - one.points[0].nll).abs() < 1e-9, "length {len}");
+    }
+    // Past train_len the recipe changes the result.
+    let plain = alibi_explorer::eval::evaluate(
+        &m,
+        &s,
+        &[64],
+        Protocol::NonOverlap,
+        None,
+        &Control::default(),
+    )
+    .unwrap();
+    assert!((e.points[2].nll - plain.points[0].nll).abs() > 1e-6);
+}
+
+#[test]
+fn kl_is_zero_for_the_original_and_positive_for_a_change() {
+    let s = stream(200);
+    let m = model(Position::Alibi, 2, 17);
+    let ctl = Control::default();
+    let none = kl_by_length(
+        &m,
+        &s,
+        &[8, 32],
+        Protocol::NonOverlap,
+        &Modification::default(),
+        &ctl,
+    )
+    .unwrap();
+    for k in &none {
+        assert!(k.mean.abs() < 1e-9 && k.p99.abs() < 1e-9, "{k:?}");
+        assert_eq!(k.top1_agreement, 1.0);
+        assert!(k.delta_p.abs() < 1e-9);
+        assert!(k.tokens > 0);
+    }
+    let changed = Modification {
+        slopes: None,
+        recipe: Some(Recipe::Window(4)),
+    };
+    let k = kl_by_length(&m, &s, &[32], Protocol::NonOverlap, &changed, &ctl).unwrap();
+    assert!(k[0].mean > 0.0 && k[0].top1_agreement <= 1.0, "{k:?}");
+    assert_eq!(k[0].tokens, none[1].tokens);
+}
