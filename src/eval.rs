@@ -18,7 +18,7 @@ pub mod stats;
 pub mod stats_command;
 mod sweep;
 
-pub use point::{Point, Stats};
+pub use point::{KlStats, Point, Stats};
 pub use sweep::SweepAccumulator;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
@@ -217,7 +217,7 @@ pub struct Evaluation {
     /// Every scored token of the largest length.
     pub per_token: Vec<TokenLoss>,
     /// KL divergence from the original model per length (`eval --kl`; empty otherwise).
-    pub kl: Vec<kl::KlStats>,
+    pub kl: Vec<KlStats>,
 }
 
 /// Checks that every length fits the stream and the model.

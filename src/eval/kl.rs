@@ -17,22 +17,7 @@ use std::sync::atomic::Ordering;
 /// logits: 128 x 250,680 x 4 bytes = 128 MB for BLOOM).
 pub const KL_CHUNK_POSITIONS: usize = 128;
 
-/// The KL statistics of one length.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct KlStats {
-    /// Mean KL divergence, nats per token.
-    pub mean: f64,
-    /// Its standard error (`sd / sqrt(tokens)`).
-    pub stderr: f64,
-    /// 99th percentile of the per-token KL divergence.
-    pub p99: f64,
-    /// Share of positions where both models pick the same most likely token.
-    pub top1_agreement: f64,
-    /// Mean change in the probability of the correct token (modified minus original).
-    pub delta_p: f64,
-    /// Tokens compared.
-    pub tokens: usize,
-}
+pub use super::point::KlStats;
 
 /// Per-token comparisons, summarised by [`KlAccumulator::stats`].
 #[derive(Debug, Clone, Default)]

@@ -81,3 +81,20 @@ impl Stats {
         }
     }
 }
+
+/// The KL divergence of a modified model from the original at one length (see `eval::kl`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct KlStats {
+    /// Mean KL divergence, nats per token.
+    pub mean: f64,
+    /// Its standard error (`sd / sqrt(tokens)`).
+    pub stderr: f64,
+    /// 99th percentile of the per-token KL divergence.
+    pub p99: f64,
+    /// Share of positions where both models pick the same most likely token.
+    pub top1_agreement: f64,
+    /// Mean change in the probability of the correct token (modified minus original).
+    pub delta_p: f64,
+    /// Tokens compared.
+    pub tokens: usize,
+}
