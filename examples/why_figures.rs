@@ -1,5 +1,6 @@
-//! The figures of the README's "Why does it extrapolate?" section, drawn with the library's figure
-//! writers from the `stats --json` reports that `scripts/why-extrapolates.sh` measured.
+//! The figures of the "Why does it extrapolate?" section of docs/findings.md, drawn with the
+//! library's figure writers from the `stats --json` reports that `scripts/why-extrapolates.sh`
+//! measured.
 //!
 //! Usage: `cargo run --release --example why_figures -- assets/results/why`
 

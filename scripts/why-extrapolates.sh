@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# "Why does it extrapolate?": the measurements behind the README section of that name, on the four
-# shipped twins (train_len 128) and the book test split. Writes small JSON/CSV/figures to
+# "Why does it extrapolate?": the measurements behind the section of that name in docs/findings.md,
+# on the four shipped twins (train_len 128) and the book test split. Writes small JSON/CSV/figures to
 # assets/results/why/. Usage: scripts/why-extrapolates.sh [path/to/alibi-explorer] [eval|loss|stats|tables|all]
 #
 #  eval:  nonoverlap, sweep and sliding (stride $STRIDE) at 128..2048 on the first $EVAL_TOKENS
@@ -48,7 +48,7 @@ if [[ $what == stats || $what == all ]]; then
     "$bin" attention --model "assets/models/$pos" --text "$text" --length 256 --layer 3 --head 0 \
       --device cpu --png "$out/attention-$pos-l3h0.png" > "$out/attention-$pos-l3h0.txt"
   done
-  # The README's figures, drawn from the reports with the library's figure writers.
+  # The figures of docs/findings.md, drawn from the reports with the library's figure writers.
   cargo run --release --quiet --example why_figures -- "$out"
 fi
 

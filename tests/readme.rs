@@ -1,4 +1,5 @@
-//! The README is the user's manual: every key of the TUI and every command must be in it.
+//! The README is the front door and docs/*.md the manual: every key of the TUI and every command
+//! must be in the manual, and the README gives the two commands (run the TUI, run the tests).
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,18 +9,35 @@ fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
 }
 
+/// The README followed by every chapter of docs/.
+fn manual() -> String {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut chapters: Vec<_> = std::fs::read_dir(docs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    chapters.sort();
+    let mut all = readme();
+    for chapter in chapters {
+        all.push('\n');
+        all.push_str(&std::fs::read_to_string(chapter).unwrap());
+    }
+    all
+}
+
 #[test]
 fn every_key_is_documented() {
-    let r = readme();
+    let r = manual();
     for (keys, what) in KEY_HELP {
         let row = format!("| {} | {what} |", keys.replace('|', "\\|"));
-        assert!(r.contains(&row), "README lacks the key row: {row}");
+        assert!(r.contains(&row), "the manual lacks the key row: {row}");
     }
 }
 
 #[test]
 fn every_command_is_documented() {
-    let r = readme();
+    let r = manual();
     for cmd in [
         "slopes",
         "slopes check",
@@ -36,10 +54,11 @@ fn every_command_is_documented() {
     ] {
         assert!(
             r.contains(&format!("alibi-explorer {cmd} ")),
-            "README lacks an example of `{cmd}`"
+            "the manual lacks an example of `{cmd}`"
         );
     }
-    assert!(r.contains("cargo run --release") && r.contains("cargo test --release"));
+    let front = readme();
+    assert!(front.contains("cargo run --release") && front.contains("cargo test --release"));
 }
 
 #[test]

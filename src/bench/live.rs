@@ -2,7 +2,7 @@
 //! and text exactly as the TUI does, starts the same worker with the same first jobs, and drives
 //! the same `App` with the user's actions while the sweep runs: seconds to the first attention
 //! map, the first progress, the first perplexity numbers, the cursor's number, and the answers to
-//! a layer, head, length and slope change. A big model's figures go in the README.
+//! a layer, head, length and slope change. A big model's figures go in docs/tui.md.
 
 use crate::model::load::ModelSource;
 use crate::model::memory::peak_rss_mib;

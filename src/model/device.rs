@@ -124,7 +124,7 @@ pub fn choose_device(spec: DeviceSpec) -> Result<ChosenDevice, LoadError> {
                     "cannot use cuda:{n}: {} (hint: {}, or use --device cpu)",
                     gpu_error_reason(&e),
                     if cfg!(feature = "cuda") {
-                        "check nvidia-smi, and that the CUDA libraries are on LD_LIBRARY_PATH (README, GPU)"
+                        "check nvidia-smi, and that the CUDA libraries are on LD_LIBRARY_PATH (docs/gpu.md)"
                     } else {
                         "this binary was built without CUDA: build with --features cuda"
                     }

@@ -174,7 +174,7 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
     })
 }
 
-/// The key table shown by the help overlay and the README: (keys, what they do).
+/// The key table shown by the help overlay and docs/tui.md: (keys, what they do).
 pub const KEY_HELP: &[(&str, &str)] = &[
     ("← / →", "move the length cursor (fine: 1/16 octave)"),
     (

@@ -1,4 +1,4 @@
-//! The help overlay: every key, from the same table the README prints. Descriptions wrap under
+//! The help overlay: every key, from the same table docs/tui.md prints. Descriptions wrap under
 //! their own column, so no line is cut at the right edge of a narrow terminal, and a short
 //! terminal scrolls it (↑/↓, PgUp/PgDn) instead of cutting the bottom.
 
