@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod corpus;
+pub mod fast;
 pub mod fit;
 pub mod optim;
 pub mod settings;
