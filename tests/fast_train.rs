@@ -180,3 +180,28 @@ fn unimplemented_configs_are_refused() {
     let n = layout.len;
     assert!(FastModel::new(&cfg, 1, layout, vec![0.0; n], None).is_err());
 }
+
+#[test]
+fn a_step_is_repeatable_bit_for_bit_with_threaded_products() {
+    // Large enough that the products and the row kernels split across threads.
+    let cfg = Config::ours(512, 64, 2, 4, 256, Position::Alibi, 128);
+    let layout = Layout::new(&cfg, true);
+    let mut all = params(&cfg, 5);
+    all.insert(
+        SLOPES_NAME.into(),
+        slopes_tensor(&cfg.default_slopes(), &Device::Cpu).unwrap(),
+    );
+    let flat = layout.gather(&all).unwrap();
+    let mut m = FastModel::new(&cfg, 8, layout, flat, None).unwrap();
+    let x = tokens(8 * 128, 512, 3);
+    let y = tokens(8 * 128, 512, 4);
+    let first = m.forward_backward(&x, &y).unwrap();
+    let grads = m.grads.clone();
+    for _ in 0..3 {
+        assert_eq!(
+            m.forward_backward(&x, &y).unwrap().to_bits(),
+            first.to_bits()
+        );
+        assert!(m.grads == grads, "gradients differ between identical steps");
+    }
+}
