@@ -57,41 +57,44 @@ fn probabilities(
         false,
     );
     let mut lse_out = lse_out;
-    super::kernels::wide(|| {
-        for (r, row) in s.chunks_exact_mut(keys).enumerate() {
-            let i = i0 + r;
-            let (live, masked) = row.split_at_mut(i + 1);
-            masked.fill(0.0);
-            if let Some(m) = slope {
-                for (j, v) in live.iter_mut().enumerate() {
-                    *v += m * (j as f32 - i as f32);
+    super::kernels::wide(
+        #[inline(always)]
+        || {
+            for (r, row) in s.chunks_exact_mut(keys).enumerate() {
+                let i = i0 + r;
+                let (live, masked) = row.split_at_mut(i + 1);
+                masked.fill(0.0);
+                if let Some(m) = slope {
+                    for (j, v) in live.iter_mut().enumerate() {
+                        *v += m * (j as f32 - i as f32);
+                    }
+                }
+                match lse {
+                    Some(lse) => {
+                        let l = lse[i];
+                        for v in live.iter_mut() {
+                            *v = crate::model::kernels::exp(*v - l);
+                        }
+                    }
+                    None => {
+                        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for v in live.iter_mut() {
+                            *v = crate::model::kernels::exp(*v - max);
+                            sum += *v;
+                        }
+                        let inv = 1.0 / sum;
+                        for v in live.iter_mut() {
+                            *v *= inv;
+                        }
+                        if let Some(out) = lse_out.as_deref_mut() {
+                            out[i] = max + sum.ln();
+                        }
+                    }
                 }
             }
-            match lse {
-                Some(lse) => {
-                    let l = lse[i];
-                    for v in live.iter_mut() {
-                        *v = crate::model::kernels::exp(*v - l);
-                    }
-                }
-                None => {
-                    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for v in live.iter_mut() {
-                        *v = crate::model::kernels::exp(*v - max);
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    for v in live.iter_mut() {
-                        *v *= inv;
-                    }
-                    if let Some(out) = lse_out.as_deref_mut() {
-                        out[i] = max + sum.ln();
-                    }
-                }
-            }
-        }
-    });
+        },
+    );
 }
 
 /// Forward: `y` `(batch*len, d)` from `qkv` `(batch*len, 3d)`, keeping `lse`
@@ -163,13 +166,16 @@ pub fn backward(
                 let d_out = Mat::strided(&dy[h * hd..], t, hd, d);
                 let lse_h = &lse[h * t..(h + 1) * t];
                 let slope = slopes.map(|m| m[h]);
-                super::kernels::wide(|| {
-                    for (i, dl) in delta.iter_mut().enumerate() {
-                        let o = &y[i * d + h * hd..i * d + (h + 1) * hd];
-                        let g = &dy[i * d + h * hd..i * d + (h + 1) * hd];
-                        *dl = o.iter().zip(g).map(|(a, b)| a * b).sum();
-                    }
-                });
+                super::kernels::wide(
+                    #[inline(always)]
+                    || {
+                        for (i, dl) in delta.iter_mut().enumerate() {
+                            let o = &y[i * d + h * hd..i * d + (h + 1) * hd];
+                            let g = &dy[i * d + h * hd..i * d + (h + 1) * hd];
+                            *dl = o.iter().zip(g).map(|(a, b)| a * b).sum();
+                        }
+                    },
+                );
                 dk.fill(0.0);
                 dv.fill(0.0);
                 for i0 in (0..t).step_by(QUERY_BLOCK) {
@@ -198,22 +204,25 @@ pub fn backward(
                     );
                     // dS = P * (dP - delta), in place in dp; the slope's gradient sums dS*(j-i).
                     let mut dm = 0f32;
-                    super::kernels::wide(|| {
-                        for (r, (ds, p)) in dp
-                            .chunks_exact_mut(keys)
-                            .zip(p.chunks_exact(keys))
-                            .enumerate()
-                        {
-                            let i = i0 + r;
-                            let dl = delta[i];
-                            let mut acc = 0f32;
-                            for (j, (ds, p)) in ds.iter_mut().zip(p).enumerate() {
-                                *ds = p * (*ds - dl);
-                                acc += *ds * (j as f32 - i as f32);
+                    super::kernels::wide(
+                        #[inline(always)]
+                        || {
+                            for (r, (ds, p)) in dp
+                                .chunks_exact_mut(keys)
+                                .zip(p.chunks_exact(keys))
+                                .enumerate()
+                            {
+                                let i = i0 + r;
+                                let dl = delta[i];
+                                let mut acc = 0f32;
+                                for (j, (ds, p)) in ds.iter_mut().zip(p).enumerate() {
+                                    *ds = p * (*ds - dl);
+                                    acc += *ds * (j as f32 - i as f32);
+                                }
+                                dm += acc;
                             }
-                            dm += acc;
-                        }
-                    });
+                        },
+                    );
                     dslopes[h] += dm;
                     // dQ = scale * dS K ; dK += scale * dS^T Q
                     matmul(
