@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod fast;
 pub mod fit;
 pub mod optim;
+pub mod progress;
 pub mod settings;
 pub mod tokenizer;
 mod trainers;
@@ -214,9 +215,11 @@ pub fn run_until(
     let mut window_start = Instant::now();
     let mut inputs = Vec::with_capacity(s.batch * l);
     let mut targets = Vec::with_capacity(s.batch * l);
+    let progress = progress::Progress::new(s.steps, ck.step);
     while ck.step < s.steps {
         if stop.load(Ordering::SeqCst) {
-            eprintln!("\ninterrupted: saving a checkpoint at step {}", ck.step);
+            progress.finish();
+            eprintln!("interrupted: saving a checkpoint at step {}", ck.step);
             save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
             bail!(
                 "training interrupted at step {} (resume with --resume)",
@@ -262,30 +265,23 @@ pub fn run_until(
             )?;
             log.flush()?;
             let eta = (s.steps - ck.step) as f64 * s.batch as f64 * l as f64 / tps.max(1e-9);
-            eprint!(
-                "\rstep {}/{} loss {mean:.4} valid {} lr {lr:.2e} {tps:.0} tok/s elapsed {:.0}s ETA {:.0}s   ",
-                ck.step,
-                s.steps,
-                ck.last_valid_loss
-                    .map_or("-".to_string(), |v| format!("{v:.4}")),
-                elapsed,
-                eta
-            );
+            progress.logged(ck.step, mean, valid_loss, lr, tps, elapsed, eta);
             ck.window_loss_sum = 0.0;
             ck.window_steps = 0;
             window_tokens = 0;
             window_start = Instant::now();
         }
+        progress.step(ck.step, loss_v, tps, ck.last_valid_loss);
         let pause = stop_at.is_some_and(|n| ck.step >= n) && !done;
         if ck.step.is_multiple_of(s.checkpoint_every) || done || pause {
             save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
         }
         if pause {
-            eprintln!();
+            progress.finish();
             return Ok(());
         }
     }
-    eprintln!();
+    progress.finish();
     let (params, slopes) = trainer.weights()?;
     finish(s, params, slopes, &ck, &data)
 }
