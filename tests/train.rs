@@ -307,3 +307,85 @@ fn the_fast_and_candle_trainers_train_alike() {
         }
     }
 }
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_resume_continues_the_same_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, valid, tok) = corpus(dir.path());
+    let bin = env!("CARGO_BIN_EXE_alibi-explorer");
+    let train = |out: &str, resume: bool| {
+        let mut c = std::process::Command::new(bin);
+        c.args([
+            "train",
+            "--position",
+            "alibi",
+            "--learn-slopes",
+            "--train-len",
+            "16",
+        ])
+        .args([
+            "--d-model",
+            "16",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--d-ff",
+            "32",
+        ])
+        .args(["--vocab-size", "300", "--steps", "3000", "--batch", "4"])
+        .args([
+            "--valid-every",
+            "500",
+            "--checkpoint-every",
+            "10000",
+            "--save-dtype",
+            "f32",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--valid")
+        .arg(&valid)
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--out")
+        .arg(dir.path().join(out))
+        .stderr(std::process::Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let status = train("straight", false).status().unwrap();
+    assert!(status.success());
+    let log = dir.path().join("stopped/loss.csv");
+    let child = train("stopped", false).spawn().unwrap();
+    // Stop it once it has logged a few lines, wherever it is in its logging window.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 4 {
+        assert!(started.elapsed().as_secs() < 60, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // It finished before the signal arrived: nothing to resume (a very fast machine).
+        return;
+    }
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!dir.path().join("stopped/model.safetensors").exists());
+    let out = train("stopped", true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        logged_losses(&dir.path().join("straight")),
+        logged_losses(&dir.path().join("stopped"))
+    );
+}
