@@ -194,6 +194,9 @@ pub fn run_until(
     }
     let stop = crate::eval::console::interrupt_flag();
     let log_path = s.out.join(LOSS_LOG);
+    if resume {
+        truncate_log(&log_path, ck.step)?;
+    }
     let new_log = !log_path.exists() || !resume;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -284,6 +287,33 @@ pub fn run_until(
     progress.finish();
     let (params, slopes) = trainer.weights()?;
     finish(s, params, slopes, &ck, &data)
+}
+
+/// Drops the lines of the loss log after `step`: a run killed without saving (SIGKILL, power loss)
+/// logged steps past its last checkpoint, which the resumed run logs again.
+fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, line)| line)
+        .collect();
+    if kept.len() < text.lines().count() {
+        let mut out = kept.join("\n");
+        out.push('\n');
+        std::fs::write(path, out).wrap_err_with(|| format!("cannot write '{}'", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The trainer `s.trainer` asks for on `device`.
