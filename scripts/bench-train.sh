@@ -61,18 +61,18 @@ rows=()
 # run NAME D LAYERS LEN: one run, appends "name|tokens/s|wall s|peak MiB" to rows.
 run() {
   local name=$1 d=$2 layers=$3 len=$4 dir="$work/run-$RANDOM"
-  mkdir -p "$dir"
-  cp "$work/tokens/train-tokens.bin" "$work/tokens/train-manifest.json" "$dir/"
+  mkdir -p "$dir/out"
+  # In the output folder, where `train` looks for its token cache.
+  cp "$work/tokens/train-tokens.bin" "$work/tokens/train-manifest.json" "$dir/out/"
   local tps wall peak
   if [ "$name" = pytorch ]; then
-    /usr/bin/time -f "%e %M" -o "$dir/time" "$PY" scripts/train_torch.py --tokens "$dir/train-tokens.bin" \
+    /usr/bin/time -f "%e %M" -o "$dir/time" "$PY" scripts/train_torch.py --tokens "$dir/out/train-tokens.bin" \
       --vocab-size 4096 --d-model "$d" --layers "$layers" --heads 8 --train-len "$len" --batch 16 \
       --steps $((steps - 10)) --warm-steps 10 --threads "$threads" > "$dir/out.json" 2>/dev/null
     tps=$("$PY" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["tokens_per_s"]))' "$dir/out.json")
   else
     /usr/bin/time -f "%e %M" -o "$dir/time" "$BIN" train "${common[@]}" --trainer "$name" \
       --d-model "$d" --layers "$layers" --train-len "$len" --steps "$steps" --out "$dir/out" 2>/dev/null
-    cp "$dir/train-tokens.bin" "$dir/train-manifest.json" "$dir/out/" 2>/dev/null || true
     tps=$(awk -F, 'NR > 1 && $1 > 10 { s += $6; n++ } END { printf "%d", s / n }' "$dir/out/loss.csv")
   fi
   read -r wall peak < "$dir/time"
