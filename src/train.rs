@@ -4,28 +4,31 @@
 
 pub mod checkpoint;
 pub mod corpus;
+pub mod fast;
 pub mod fit;
 pub mod optim;
+pub mod progress;
 pub mod settings;
 pub mod tokenizer;
+mod trainers;
 
 use crate::alibi::SlopeSpec;
 use crate::model::config::{Config, Position};
 use crate::model::init::{Rng, init_params};
-use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use checkpoint::{
     CheckpointState, load_training_checkpoint, read_token_cache, save_training_checkpoint,
     write_token_cache,
 };
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
-use optim::{AdamW, lr_at};
-pub use settings::TrainSettings;
+use optim::lr_at;
+pub use settings::{TrainSettings, TrainerKind};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+pub use trainers::MAX_VALID_WINDOWS;
+use trainers::Trainer;
 
 /// Name of the checkpoint folder inside the output folder.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -33,8 +36,6 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const LOSS_LOG: &str = "loss.csv";
 /// Cached token ids of the training data.
 pub const TOKEN_CACHE: &str = "train-tokens.bin";
-/// Validation windows are capped at this many, to keep validation quick.
-pub const MAX_VALID_WINDOWS: usize = 64;
 /// Fraction of the peak learning rate the cosine decays to.
 pub const MIN_LR_RATIO: f64 = 0.1;
 
@@ -162,95 +163,6 @@ fn check_out_dir(s: &TrainSettings, resume: bool) -> Result<()> {
     Ok(())
 }
 
-/// The trainable state: parameters as `Var`s plus the optional slope variable.
-struct State {
-    vars: HashMap<String, Var>,
-    slopes: Option<Var>,
-}
-
-impl State {
-    fn new(
-        params: HashMap<String, Tensor>,
-        slopes: Option<Vec<f64>>,
-        device: &Device,
-    ) -> Result<Self> {
-        let vars = params
-            .into_iter()
-            .map(|(k, t)| Ok((k, Var::from_tensor(&t)?)))
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        let slopes = match slopes {
-            Some(s) => Some(Var::from_tensor(&slopes_tensor(&s, device)?)?),
-            None => None,
-        };
-        Ok(Self { vars, slopes })
-    }
-
-    fn model(&self, cfg: &Config, device: &Device) -> Result<Transformer> {
-        let ts: HashMap<String, Tensor> = self
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        Ok(Transformer::new(
-            cfg,
-            VarBuilder::from_tensors(ts, DType::F32, device),
-        )?)
-    }
-
-    fn named(&self) -> Vec<(String, Var)> {
-        let mut v: Vec<(String, Var)> = self
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(s) = &self.slopes {
-            v.push(("alibi.slopes".to_string(), s.clone()));
-        }
-        v
-    }
-
-    fn slope_values(&self) -> Result<Option<Vec<f64>>> {
-        Ok(match &self.slopes {
-            Some(s) => Some(
-                s.as_tensor()
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-            ),
-            None => None,
-        })
-    }
-}
-
-/// Mean NLL over up to [`MAX_VALID_WINDOWS`] non-overlapping validation windows.
-fn validate(
-    model: &Transformer,
-    valid: &[u32],
-    train_len: usize,
-    slopes: Option<&Tensor>,
-) -> Result<f64> {
-    let n = ((valid.len() - 1) / train_len).min(MAX_VALID_WINDOWS);
-    let mut inputs = Vec::with_capacity(n * train_len);
-    let mut targets = Vec::with_capacity(n * train_len);
-    for w in 0..n {
-        inputs.extend_from_slice(&valid[w * train_len..(w + 1) * train_len]);
-        targets.extend_from_slice(&valid[w * train_len + 1..(w + 1) * train_len + 1]);
-    }
-    let dev = model.device();
-    let x = Tensor::from_vec(inputs, (n, train_len), dev)?;
-    let y = Tensor::from_vec(targets, (n, train_len), dev)?;
-    let opts = ForwardOptions {
-        slopes: slopes.cloned(),
-        ..Default::default()
-    };
-    let out = model.forward_hidden(&x, &opts)?;
-    Ok(f64::from(
-        model.nll(&out.hidden, &y)?.mean_all()?.to_scalar::<f32>()?,
-    ))
-}
-
 /// Runs (or resumes) a training run and writes the final checkpoint folder.
 pub fn run(settings: &TrainSettings, resume: bool, device: &Device) -> Result<()> {
     run_until(settings, resume, device, None)
@@ -307,23 +219,9 @@ pub fn run_until(
     let data = load_data(s, &tok)?;
     // Said once every input passed its checks, so a refused run prints its error alone.
     eprintln!("training on {}", crate::model::device::device_name(device));
-    let learned = s.model.position == crate::model::Position::Alibi;
-    let initial_slopes = if learned {
-        Some(s.model.default_slopes())
-    } else {
-        None
-    };
-    let params = init_params(&s.model, s.seed, device)?;
-    let state = State::new(
-        params,
-        if s.learn_slopes {
-            initial_slopes.clone()
-        } else {
-            None
-        },
-        device,
-    )?;
-    let mut opt = AdamW::new(state.named(), s.adamw)?;
+    let initial_slopes =
+        (s.model.position == crate::model::Position::Alibi).then(|| s.model.default_slopes());
+    let mut trainer = make_trainer(s, initial_slopes, device)?;
     let mut ck = CheckpointState {
         settings: s.clone(),
         step: 0,
@@ -331,6 +229,8 @@ pub fn run_until(
         tokens_seen: 0,
         last_train_loss: None,
         last_valid_loss: None,
+        window_loss_sum: 0.0,
+        window_steps: 0,
     };
     if resume {
         if !ck_dir.exists() {
@@ -339,24 +239,26 @@ pub fn run_until(
                 s.out.display()
             );
         }
-        let loaded = load_training_checkpoint(&ck_dir, &mut opt)?;
-        if loaded.settings.model != s.model
-            || loaded.settings.seed != s.seed
-            || loaded.settings.batch != s.batch
-        {
+        let loaded = load_training_checkpoint(&ck_dir)?;
+        let old = &loaded.state.settings;
+        if old.model != s.model || old.seed != s.seed || old.batch != s.batch {
             bail!(
                 "--resume: the checkpoint in '{}' was made with other model/seed/batch settings",
                 s.out.display()
             );
         }
+        trainer.restore(&loaded)?;
         ck = CheckpointState {
             settings: s.clone(),
-            ..loaded
+            ..loaded.state
         };
         eprintln!("resuming from step {}", ck.step);
     }
     let stop = crate::eval::console::interrupt_flag();
     let log_path = s.out.join(LOSS_LOG);
+    if resume {
+        truncate_log(&log_path, ck.step)?;
+    }
     let new_log = !log_path.exists() || !resume;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -372,28 +274,18 @@ pub fn run_until(
         )?;
     }
     let l = s.model.train_len;
-    let fixed_slopes = match (&initial_slopes, s.learn_slopes) {
-        (Some(sl), false) => Some(slopes_tensor(sl, device)?),
-        _ => None,
-    };
-    // The model and the slopes share storage with the `Var`s, which the optimiser updates in
-    // place, so one model serves every step and every validation.
-    let model = state.model(&s.model, device)?;
-    let slopes = state
-        .slopes
-        .as_ref()
-        .map(|v| v.as_tensor().clone())
-        .or(fixed_slopes);
     let started = Instant::now();
     let base_elapsed = ck.elapsed_s;
     let mut window_tokens = 0usize;
     let mut window_start = Instant::now();
-    let mut loss_sum = 0.0;
-    let mut loss_n = 0usize;
+    let mut inputs = Vec::with_capacity(s.batch * l);
+    let mut targets = Vec::with_capacity(s.batch * l);
+    let progress = progress::Progress::new(s.steps, ck.step);
     while ck.step < s.steps {
         if stop.load(Ordering::SeqCst) {
-            eprintln!("\ninterrupted: saving a checkpoint at step {}", ck.step);
-            save_training_checkpoint(&ck_dir, &opt, &ck)?;
+            progress.finish();
+            eprintln!("interrupted: saving a checkpoint at step {}", ck.step);
+            save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
             bail!(
                 "training interrupted at step {} (resume with --resume)",
                 ck.step
@@ -401,39 +293,22 @@ pub fn run_until(
         }
         let step = ck.step;
         let offsets = batch_offsets(s.seed, step, s.batch, data.train.len(), l + 1);
-        let mut inputs = Vec::with_capacity(s.batch * l);
-        let mut targets = Vec::with_capacity(s.batch * l);
+        inputs.clear();
+        targets.clear();
         for &o in &offsets {
             inputs.extend_from_slice(&data.train[o..o + l]);
             targets.extend_from_slice(&data.train[o + 1..o + l + 1]);
         }
-        let x = Tensor::from_vec(inputs, (s.batch, l), device)?;
-        let y = Tensor::from_vec(targets, (s.batch, l), device)?;
-        let opts = ForwardOptions {
-            slopes: slopes.clone(),
-            train: true,
-            ..Default::default()
-        };
-        let out = model.forward_hidden(&x, &opts)?;
-        let loss = model.nll(&out.hidden, &y)?.mean_all()?;
-        let grads = loss.backward()?;
-        let loss_v = f64::from(loss.to_scalar::<f32>()?);
+        let lr = lr_at(step, s.steps, s.warmup, s.adamw.lr, MIN_LR_RATIO);
+        let (loss_v, norm) = trainer.step(&inputs, &targets, lr, s.clip)?;
         if !loss_v.is_finite() {
             bail!("the loss became {loss_v} at step {step} (hint: lower --lr)");
         }
-        let norm = opt.grad_norm(&grads)?;
-        let scale = if s.clip > 0.0 && norm > s.clip {
-            s.clip / norm
-        } else {
-            1.0
-        };
-        let lr = lr_at(step, s.steps, s.warmup, s.adamw.lr, MIN_LR_RATIO);
-        opt.step(&grads, lr, scale)?;
         ck.step += 1;
         ck.tokens_seen += s.batch * l;
         window_tokens += s.batch * l;
-        loss_sum += loss_v;
-        loss_n += 1;
+        ck.window_loss_sum += loss_v;
+        ck.window_steps += 1;
         ck.last_train_loss = Some(loss_v);
         let elapsed = base_elapsed + started.elapsed().as_secs_f64();
         ck.elapsed_s = elapsed;
@@ -441,12 +316,12 @@ pub fn run_until(
         let done = ck.step == s.steps;
         let mut valid_loss = None;
         if ck.step.is_multiple_of(s.valid_every) || done {
-            let v = validate(&model, &data.valid, l, slopes.as_ref())?;
+            let v = trainer.validate(&data.valid)?;
             ck.last_valid_loss = Some(v);
             valid_loss = Some(v);
         }
         if ck.step.is_multiple_of(10) || valid_loss.is_some() {
-            let mean = loss_sum / loss_n as f64;
+            let mean = ck.window_loss_sum / ck.window_steps.max(1) as f64;
             writeln!(
                 log,
                 "{},{lr:.6e},{mean:.5},{},{norm:.4},{tps:.0},{elapsed:.1}",
@@ -455,43 +330,109 @@ pub fn run_until(
             )?;
             log.flush()?;
             let eta = (s.steps - ck.step) as f64 * s.batch as f64 * l as f64 / tps.max(1e-9);
-            eprint!(
-                "\rstep {}/{} loss {mean:.4} valid {} lr {lr:.2e} {tps:.0} tok/s elapsed {:.0}s ETA {:.0}s   ",
-                ck.step,
-                s.steps,
-                ck.last_valid_loss
-                    .map_or("-".to_string(), |v| format!("{v:.4}")),
-                elapsed,
-                eta
-            );
-            loss_sum = 0.0;
-            loss_n = 0;
+            progress.logged(ck.step, mean, valid_loss, lr, tps, elapsed, eta);
+            ck.window_loss_sum = 0.0;
+            ck.window_steps = 0;
             window_tokens = 0;
             window_start = Instant::now();
         }
+        progress.step(ck.step, loss_v, tps, ck.last_valid_loss);
         let pause = stop_at.is_some_and(|n| ck.step >= n) && !done;
         if ck.step.is_multiple_of(s.checkpoint_every) || done || pause {
-            save_training_checkpoint(&ck_dir, &opt, &ck)?;
+            save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
         }
         if pause {
-            eprintln!();
+            progress.finish();
             return Ok(());
         }
     }
-    eprintln!();
-    finish(s, &state, &ck, &data)
+    progress.finish();
+    let (params, slopes) = trainer.weights()?;
+    finish(s, params, slopes, &ck, &data)
 }
 
-fn finish(s: &TrainSettings, state: &State, ck: &CheckpointState, data: &Data) -> Result<()> {
+/// Drops the lines of the loss log after `step`: a run killed without saving (SIGKILL, power loss)
+/// logged steps past its last checkpoint, which the resumed run logs again.
+fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, line)| line)
+        .collect();
+    if kept.len() < text.lines().count() {
+        let mut out = kept.join("\n");
+        out.push('\n');
+        std::fs::write(path, out).wrap_err_with(|| format!("cannot write '{}'", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The trainer `s.trainer` asks for on `device`.
+fn make_trainer(
+    s: &TrainSettings,
+    initial_slopes: Option<Vec<f64>>,
+    device: &Device,
+) -> Result<Box<dyn Trainer>> {
+    let fast_ok = if device.is_cpu() {
+        fast::supports(&s.model)
+    } else {
+        Err("the fast trainer runs on the CPU only".to_string())
+    };
+    let use_fast = match s.trainer {
+        TrainerKind::Candle => false,
+        TrainerKind::Auto => fast_ok.is_ok(),
+        TrainerKind::Fast => {
+            fast_ok.map_err(|e| eyre!("--trainer fast: {e} (hint: use --trainer candle)"))?;
+            true
+        }
+    };
+    let slopes_learned = s.learn_slopes && initial_slopes.is_some();
+    if use_fast {
+        let params = init_params(&s.model, s.seed, &Device::Cpu)?;
+        Ok(Box::new(trainers::Fast::new(
+            &s.model,
+            &params,
+            initial_slopes,
+            slopes_learned,
+            s.adamw,
+            s.batch,
+        )?))
+    } else {
+        let params = init_params(&s.model, s.seed, device)?;
+        Ok(Box::new(trainers::Autograd::new(
+            &s.model,
+            params,
+            initial_slopes,
+            slopes_learned,
+            s.adamw,
+            s.batch,
+            device,
+        )?))
+    }
+}
+
+fn finish(
+    s: &TrainSettings,
+    params: HashMap<String, Tensor>,
+    slopes: Option<Vec<f64>>,
+    ck: &CheckpointState,
+    data: &Data,
+) -> Result<()> {
     let mut cfg = s.model.clone();
-    if let Some(sl) = state.slope_values()? {
+    if let Some(sl) = slopes {
         cfg.slopes = Some(sl);
     }
-    let params: HashMap<String, Tensor> = state
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
     let dtype = crate::model::device::parse_dtype(&s.save_dtype).map_err(|e| eyre!(e))?;
     crate::model::weights::save_checkpoint(&s.out, &cfg, &params, dtype, Some(&s.tokenizer))?;
     write_training_record(s, ck, data, &cfg)?;

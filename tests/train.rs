@@ -53,6 +53,7 @@ fn settings(dir: &Path, position: Position, steps: usize, out: &str) -> TrainSet
         checkpoint_every: 2,
         out: dir.join(out),
         save_dtype: "f32".to_string(),
+        trainer: alibi_explorer::train::TrainerKind::Auto,
     }
 }
 
@@ -241,4 +242,157 @@ fn bad_training_input_is_a_clear_error() {
     s.model.vocab_size = 100;
     let err = run(&s, false, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("tokenizer") && err.contains("vocab"), "{err}");
+}
+
+/// The loss log without its timing columns (tokens/s and elapsed time), line by line.
+fn logged_losses(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_run_interrupted_twice_logs_exactly_what_an_uninterrupted_run_logs() {
+    use alibi_explorer::train::TrainerKind;
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    for trainer in [TrainerKind::Fast, TrainerKind::Candle] {
+        let mut s = settings(dir.path(), Position::Alibi, 25, &format!("{trainer:?}-a"));
+        s.trainer = trainer;
+        s.valid_every = 5;
+        s.checkpoint_every = 100;
+        run(&s, false, &Device::Cpu).unwrap();
+        let mut s2 = s.clone();
+        s2.out = dir.path().join(format!("{trainer:?}-b"));
+        // Stopped inside logging windows (every 10 steps) and between checkpoints.
+        alibi_explorer::train::run_until(&s2, false, &Device::Cpu, Some(7)).unwrap();
+        alibi_explorer::train::run_until(&s2, true, &Device::Cpu, Some(16)).unwrap();
+        // A process killed without saving (SIGKILL) may have logged steps past its checkpoint:
+        // the resumed run drops them and logs those steps again.
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s2.out.join("loss.csv"))
+            .unwrap();
+        std::io::Write::write_all(&mut log, b"20,1e-3,9.9,,9.9,1,1\n").unwrap();
+        run(&s2, true, &Device::Cpu).unwrap();
+        let (a, b) = (logged_losses(&s.out), logged_losses(&s2.out));
+        assert!(a.len() >= 6, "{a:?}");
+        assert_eq!(a, b, "{trainer:?}: the resumed run's log differs");
+        assert_eq!(weights(&s.out), weights(&s2.out), "{trainer:?}");
+    }
+}
+
+#[test]
+fn the_fast_and_candle_trainers_train_alike() {
+    use alibi_explorer::train::TrainerKind;
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    for position in Position::ALL {
+        let losses = |trainer: TrainerKind| -> Vec<f64> {
+            let mut s = settings(dir.path(), position, 10, &format!("{position}-{trainer:?}"));
+            s.trainer = trainer;
+            run(&s, false, &Device::Cpu).unwrap();
+            std::fs::read_to_string(s.out.join("loss.csv"))
+                .unwrap()
+                .lines()
+                .skip(1)
+                .flat_map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    [f[2].parse::<f64>().unwrap(), f[3].parse().unwrap_or(0.0)]
+                })
+                .collect()
+        };
+        let (fast, candle) = (losses(TrainerKind::Fast), losses(TrainerKind::Candle));
+        assert_eq!(fast.len(), candle.len());
+        for (a, b) in fast.iter().zip(&candle) {
+            assert!(
+                (a - b).abs() < 2e-3 * b.abs().max(1.0),
+                "{position}: {fast:?} vs {candle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_resume_continues_the_same_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, valid, tok) = corpus(dir.path());
+    let bin = env!("CARGO_BIN_EXE_alibi-explorer");
+    let train = |out: &str, resume: bool| {
+        let mut c = std::process::Command::new(bin);
+        c.args([
+            "train",
+            "--position",
+            "alibi",
+            "--learn-slopes",
+            "--train-len",
+            "16",
+        ])
+        .args([
+            "--d-model",
+            "16",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--d-ff",
+            "32",
+        ])
+        .args(["--vocab-size", "300", "--steps", "3000", "--batch", "4"])
+        .args([
+            "--valid-every",
+            "500",
+            "--checkpoint-every",
+            "10000",
+            "--save-dtype",
+            "f32",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--valid")
+        .arg(&valid)
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--out")
+        .arg(dir.path().join(out))
+        .stderr(std::process::Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let status = train("straight", false).status().unwrap();
+    assert!(status.success());
+    let log = dir.path().join("stopped/loss.csv");
+    let child = train("stopped", false).spawn().unwrap();
+    // Stop it once it has logged a few lines, wherever it is in its logging window.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 4 {
+        assert!(started.elapsed().as_secs() < 60, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // It finished before the signal arrived: nothing to resume (a very fast machine).
+        return;
+    }
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!dir.path().join("stopped/model.safetensors").exists());
+    let out = train("stopped", true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        logged_losses(&dir.path().join("straight")),
+        logged_losses(&dir.path().join("stopped"))
+    );
 }

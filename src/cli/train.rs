@@ -110,6 +110,10 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Which trainer runs the steps: auto (the fast CPU trainer where it applies, else candle),
+    /// fast, or candle (autograd; any device).
+    #[arg(long, default_value = "auto")]
+    pub trainer: crate::train::TrainerKind,
     /// auto | cpu | cuda[:N] | metal.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceSpec,
@@ -180,6 +184,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         out: a.out.clone(),
         save_dtype: a.save_dtype.clone(),
+        trainer: a.trainer,
     };
     let device = choose_device(a.device)?;
     crate::train::check(&settings, a.resume)?;

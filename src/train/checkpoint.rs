@@ -25,6 +25,13 @@ pub struct CheckpointState {
     pub last_train_loss: Option<f64>,
     /// The latest validation loss (nats/token).
     pub last_valid_loss: Option<f64>,
+    /// Sum of the training losses since the last line of the loss log, so a resumed run logs
+    /// the same means as an uninterrupted one.
+    #[serde(default)]
+    pub window_loss_sum: f64,
+    /// Steps since the last line of the loss log.
+    #[serde(default)]
+    pub window_steps: usize,
 }
 
 /// Writes token ids as little-endian u32s.
@@ -50,67 +57,103 @@ pub fn read_token_cache(path: &Path) -> Option<Vec<u32>> {
     )
 }
 
-/// Writes a checkpoint folder atomically (temporary folder renamed into place).
-pub fn save_training_checkpoint(dir: &Path, opt: &AdamW, ck: &CheckpointState) -> Result<()> {
+/// Writes a checkpoint folder atomically (temporary folder renamed into place): `tensors` (the
+/// parameters and AdamW moments, named `param.NAME`, `m.NAME`, `v.NAME`) and the progress `ck`.
+pub fn save_training_checkpoint(
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    ck: &CheckpointState,
+) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for p in &opt.params {
-        tensors.insert(format!("param.{}", p.name), p.var.as_tensor().clone());
-        tensors.insert(format!("m.{}", p.name), p.m.clone());
-        tensors.insert(format!("v.{}", p.name), p.v.clone());
-    }
-    candle_core::safetensors::save(&tensors, tmp.join("state.safetensors"))?;
+    candle_core::safetensors::save(tensors, tmp.join("state.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(ck)?)?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir)?;
     Ok(())
 }
 
-/// Restores parameters and moments into `opt`; corrupt or mismatched files are clear errors.
-pub fn load_training_checkpoint(dir: &Path, opt: &mut AdamW) -> Result<CheckpointState> {
-    let corrupt = |what: String| {
-        eyre!(
-            "checkpoint '{}' is corrupt: {what} (hint: delete the folder to start over, or restore it)",
-            dir.display()
-        )
-    };
-    let state: CheckpointState = serde_json::from_slice(
-        &crate::files::read_limited(
-            &dir.join("state.json"),
-            crate::files::MAX_JSON_BYTES,
-            "a checkpoint state",
-        )
-        .map_err(|e| corrupt(format!("state.json: {e}")))?,
+/// The tensors of [`AdamW`]'s parameters and moments, named as checkpoints store them.
+pub fn adamw_tensors(opt: &AdamW) -> HashMap<String, Tensor> {
+    let mut tensors = HashMap::new();
+    for p in &opt.params {
+        tensors.insert(format!("param.{}", p.name), p.var.as_tensor().clone());
+        tensors.insert(format!("m.{}", p.name), p.m.clone());
+        tensors.insert(format!("v.{}", p.name), p.v.clone());
+    }
+    tensors
+}
+
+/// A loaded checkpoint: its progress and its tensors (on the CPU).
+#[derive(Debug)]
+pub struct Loaded {
+    /// Progress and settings.
+    pub state: CheckpointState,
+    /// Parameters and moments by checkpoint name.
+    pub tensors: HashMap<String, Tensor>,
+    dir: std::path::PathBuf,
+}
+
+impl Loaded {
+    /// The tensor `{prefix}.{name}`, checked against `shape`; missing or misshapen ones are a
+    /// clear "corrupt checkpoint" error.
+    pub fn get(&self, prefix: &str, name: &str, shape: &[usize]) -> Result<&Tensor> {
+        let t = self
+            .tensors
+            .get(&format!("{prefix}.{name}"))
+            .ok_or_else(|| corrupt(&self.dir, format!("missing {prefix}.{name}")))?;
+        if t.dims() != shape {
+            return Err(corrupt(
+                &self.dir,
+                format!(
+                    "{prefix}.{name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+fn corrupt(dir: &Path, what: String) -> color_eyre::Report {
+    eyre!(
+        "checkpoint '{}' is corrupt: {what} (hint: delete the folder to start over, or restore it)",
+        dir.display()
     )
-    .map_err(|e| corrupt(format!("state.json: {e}")))?;
+}
+
+/// Reads a checkpoint folder; unreadable files are clear errors.
+pub fn load_training_checkpoint(dir: &Path) -> Result<Loaded> {
+    let state: CheckpointState = serde_json::from_slice(
+        &std::fs::read(dir.join("state.json"))
+            .map_err(|e| corrupt(dir, format!("state.json: {e}")))?,
+    )
+    .map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
     let tensors = candle_core::safetensors::load(dir.join("state.safetensors"), &Device::Cpu)
         .map_err(|e| {
-            corrupt(format!(
-                "state.safetensors: {}",
-                crate::model::error::one_line(e)
-            ))
+            corrupt(
+                dir,
+                format!("state.safetensors: {}", crate::model::error::one_line(e)),
+            )
         })?;
+    Ok(Loaded {
+        state,
+        tensors,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Restores parameters and moments of `opt` from `loaded`.
+pub fn restore_adamw(loaded: &Loaded, opt: &mut AdamW) -> Result<()> {
     for p in &mut opt.params {
-        let get = |prefix: &str| -> Result<Tensor> {
-            let t = tensors
-                .get(&format!("{prefix}.{}", p.name))
-                .ok_or_else(|| corrupt(format!("missing {prefix}.{}", p.name)))?;
-            if t.shape() != p.var.shape() {
-                return Err(corrupt(format!(
-                    "{prefix}.{} has shape {:?}, expected {:?}",
-                    p.name,
-                    t.dims(),
-                    p.var.dims()
-                )));
-            }
-            Ok(t.to_device(p.var.device())?)
-        };
-        p.var.set(&get("param")?)?;
-        p.m = get("m")?;
-        p.v = get("v")?;
+        let dims = p.var.dims().to_vec();
+        let dev = p.var.device().clone();
+        p.var
+            .set(&loaded.get("param", &p.name, &dims)?.to_device(&dev)?)?;
+        p.m = loaded.get("m", &p.name, &dims)?.to_device(&dev)?;
+        p.v = loaded.get("v", &p.name, &dims)?.to_device(&dev)?;
     }
-    opt.step = state.step;
-    Ok(state)
+    opt.step = loaded.state.step;
+    Ok(())
 }

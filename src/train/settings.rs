@@ -38,4 +38,35 @@ pub struct TrainSettings {
     pub out: PathBuf,
     /// dtype of the final weights.
     pub save_dtype: String,
+    /// Which trainer runs the steps (not part of what a resume must match: checkpoints are the
+    /// same for both).
+    #[serde(default)]
+    pub trainer: TrainerKind,
+}
+
+/// Which trainer runs the steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainerKind {
+    /// The fast CPU trainer where it applies (CPU, a config it implements), else candle.
+    #[default]
+    Auto,
+    /// The fast CPU f32 trainer (an error where it does not apply).
+    Fast,
+    /// candle autograd (any device).
+    Candle,
+}
+
+impl std::str::FromStr for TrainerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "fast" => Ok(Self::Fast),
+            "candle" => Ok(Self::Candle),
+            _ => Err(format!(
+                "unknown trainer '{s}' (expected auto, fast or candle)"
+            )),
+        }
+    }
 }
