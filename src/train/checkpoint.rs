@@ -126,8 +126,12 @@ fn corrupt(dir: &Path, what: String) -> color_eyre::Report {
 /// Reads a checkpoint folder; unreadable files are clear errors.
 pub fn load_training_checkpoint(dir: &Path) -> Result<Loaded> {
     let state: CheckpointState = serde_json::from_slice(
-        &std::fs::read(dir.join("state.json"))
-            .map_err(|e| corrupt(dir, format!("state.json: {e}")))?,
+        &crate::files::read_limited(
+            &dir.join("state.json"),
+            crate::files::MAX_JSON_BYTES,
+            "a checkpoint state",
+        )
+        .map_err(|e| corrupt(dir, format!("state.json: {e}")))?,
     )
     .map_err(|e| corrupt(dir, format!("state.json: {e}")))?;
     let tensors = candle_core::safetensors::load(dir.join("state.safetensors"), &Device::Cpu)
