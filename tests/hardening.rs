@@ -77,6 +77,25 @@ fn s(p: &Path) -> &str {
 }
 
 impl Fixture {
+    /// `train` on the fixture's data and tokenizer, ALiBi, into `out`, with `extra` options.
+    fn train(&self, out: &Path, extra: &[&str]) -> Output {
+        let tok = self.root.join("tokenizer.json");
+        let base = [
+            "train",
+            "--data",
+            s(&self.data),
+            "--valid",
+            s(&self.data),
+            "--tokenizer",
+            s(&tok),
+            "--position",
+            "alibi",
+            "--out",
+            s(out),
+        ];
+        run(&[&base[..], extra].concat())
+    }
+
     fn eval(&self, extra: &[&str]) -> Output {
         let base = [
             "eval",
@@ -443,60 +462,15 @@ fn errors_stay_one_line_with_backtraces_asked_for() {
 fn refused_runs_leave_nothing_and_reads_are_bounded() {
     let f = fixture();
     let new_dir = f.root.join("new-run");
-    let o = run(&[
-        "train",
-        "--data",
-        s(&f.data),
-        "--valid",
-        s(&f.data),
-        "--tokenizer",
-        s(&f.root.join("tokenizer.json")),
-        "--position",
-        "alibi",
-        "--train-len",
-        "8",
-        "--resume",
-        "--out",
-        s(&new_dir),
-    ]);
+    let o = f.train(&new_dir, &["--train-len", "8", "--resume"]);
     fails_with(&o, "no checkpoint");
     assert!(!new_dir.exists());
     // Training data too short for the training length: refused before the folder is made.
-    let o = run(&[
-        "train",
-        "--data",
-        s(&f.data),
-        "--valid",
-        s(&f.data),
-        "--tokenizer",
-        s(&f.root.join("tokenizer.json")),
-        "--position",
-        "alibi",
-        "--train-len",
-        "100000",
-        "--out",
-        s(&new_dir),
-    ]);
+    let o = f.train(&new_dir, &["--train-len", "100000"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!new_dir.exists());
     // Refused for a reason found on the inputs: the error alone, one line, no folder.
-    let o = run(&[
-        "train",
-        "--data",
-        s(&f.data),
-        "--valid",
-        s(&f.data),
-        "--tokenizer",
-        s(&f.root.join("tokenizer.json")),
-        "--position",
-        "alibi",
-        "--train-len",
-        "8",
-        "--vocab-size",
-        "10",
-        "--out",
-        s(&new_dir),
-    ]);
+    let o = f.train(&new_dir, &["--train-len", "8", "--vocab-size", "10"]);
     fails_with(&o, "--vocab-size");
     assert!(!new_dir.exists());
     // Endless inputs end with a size error: text, token ids, slopes, plot inputs.
