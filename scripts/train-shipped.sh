@@ -1,22 +1,81 @@
 #!/usr/bin/env bash
-# Trains the four shipped models (assets/models/{alibi,sinusoidal,rotary,none}) with identical
-# data, data order, size and steps; only the position scheme differs. Runs them side by side,
-# one thread each, in the background; re-running the script resumes from the checkpoints.
-# Usage: scripts/train-shipped.sh [path/to/alibi-explorer]   (default: target/release/alibi-explorer)
+# Trains the shipped model family with identical data, data order, size, seed and tokens seen;
+# only the position scheme differs (and, for sinusoidal-2x, the training length: 2 x 128 tokens,
+# half the windows per step, so every model sees the same tokens in the same number of steps).
+#
+# Runs train outside the repository (default ../runs/family, override with ALIBI_RUNS), one
+# thread each, niced, in the background; running `start` again resumes from the checkpoints, so
+# a run survives any number of interruptions (SIGTERM or Ctrl-C saves a checkpoint first).
+# A half-trained model never reaches assets/: `promote` copies only finished runs.
+#
+# Usage:
+#   scripts/train-shipped.sh start   [MODEL...]   start or resume (default: alibi sinusoidal)
+#   scripts/train-shipped.sh status  [MODEL...]   last logged step of each run
+#   scripts/train-shipped.sh stop    [MODEL...]   SIGTERM: checkpoint and stop
+#   scripts/train-shipped.sh promote [MODEL...]   copy finished runs to assets/models/MODEL
+# MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
+# Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
+# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-target/release/alibi-explorer}
+bin=${ALIBI_BIN:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
-for pos in alibi sinusoidal rotary none; do
-  out=assets/models/$pos
-  resume=()
-  [ -d "$out/checkpoint" ] && resume=(--resume)
-  mkdir -p "$out"
-  RAYON_NUM_THREADS=1 nohup "$bin" train --data "$data/books/train" --valid "$data/books/valid" \
-    --tokenizer assets/tokenizer/tokenizer.json --position "$pos" --train-len 128 \
-    --d-model 128 --layers 4 --heads 8 --d-ff 512 \
-    --steps 1500 --batch 16 --lr 0.0015 --warmup 100 --clip 1.0 --weight-decay 0.1 --seed 1234 \
-    --valid-every 100 --checkpoint-every 50 --save-dtype f16 --out "$out" "${resume[@]}" \
-    > "$out.train.log" 2>&1 &
-  echo "started $pos (pid $!), log $out.train.log"
+runs=${ALIBI_RUNS:-../runs/family}
+threads=${ALIBI_THREADS:-1}
+action=${1:-status}
+shift || true
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(alibi sinusoidal)
+
+# The family's shape and schedule (see docs/models.md).
+common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
+  --steps 4000 --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
+  --valid-every 250 --checkpoint-every 100 --save-dtype f16)
+
+args_for() {
+  case "$1" in
+    alibi | sinusoidal | rotary | none) echo "--position $1 --train-len 128 --batch 32" ;;
+    sinusoidal-2x) echo "--position sinusoidal --train-len 256 --batch 16" ;;
+    *) echo "unknown model '$1' (alibi, sinusoidal, rotary, none, sinusoidal-2x)" >&2; return 2 ;;
+  esac
+}
+
+finished() { [ -f "$1/model.safetensors" ] && [ -f "$1/TRAINING.md" ]; }
+
+for m in "${models[@]}"; do
+  extra=$(args_for "$m")
+  out=$runs/$m
+  case "$action" in
+    start)
+      if finished "$out"; then echo "$m: finished ($out)"; continue; fi
+      if pgrep -f -- "--out $out( |\$)" > /dev/null; then echo "$m: already running"; continue; fi
+      mkdir -p "$runs"
+      resume=()
+      [ -d "$out/checkpoint" ] && resume=(--resume)
+      # shellcheck disable=SC2086
+      RAYON_NUM_THREADS=$threads nohup nice -n 10 "$bin" train --data "$data/books/train" \
+        --valid "$data/books/valid" --tokenizer assets/tokenizer/tokenizer.json $extra \
+        "${common[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1 &
+      echo "$m: started (pid $!), log $out.log"
+      ;;
+    status)
+      if finished "$out"; then echo "$m: finished"; continue; fi
+      if [ -f "$out/loss.csv" ]; then
+        echo "$m: $(tail -n 1 "$out/loss.csv") (step,lr,train_loss,valid_loss,grad_norm,tokens_s,elapsed_s)"
+      else
+        echo "$m: not started"
+      fi
+      ;;
+    stop)
+      pkill -TERM -f -- "--out $out( |\$)" && echo "$m: stopping (checkpoint first)" || echo "$m: not running"
+      ;;
+    promote)
+      if ! finished "$out"; then echo "$m: not finished, not promoted" >&2; continue; fi
+      dest=assets/models/$m
+      mkdir -p "$dest"
+      cp "$out"/{config.json,model.safetensors,tokenizer.json,TRAINING.md,loss.csv} "$dest"/
+      echo "$m: promoted to $dest"
+      ;;
+    *) echo "unknown action '$action' (start, status, stop, promote)" >&2; exit 2 ;;
+  esac
 done
