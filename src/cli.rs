@@ -77,6 +77,10 @@ pub struct TuiArgs {
     /// Where S/L save and load slopes.
     #[arg(long, default_value = "alibi-slopes.json", value_name = "FILE")]
     pub slopes_file: PathBuf,
+    /// A long-context recipe drawn as an extra curve (repeatable): interp:F, interp:dynamic, ntk,
+    /// window:W or sinks:K+W; `c` adds more in the TUI.
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Vec<crate::alibi::recipe::Recipe>,
 }
 
 /// The headless commands.
@@ -148,6 +152,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 max_length: t.max_length,
                 max_tokens: t.max_tokens,
                 slopes_file: t.slopes_file,
+                recipes: t.recipe,
             };
             crate::tui::run(&settings)
         }

@@ -46,6 +46,8 @@ pub struct TuiSettings {
     pub max_tokens: Option<usize>,
     /// Where `S`/`L` save and load slopes.
     pub slopes_file: PathBuf,
+    /// Long-context recipes drawn as extra curves from the start.
+    pub recipes: Vec<crate::alibi::recipe::Recipe>,
 }
 
 /// Factor over the training length the chart reaches by default.
@@ -158,7 +160,7 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
             stream: st,
         });
     }
-    let app = App::new(
+    let mut app = App::new(
         info,
         labels,
         streams,
@@ -166,6 +168,13 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
         lmax,
         s.slopes_file.clone(),
     );
+    for &r in &s.recipes {
+        app.add_recipe(r);
+        if let Some(e) = app.error.take() {
+            bail!("{e}");
+        }
+    }
+    app.message.clear();
     Ok((app, slots))
 }
 

@@ -539,6 +539,7 @@ fn max_tokens_limits_every_stream_and_the_chart() {
         max_length: None,
         max_tokens,
         slopes_file: "slopes.json".into(),
+        recipes: Vec::new(),
     };
     let (app, slots) = prepare(&settings(Some(1000))).unwrap();
     assert_eq!(

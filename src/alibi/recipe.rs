@@ -15,6 +15,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Attention sinks in the TUI's `sinks` preset (StreamingLLM keeps 4).
+pub const SINKS_PRESET: usize = 4;
+
 /// A long-context recipe (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Recipe {
@@ -73,6 +76,33 @@ impl Recipe {
             }
             Recipe::Window(_) | Recipe::Sinks { .. } => base.to_vec(),
         }
+    }
+
+    /// Whether the recipe changes nothing at input length `len` for a model trained at
+    /// `train_len` with `base` slopes: the slopes stay `base` and the mask keeps every key. Such a
+    /// length scores exactly as the unmodified model (tested in `tests/recipes.rs`).
+    pub fn is_identity_at(&self, base: &[f64], len: usize, train_len: usize) -> bool {
+        self.slopes(base, len, train_len) == base
+            && self.key_mask().is_none_or(|m| m.keeps_all(len))
+    }
+
+    /// The recipes the TUI offers (`c` adds them in this order) for a model trained at
+    /// `train_len`: the slope recipes (ALiBi only), then a window of `train_len` keys and 4 sinks
+    /// plus `train_len - 4` recent keys (StreamingLLM's split).
+    pub fn presets(train_len: usize, alibi: bool) -> Vec<Recipe> {
+        let t = train_len.max(1);
+        let mut v = Vec::new();
+        if alibi {
+            v.extend([Recipe::Interp(2.0), Recipe::InterpDynamic, Recipe::Ntk]);
+        }
+        v.push(Recipe::Window(t));
+        if t > SINKS_PRESET {
+            v.push(Recipe::Sinks {
+                sinks: SINKS_PRESET,
+                window: t - SINKS_PRESET,
+            });
+        }
+        v
     }
 
     /// The key mask of a window or sinks recipe.
@@ -200,6 +230,42 @@ impl KeyMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_lengths() {
+        let base = [0.5, 0.25, 0.125, 0.0625];
+        // Length-dependent slopes change nothing up to train_len, and change every flatter
+        // head past it.
+        for r in [Recipe::InterpDynamic, Recipe::Ntk] {
+            assert!(r.is_identity_at(&base, 64, 128) && r.is_identity_at(&base, 128, 128));
+            assert!(!r.is_identity_at(&base, 129, 128), "{r}");
+        }
+        assert!(Recipe::Interp(1.0).is_identity_at(&base, 4096, 128));
+        assert!(!Recipe::Interp(2.0).is_identity_at(&base, 8, 128));
+        assert!(Recipe::Window(128).is_identity_at(&base, 128, 128));
+        assert!(!Recipe::Window(128).is_identity_at(&base, 129, 128));
+        // No slopes (other schemes): only the mask matters.
+        assert!(Recipe::Ntk.is_identity_at(&[], 4096, 128));
+        assert!(!Recipe::Window(8).is_identity_at(&[], 9, 128));
+    }
+
+    #[test]
+    fn presets_follow_the_scheme() {
+        let a = Recipe::presets(128, true);
+        assert_eq!(
+            a.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "interp:2",
+                "interp:dynamic",
+                "ntk",
+                "window:128",
+                "sinks:4+124"
+            ]
+        );
+        let s = Recipe::presets(128, false);
+        assert!(s.iter().all(|r| !r.changes_slopes()) && s.len() == 2);
+        assert_eq!(Recipe::presets(4, false), vec![Recipe::Window(4)]);
+    }
 
     #[test]
     fn parses_and_prints_every_recipe() {

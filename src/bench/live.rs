@@ -140,6 +140,7 @@ pub fn run(model: &ModelSource, input: &Input, timeout_s: u64) -> Result<String>
         max_length: None,
         max_tokens: None,
         slopes_file,
+        recipes: Vec::new(),
     };
     let (mut app, slots) = crate::tui::prepare(&settings)?;
     let load = started.elapsed().as_secs_f64();

@@ -146,6 +146,74 @@ fn compare_windows(
     Ok(())
 }
 
+/// Compares two models (or one model under two sets of options) on windows of `len` at
+/// `starts`, every position of each window scored: `original` gives P, `modified` gives Q. Both
+/// models must read the same token ids (the caller checks the tokenizers agree) and share the
+/// vocabulary size. Used by the TUI's KL curves.
+pub fn kl_windows(
+    original: (&Transformer, &ForwardOptions),
+    modified: (&Transformer, &ForwardOptions),
+    stream: &Stream,
+    starts: &[usize],
+    len: usize,
+    ctl: &Control,
+    acc: &mut KlAccumulator,
+) -> Result<()> {
+    let (pm, a) = original;
+    let (qm, b) = modified;
+    let batch = ctl.batch.unwrap_or(super::BATCH_TOKENS / len.max(1)).max(1);
+    let with = |o: &ForwardOptions| ForwardOptions {
+        interrupt: ctl.interrupt.clone().or_else(|| o.interrupt.clone()),
+        ..o.clone()
+    };
+    let (a, b) = (with(a), with(b));
+    for chunk in starts.chunks(batch) {
+        if ctl.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            candle_core::bail!("{CANCELLED}");
+        }
+        let mut x = Vec::with_capacity(chunk.len() * len);
+        for &s in chunk {
+            x.extend_from_slice(&stream.ids[s..s + len]);
+        }
+        let hp = pm
+            .forward_hidden(
+                &Tensor::from_vec(x.clone(), (chunk.len(), len), pm.device())?,
+                &a,
+            )?
+            .hidden;
+        let hq = qm
+            .forward_hidden(&Tensor::from_vec(x, (chunk.len(), len), qm.device())?, &b)?
+            .hidden;
+        for (w, &s) in chunk.iter().enumerate() {
+            let mut p0 = 0;
+            while p0 < len {
+                let n = KL_CHUNK_POSITIONS.min(len - p0);
+                let lp = pm
+                    .logits(&hp.narrow(0, w, 1)?.narrow(1, p0, n)?)?
+                    .squeeze(0)?
+                    .to_vec2::<f32>()?;
+                let lq = qm
+                    .logits(&hq.narrow(0, w, 1)?.narrow(1, p0, n)?)?
+                    .squeeze(0)?
+                    .to_vec2::<f32>()?;
+                for (k, (rp, rq)) in lp.iter().zip(&lq).enumerate() {
+                    if rp.len() != rq.len() {
+                        candle_core::bail!(
+                            "the models' vocabularies differ ({} vs {} tokens): no KL divergence",
+                            rp.len(),
+                            rq.len()
+                        );
+                    }
+                    let target = stream.ids[s + p0 + k + 1] as usize;
+                    acc.add(rp, rq, target.min(rp.len().saturating_sub(1)));
+                }
+                p0 += n;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The KL statistics of the modified model against the original, per length, over the windows
 /// `protocol` lays (a sweep compares non-overlapping windows of each length).
 pub fn kl_by_length(

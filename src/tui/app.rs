@@ -2,7 +2,9 @@
 //! the state and return [`Effect`]s (jobs for the worker, files to read or write) that the main
 //! loop carries out, so the same code runs under tests.
 
-pub use super::curve::{Curve, MIN_LENGTH, chart_x_bounds, length_grid};
+pub use super::curve::{
+    Curve, MIN_LENGTH, NO_DIVERGENCE, RecipeCurve, chart_x_bounds, length_grid, variant_lengths,
+};
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
 use super::views::{AttnView, SensitivityState, Stat, StatsCache};
 pub use super::views::{Metric, Rule};
@@ -17,6 +19,7 @@ mod export;
 mod receive;
 mod slopes;
 mod stats;
+mod variants;
 
 pub use super::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
 /// Attention maps are computed for at most this many tokens (memory and draw time stay bounded).
@@ -82,6 +85,11 @@ pub struct App {
     pub curves: Vec<Curve>,
     /// The curve of the previous slopes, faded (A/B).
     pub previous: Option<Curve>,
+    /// Long-context recipes on the main model, as extra curves (`c`, `--recipe`).
+    pub recipes: Vec<RecipeCurve>,
+    /// Generation of the main model's and the recipes' variant results (new slopes or a new set
+    /// of recipes make the older ones stale).
+    pub variant_gen: u64,
     /// Current slopes (ALiBi models).
     pub slopes: Vec<f64>,
     /// Slopes before the last change.
@@ -172,6 +180,8 @@ impl App {
             lmax,
             curves,
             previous: None,
+            recipes: Vec::new(),
+            variant_gen: 0,
             slopes,
             prev_slopes: None,
             slopes_label: "model".to_string(),
@@ -217,6 +227,10 @@ impl App {
         fx.push(self.attention_job());
         for curve in 0..self.curves.len() {
             fx.push(self.refine_job(curve));
+        }
+        fx.extend(self.compare_kl_jobs());
+        if !self.recipes.is_empty() {
+            fx.extend(self.variant_jobs());
         }
         fx
     }
@@ -323,7 +337,9 @@ impl App {
         self.curves[0].label = format!("{} ({})", self.info.name, self.slopes_label);
         self.sweep_gen += 1;
         self.error = None;
-        vec![self.sweep_job(0), self.attention_job(), self.refine_job(0)]
+        let mut fx = vec![self.sweep_job(0), self.attention_job(), self.refine_job(0)];
+        fx.extend(self.variant_jobs());
+        fx
     }
 
     /// Applies one user action.
@@ -465,6 +481,8 @@ impl App {
                 }
             }
             Action::ToggleMetric => self.metric = self.metric.toggled(),
+            Action::NextRecipe => return self.next_recipe(),
+            Action::ClearRecipes => return self.clear_recipes(),
             Action::NextView => self.view = self.view.next(),
             Action::Export => {
                 return match self.export() {

@@ -3,8 +3,10 @@
 
 use super::keymap::STEPS_PER_OCTAVE;
 use super::messages::Progress;
-use crate::eval::{Point, SweepAccumulator};
+use crate::alibi::recipe::Recipe;
+use crate::eval::{KlStats, Point, SweepAccumulator};
 use crate::text::Stream;
+use std::collections::BTreeMap;
 
 /// The smallest length on the chart.
 pub const MIN_LENGTH: usize = 8;
@@ -30,6 +32,44 @@ pub struct Curve {
     pub stream: Stream,
     /// Where the long window under way stands (big models), until the sweep or refinement ends.
     pub live: Option<Progress>,
+    /// KL divergence from the original by length (the main curve with edited slopes; a compare
+    /// model reading the same tokens).
+    pub kl: BTreeMap<usize, KlStats>,
+}
+
+/// A long-context recipe applied to the main model with the current slopes, scored length by
+/// length (see `app/variants.rs`).
+#[derive(Debug, Clone)]
+pub struct RecipeCurve {
+    /// The recipe.
+    pub recipe: Recipe,
+    /// Its points at the lengths where it changes something.
+    pub points: BTreeMap<usize, Point>,
+    /// Its KL divergence from the original there.
+    pub kl: BTreeMap<usize, KlStats>,
+    /// Lengths to score (where it changes something).
+    pub needed: usize,
+}
+
+impl RecipeCurve {
+    /// An empty curve.
+    pub fn new(recipe: Recipe) -> Self {
+        Self {
+            recipe,
+            points: BTreeMap::new(),
+            kl: BTreeMap::new(),
+            needed: 0,
+        }
+    }
+
+    /// Legend label: the recipe, with its progress until every length is in.
+    pub fn label(&self) -> String {
+        if self.kl.len() < self.needed {
+            format!("{} {}/{}", self.recipe, self.kl.len(), self.needed)
+        } else {
+            self.recipe.to_string()
+        }
+    }
 }
 
 impl Curve {
@@ -45,6 +85,7 @@ impl Curve {
             refined: None,
             stream,
             live: None,
+            kl: BTreeMap::new(),
         }
     }
 
@@ -56,6 +97,7 @@ impl Curve {
         self.refine = (0, 0);
         self.refined = None;
         self.live = None;
+        self.kl.clear();
     }
 
     /// Takes a window message's counts: windows done and planned by the refinement, or the
@@ -135,6 +177,54 @@ pub fn length_grid(lmax: usize, train_len: usize) -> Vec<usize> {
     v
 }
 
+/// Variant curves are scored at about this many lengths per octave (each length is its own set
+/// of forwards, so far fewer than the chart's grid).
+pub const VARIANT_STEPS_PER_OCTAVE: f64 = 2.0;
+
+/// The lengths variant curves are scored at: grid lengths near `MIN_LENGTH * 2^(k/2)`, plus the
+/// training length and the longest length, ascending.
+pub fn variant_lengths(grid: &[usize], train_len: usize) -> Vec<usize> {
+    let Some(&lmax) = grid.last() else {
+        return Vec::new();
+    };
+    let nearest = |t: f64| {
+        grid.iter()
+            .copied()
+            .min_by(|a, b| {
+                let d = |x: usize| ((x as f64).ln() - t.ln()).abs();
+                d(*a).total_cmp(&d(*b))
+            })
+            .unwrap_or(lmax)
+    };
+    let mut v = Vec::new();
+    let mut k = 0.0;
+    loop {
+        let t = MIN_LENGTH as f64 * 2f64.powf(k / VARIANT_STEPS_PER_OCTAVE);
+        if t > lmax as f64 * 1.001 {
+            break;
+        }
+        v.push(nearest(t));
+        k += 1.0;
+    }
+    v.push(lmax);
+    if grid.contains(&train_len) {
+        v.push(train_len);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The KL divergence of a model from itself.
+pub const NO_DIVERGENCE: KlStats = KlStats {
+    mean: 0.0,
+    stderr: 0.0,
+    p99: 0.0,
+    top1_agreement: 1.0,
+    delta_p: 0.0,
+    tokens: 0,
+};
+
 /// The chart's x range in log2(length): whole octaves around the grid.
 pub fn chart_x_bounds(grid: &[usize]) -> (f64, f64) {
     let lo = (grid.first().copied().unwrap_or(1) as f64).log2().floor();
@@ -161,6 +251,20 @@ pub fn refine_plan(n: usize, lmax: usize, min_len: usize) -> Vec<(usize, usize)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variant_lengths_are_grid_lengths_two_per_octave() {
+        let grid = length_grid(2048, 128);
+        let v = variant_lengths(&grid, 128);
+        assert!(v.iter().all(|l| grid.contains(l)));
+        assert!(v.contains(&128) && v.contains(&2048) && v[0] == 8);
+        assert!(v.windows(2).all(|w| w[0] < w[1]));
+        // 8 octaves at two a octave, plus the ends.
+        assert!((16..=18).contains(&v.len()), "{v:?}");
+        // A training length off the power-of-two ladder is still scored.
+        let grid = length_grid(1000, 100);
+        assert!(variant_lengths(&grid, 100).contains(&100));
+    }
 
     #[test]
     fn the_refinement_plan_tiles_the_stream_at_each_halved_length() {

@@ -95,6 +95,10 @@ pub enum Action {
     ToggleMouse,
     /// Switch the chart between token perplexity and bits per byte.
     ToggleMetric,
+    /// Add the next long-context recipe curve.
+    NextRecipe,
+    /// Remove every recipe curve.
+    ClearRecipes,
 }
 
 /// Grid steps per octave of the length axis.
@@ -166,6 +170,8 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
         KeyCode::Char('a') => Action::ToggleRule,
         KeyCode::Char('m') => Action::ToggleMouse,
         KeyCode::Char('y') => Action::ToggleMetric,
+        KeyCode::Char('c') => Action::NextRecipe,
+        KeyCode::Char('C') => Action::ClearRecipes,
         KeyCode::Char('v') => Action::NextView,
         KeyCode::Char('w') => Action::Export,
         KeyCode::Char('s') => Action::NextStat,
@@ -224,7 +230,11 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("a", "heatmap downsampling: max or mean per block"),
     (
         "y",
-        "chart: token perplexity or bits per byte (comparable across tokenizers)",
+        "chart: token perplexity, bits per byte (comparable across tokenizers), or KL divergence from the original",
+    ),
+    (
+        "c / C",
+        "add the next long-context recipe curve (interp:2, interp:dynamic, ntk, window, sinks) / remove them",
     ),
     (
         "m",

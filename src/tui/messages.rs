@@ -49,6 +49,10 @@ pub enum Job {
     },
     /// Per-head slope sensitivity (the sensitivity view).
     Sensitivity(Box<SensitivityJob>),
+    /// A curve scored length by length: a recipe on the main model (perplexity and KL), or the
+    /// KL divergence alone of the main model's edited slopes or of a compare model (see
+    /// [`VariantJob`]).
+    Variant(Box<VariantJob>),
     /// Attention statistics of every (layer, head) of the main model at one length.
     Stats {
         /// Generation (that of the slopes: new slopes make older statistics stale).
@@ -77,6 +81,68 @@ pub struct SensitivityJob {
     pub done: usize,
     /// Baseline per-token losses at each length, once computed.
     pub baseline: Option<Vec<Vec<f32>>>,
+}
+
+/// What a [`VariantJob`] scores against the original (the main model with its own slopes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum VariantTarget {
+    /// The main model with the current (edited) slopes: KL only (its perplexity is curve 0).
+    Main,
+    /// Compare model `curve` (same tokens as the main model): KL only.
+    Compare(usize),
+    /// Recipe curve `index` on the main model with the current slopes: perplexity and KL.
+    Recipe {
+        /// Index among the app's recipe curves.
+        index: usize,
+        /// The recipe.
+        recipe: crate::alibi::recipe::Recipe,
+    },
+}
+
+/// Scores a [`VariantTarget`] at `lengths`, one length at a time (recipes whose slopes depend on
+/// the length cannot share a sweep). At length `len` it uses the windows the main curve's point
+/// rests on once its refinement is done: `len`-token windows starting at the multiples of the
+/// shortest sweep or refinement window length `>= len` (see [`variant_starts`]), so the recipe's
+/// point and the main curve's differ only by the recipe. Perplexity uses all of them; the KL
+/// divergence at most [`KL_TOKENS`] tokens of them. Lengths where a recipe changes nothing are
+/// skipped: the app takes the main curve's point there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantJob {
+    /// Generation (the app's `variant_gen` for the main model and recipes).
+    pub generation: u64,
+    /// What is scored.
+    pub target: VariantTarget,
+    /// The current slopes of the main model (None: its own, or not ALiBi).
+    pub slopes: Option<Vec<f64>>,
+    /// Lengths to score, ascending.
+    pub lengths: Vec<usize>,
+    /// The sweep's window length.
+    pub lmax: usize,
+    /// The shortest refinement window.
+    pub min_len: usize,
+    /// Lengths done, to resume after giving way.
+    pub done: usize,
+}
+
+/// The KL divergence of a variant curve rests on at most this many tokens per length (the
+/// comparison is paired, so a few thousand tokens give a small standard error).
+pub const KL_TOKENS: usize = 4096;
+
+/// The starts of the windows the main curve's point at `len` rests on once the sweep (windows of
+/// `lmax`) and its refinement (`lmax/2`, `lmax/4`, ... down to `min_len`) are done: multiples of
+/// the level length that has the most windows among those `>= len` (the longest on a tie), as
+/// [`crate::eval::SweepAccumulator`] picks it. `n` is the stream's length in tokens.
+pub fn variant_starts(n: usize, len: usize, lmax: usize, min_len: usize) -> Vec<usize> {
+    let windows = |l: usize| n.saturating_sub(1) / l.max(1);
+    let mut best = lmax;
+    let mut level = lmax / 2;
+    while level >= min_len.max(1) && level >= len {
+        if windows(level) > windows(best) {
+            best = level;
+        }
+        level /= 2;
+    }
+    (0..windows(best)).map(|w| w * best).collect()
 }
 
 /// The statistics of every head at one length, as means over the queries of its windows.
@@ -200,6 +266,21 @@ pub enum WorkerMsg {
         /// Runs done and planned (the baseline not counted).
         progress: (usize, usize),
     },
+    /// One length of a [`VariantJob`].
+    Variant {
+        /// Generation of the job.
+        generation: u64,
+        /// What was scored.
+        target: VariantTarget,
+        /// Input length.
+        len: usize,
+        /// The recipe's perplexity point (None for KL-only targets).
+        point: Option<crate::eval::Point>,
+        /// The KL divergence from the original.
+        kl: crate::eval::KlStats,
+        /// Lengths done and planned.
+        progress: (usize, usize),
+    },
     /// A failed job.
     Error {
         /// Generation.
@@ -249,6 +330,7 @@ pub fn priority(job: &Job) -> u8 {
         Job::Stats { .. } => 3,
         Job::Sensitivity(_) => 4,
         Job::Refine { .. } => 5,
+        Job::Variant(_) => 6,
     }
 }
 
@@ -262,11 +344,17 @@ pub fn supersedes(new: &Job, old: &Job) -> bool {
         | Job::Refine {
             generation, curve, ..
         } => Some((*generation, *curve)),
-        Job::Attention { .. } | Job::Stats { .. } | Job::Sensitivity(_) => None,
+        Job::Attention { .. } | Job::Stats { .. } | Job::Sensitivity(_) | Job::Variant(_) => None,
     };
     match (new, old) {
         (Job::Attention { generation: g1, .. }, Job::Attention { generation: g0, .. }) => g1 > g0,
         (Job::Sensitivity(a), Job::Sensitivity(b)) => a.generation > b.generation,
+        // New slopes or a new set of recipes make every older main or recipe variant stale (a
+        // compare model's KL never is).
+        (Job::Variant(a), Job::Variant(b)) => {
+            let fixed = |t: &VariantTarget| matches!(t, VariantTarget::Compare(_));
+            a.generation > b.generation && !fixed(&a.target) && !fixed(&b.target)
+        }
         // Statistics of older slopes are stale; a repeated length replaces the queued one.
         (
             Job::Stats {

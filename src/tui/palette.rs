@@ -108,6 +108,14 @@ pub const COMPARE: [Color; 4] = [
     Color::LightGreen,
     Color::LightRed,
 ];
+/// Recipe curves, in order.
+pub const RECIPE: [Color; 5] = [
+    Color::LightBlue,
+    Color::LightMagenta,
+    Color::Green,
+    Color::Red,
+    Color::Blue,
+];
 /// The training-length marker.
 pub const TRAIN_LEN: Color = Color::White;
 /// The length cursor.

@@ -27,15 +27,20 @@ pub enum Metric {
     TokenPpl,
     /// Bits per UTF-8 byte of the text: comparable across tokenizers.
     BitsPerByte,
+    /// Mean KL divergence (nats per token) of each curve that differs from the original (the
+    /// main model with its own slopes): edited slopes, recipes, compare models reading the same
+    /// tokens.
+    Kl,
 }
 
 impl Metric {
-    /// The other metric.
+    /// The next metric in the order `y` cycles them.
     #[must_use]
     pub fn toggled(self) -> Metric {
         match self {
             Metric::TokenPpl => Metric::BitsPerByte,
-            Metric::BitsPerByte => Metric::TokenPpl,
+            Metric::BitsPerByte => Metric::Kl,
+            Metric::Kl => Metric::TokenPpl,
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::mpsc::{Receiver, SendError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 mod score;
+mod variant;
 
 pub use super::curve::refine_plan;
 
@@ -314,6 +315,7 @@ impl Worker {
                 Job::Sweep { .. } | Job::Refine { .. } => self.score(next),
                 Job::Stats { .. } => self.stats(next),
                 Job::Sensitivity(job) => self.sensitivity(*job),
+                Job::Variant(job) => self.variant(*job),
             };
             self.shared.running.store(IDLE, Ordering::SeqCst);
             match outcome {

@@ -71,6 +71,9 @@ impl App {
     }
 
     fn chart_figure(&self) -> Result<ExportFigure, String> {
+        if self.metric == Metric::Kl {
+            return self.kl_figure();
+        }
         let bpb = self.metric == Metric::BitsPerByte;
         let mut curves = Vec::new();
         let all = self
@@ -96,6 +99,26 @@ impl App {
                 counts: Some(points.iter().map(|p| p.tokens as u64).collect()),
             });
         }
+        let first_recipe = curves.len();
+        for (i, c) in self.recipes.iter().enumerate() {
+            let points = self.recipe_points(i);
+            if points.is_empty() {
+                continue;
+            }
+            curves.push(Curve {
+                label: format!("recipe {}", c.recipe),
+                points: points
+                    .iter()
+                    .filter_map(|p| {
+                        let y = if bpb { p.bits_per_byte? } else { p.ppl };
+                        Some([p.length as f64, y])
+                    })
+                    .collect(),
+                dashed: true,
+                color: first_recipe + i,
+                counts: Some(points.iter().map(|p| p.tokens as u64).collect()),
+            });
+        }
         if curves.is_empty() {
             return Err("nothing to export yet: the sweep has no window".to_string());
         }
@@ -113,6 +136,52 @@ impl App {
                 "token perplexity (log)".to_string()
             },
             log_y: !bpb,
+            train_len: Some(self.info.train_len),
+            curves,
+        }))
+    }
+
+    /// The KL view's figure: mean KL divergence from the original by length, per curve.
+    fn kl_figure(&self) -> Result<ExportFigure, String> {
+        let mut curves = Vec::new();
+        let mut push = |label: String, kl: Vec<(usize, crate::eval::KlStats)>, dashed: bool| {
+            if !kl.is_empty() {
+                curves.push(Curve {
+                    label,
+                    points: kl.iter().map(|(l, k)| [*l as f64, k.mean]).collect(),
+                    dashed,
+                    color: curves.len(),
+                    counts: Some(kl.iter().map(|(_, k)| k.tokens as u64).collect()),
+                });
+            }
+        };
+        if self.slopes_edited() {
+            let kl = self.curves[0].kl.iter().map(|(l, k)| (*l, *k)).collect();
+            push(self.curves[0].label.clone(), kl, false);
+        }
+        for c in self.curves.iter().skip(1) {
+            push(
+                c.label.clone(),
+                c.kl.iter().map(|(l, k)| (*l, *k)).collect(),
+                false,
+            );
+        }
+        for (i, c) in self.recipes.iter().enumerate() {
+            push(format!("recipe {}", c.recipe), self.recipe_kl(i), true);
+        }
+        if curves.is_empty() {
+            return Err(
+                "no KL divergence to export: no curve differs from the original yet".to_string(),
+            );
+        }
+        Ok(ExportFigure::Line(LineFigure {
+            title: format!(
+                "KL divergence from the original vs input length · {} · train_len {}",
+                self.info.name, self.info.train_len
+            ),
+            x_label: "input length (tokens, log)".to_string(),
+            y_label: "mean KL(original ‖ curve), nats per token".to_string(),
+            log_y: false,
             train_len: Some(self.info.train_len),
             curves,
         }))

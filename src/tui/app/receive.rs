@@ -119,6 +119,14 @@ impl App {
                 self.sensitivity
                     .receive(generation, head, variant, deltas, progress);
             }
+            WorkerMsg::Variant {
+                generation,
+                target,
+                len,
+                point,
+                kl,
+                ..
+            } => self.variant_arrived(generation, target, len, point, kl),
             WorkerMsg::Error { msg, .. } => self.error = Some(msg),
         }
     }

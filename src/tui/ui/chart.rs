@@ -31,6 +31,11 @@ const MAIN_MARKER: &str = "●";
 const PREVIOUS_MARKER: &str = "○";
 /// Compare models' markers, in order.
 const COMPARE_MARKERS: [&str; 4] = ["▲", "■", "◆", "✚"];
+/// Recipe curves' markers, in order.
+const RECIPE_MARKERS: [&str; 5] = ["◇", "△", "□", "▽", "✕"];
+/// Said in the KL view when no curve differs from the original.
+pub const NO_KL_NOTICE: &str =
+    "no curve differs from the original: edit the slopes (p, *, +) or add a recipe (c)";
 /// Said when the curves' models tokenize the text differently and the chart shows token ppl.
 pub const TOKENIZER_NOTICE: &str =
     "token ppl: not comparable across tokenizers — press y for bits/byte";
@@ -69,19 +74,24 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let what = match app.metric {
         Metric::TokenPpl => "Perplexity",
         Metric::BitsPerByte => "Bits per byte",
+        Metric::Kl => "KL divergence from the original",
     };
     let title = format!(
         " {what} vs input length · train_len {} · sweep to {} ",
         app.info.train_len, app.lmax
     );
     let mut block = panel(title, focused);
-    if app.tokenizers_differ() {
+    if app.metric == Metric::Kl {
+        block = block.title_bottom(
+            Line::from(" mean KL(original ‖ curve), nats/token · y for perplexity ").dark_gray(),
+        );
+    } else if app.tokenizers_differ() {
         block = block.title_bottom(match app.metric {
             Metric::TokenPpl => Line::styled(
                 format!(" {TOKENIZER_NOTICE} "),
                 Style::new().fg(palette::CURSOR),
             ),
-            Metric::BitsPerByte => {
+            Metric::BitsPerByte | Metric::Kl => {
                 Line::from(" bits/byte: comparable across tokenizers · y for token ppl ")
                     .dark_gray()
             }
@@ -92,38 +102,11 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     if plot.width < 10 || plot.height < 4 {
         return;
     }
-    let mut curves = Vec::new();
-    if let Some(prev) = &app.previous
-        && let Some(p) = prev.points(&app.grid)
-    {
-        curves.push(Drawn {
-            label: prev.label.clone(),
-            color: palette::PREVIOUS,
-            marker: PREVIOUS_MARKER,
-            pts: to_xy(&app.grid, &p, app.metric),
-            final_from: final_from(prev, &app.grid),
-        });
-    }
-    for (i, c) in app.curves.iter().enumerate().skip(1) {
-        if let Some(p) = c.points(&app.grid) {
-            curves.push(Drawn {
-                label: c.label.clone(),
-                color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
-                marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
-                pts: to_xy(&app.grid, &p, app.metric),
-                final_from: final_from(c, &app.grid),
-            });
-        }
-    }
-    if let Some(p) = app.curves[0].points(&app.grid) {
-        curves.push(Drawn {
-            label: app.curves[0].label.clone(),
-            color: palette::CURRENT,
-            marker: MAIN_MARKER,
-            pts: to_xy(&app.grid, &p, app.metric),
-            final_from: final_from(&app.curves[0], &app.grid),
-        });
-    }
+    let curves = if app.metric == Metric::Kl {
+        kl_curves(app)
+    } else {
+        value_curves(app)
+    };
     let (x0, x1) = chart_x_bounds(&app.grid);
     let ys: Vec<f64> = curves
         .iter()
@@ -139,6 +122,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let unit = match app.metric {
         Metric::TokenPpl => "ppl",
         Metric::BitsPerByte => "bits/B",
+        Metric::Kl => "nats",
     };
     buf.set_stringn(
         inner.x,
@@ -159,7 +143,13 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     );
     if ys.is_empty() {
         let (done, total) = app.progress();
-        let waiting = if app.metric == Metric::BitsPerByte && !curves.is_empty() {
+        let waiting = if app.metric == Metric::Kl {
+            if curves.is_empty() {
+                NO_KL_NOTICE.to_string()
+            } else {
+                "computing the KL divergence…".to_string()
+            }
+        } else if app.metric == Metric::BitsPerByte && !curves.is_empty() {
             "no byte counts for this input (token ids): press y for token perplexity".to_string()
         } else {
             match &app.curves[0].live {
@@ -185,9 +175,15 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     }
     let mut y0 = ys.iter().copied().fold(f64::INFINITY, f64::min);
     let mut y1 = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let pad = ((y1 - y0) * 0.08).max(0.05);
-    y0 -= pad;
-    y1 += pad;
+    if app.metric == Metric::Kl {
+        // KL is never negative: the axis starts at 0.
+        y0 = 0.0;
+        y1 = (y1 * 1.08).max(1e-3);
+    } else {
+        let pad = ((y1 - y0) * 0.08).max(0.05);
+        y0 -= pad;
+        y1 += pad;
+    }
     let tl = (app.info.train_len as f64).log2();
     let cx = (app.length() as f64).log2();
     Canvas::default()
@@ -270,12 +266,114 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 match app.metric {
                     Metric::TokenPpl => fmt_ppl(y.exp()),
                     Metric::BitsPerByte => format!("{y:.3}"),
+                    Metric::Kl => fmt_kl(y),
                 }
             ),
             Style::new().dark_gray(),
         );
     }
     x_labels(x0, x1, plot, buf);
+}
+
+fn fmt_kl(k: f64) -> String {
+    if k >= 10.0 {
+        format!("{k:.1}")
+    } else if k >= 0.01 || k == 0.0 {
+        format!("{k:.3}")
+    } else {
+        format!("{k:.0e}")
+    }
+}
+
+/// The perplexity (or bits per byte) curves: previous slopes, compare models, recipes, then the
+/// main curve (drawn last, on top).
+fn value_curves(app: &App) -> Vec<Drawn> {
+    let mut curves = Vec::new();
+    if let Some(prev) = &app.previous
+        && let Some(p) = prev.points(&app.grid)
+    {
+        curves.push(Drawn {
+            label: prev.label.clone(),
+            color: palette::PREVIOUS,
+            marker: PREVIOUS_MARKER,
+            pts: to_xy(&app.grid, &p, app.metric),
+            final_from: final_from(prev, &app.grid),
+        });
+    }
+    for (i, c) in app.curves.iter().enumerate().skip(1) {
+        if let Some(p) = c.points(&app.grid) {
+            curves.push(Drawn {
+                label: c.label.clone(),
+                color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
+                marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
+                pts: to_xy(&app.grid, &p, app.metric),
+                final_from: final_from(c, &app.grid),
+            });
+        }
+    }
+    for (i, c) in app.recipes.iter().enumerate() {
+        let p = app.recipe_points(i);
+        let lengths: Vec<usize> = p.iter().map(|p| p.length).collect();
+        curves.push(Drawn {
+            label: c.label(),
+            color: palette::RECIPE[i % palette::RECIPE.len()],
+            marker: RECIPE_MARKERS[i % RECIPE_MARKERS.len()],
+            pts: to_xy(&lengths, &p, app.metric),
+            final_from: Some(f64::NEG_INFINITY),
+        });
+    }
+    if let Some(p) = app.curves[0].points(&app.grid) {
+        curves.push(Drawn {
+            label: app.curves[0].label.clone(),
+            color: palette::CURRENT,
+            marker: MAIN_MARKER,
+            pts: to_xy(&app.grid, &p, app.metric),
+            final_from: final_from(&app.curves[0], &app.grid),
+        });
+    }
+    curves
+}
+
+/// The KL curves: every curve that differs from the original and has some length scored.
+fn kl_curves(app: &App) -> Vec<Drawn> {
+    let xy = |kl: &mut dyn Iterator<Item = (usize, crate::eval::KlStats)>| -> Vec<(f64, f64)> {
+        kl.map(|(l, k)| ((l as f64).log2(), k.mean)).collect()
+    };
+    let mut curves = Vec::new();
+    for (i, c) in app.curves.iter().enumerate().skip(1) {
+        if !c.kl.is_empty() {
+            curves.push(Drawn {
+                label: c.label.clone(),
+                color: palette::COMPARE[(i - 1) % palette::COMPARE.len()],
+                marker: COMPARE_MARKERS[(i - 1) % COMPARE_MARKERS.len()],
+                pts: xy(&mut c.kl.iter().map(|(l, k)| (*l, *k))),
+                final_from: Some(f64::NEG_INFINITY),
+            });
+        }
+    }
+    for (i, c) in app.recipes.iter().enumerate() {
+        let kl = app.recipe_kl(i);
+        if !kl.is_empty() {
+            curves.push(Drawn {
+                label: c.label(),
+                color: palette::RECIPE[i % palette::RECIPE.len()],
+                marker: RECIPE_MARKERS[i % RECIPE_MARKERS.len()],
+                pts: xy(&mut kl.into_iter()),
+                final_from: Some(f64::NEG_INFINITY),
+            });
+        }
+    }
+    let main = &app.curves[0];
+    if app.slopes_edited() && !main.kl.is_empty() {
+        curves.push(Drawn {
+            label: main.label.clone(),
+            color: palette::CURRENT,
+            marker: MAIN_MARKER,
+            pts: xy(&mut main.kl.iter().map(|(l, k)| (*l, *k))),
+            final_from: Some(f64::NEG_INFINITY),
+        });
+    }
+    curves
 }
 
 fn fmt_ppl(p: f64) -> String {
@@ -326,6 +424,7 @@ fn to_xy(grid: &[usize], points: &[crate::eval::Point], metric: Metric) -> Vec<(
             let y = match metric {
                 Metric::TokenPpl => Some(p.nll),
                 Metric::BitsPerByte => p.bits_per_byte,
+                Metric::Kl => None,
             };
             y.filter(|y| y.is_finite()).map(|y| ((l as f64).log2(), y))
         })

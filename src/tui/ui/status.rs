@@ -16,9 +16,9 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let ratio = len as f64 / app.info.train_len as f64;
     let point = app.point_at_cursor();
     let ppl = match (app.metric, point) {
-        (Metric::TokenPpl, None) => "ppl …".to_string(),
+        (Metric::TokenPpl | Metric::Kl, None) => "ppl …".to_string(),
         (Metric::BitsPerByte, None) => "bits/byte …".to_string(),
-        (Metric::TokenPpl, Some(p)) => {
+        (Metric::TokenPpl | Metric::Kl, Some(p)) => {
             format!("ppl {:.2} ± {:.2} ({} tok", p.ppl, p.ppl_stderr, p.tokens)
         }
         (Metric::BitsPerByte, Some(p)) => format!(
