@@ -5,7 +5,7 @@
 //! Usage: `cargo run --release --example why_figures -- assets/results/why`
 
 use alibi_explorer::eval::figures::report::{
-    Statistic, bin_positions, distance_figure, grid_figure, length_figure, position_loss_figure,
+    Statistic, distance_figure, grid_figure, length_figure, position_loss_figure,
 };
 use alibi_explorer::eval::figures::{self, Figure};
 use alibi_explorer::eval::stats::StatsReport;
@@ -51,10 +51,16 @@ fn main() -> Result<(), String> {
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("'{}': {e}", path.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let nll: Vec<f64> = serde_json::from_value(v["position_nll"].clone())
-            .map_err(|e| format!("'{}': {e}", path.display()))?;
-        windows = v["points"][0]["tokens"].as_u64().unwrap_or(0) as usize / nll.len().max(1);
-        losses.push((label.to_string(), bin_positions(&nll, windows)));
+        let bins: Vec<alibi_explorer::eval::PositionLoss> =
+            serde_json::from_value(v["position_loss"].clone()).map_err(|e| {
+                format!(
+                    "'{}': no position_loss bins ({e}); re-run eval (it writes them since the s.e. bands)",
+                    path.display()
+                )
+            })?;
+        let n = v["position_nll"].as_array().map_or(1, Vec::len).max(1);
+        windows = v["points"][0]["tokens"].as_u64().unwrap_or(0) as usize / n;
+        losses.push((label.to_string(), bins));
     }
     let title = format!(
         "Loss by position in {largest}-token windows ({windows} windows of books/test; trained at 128)"

@@ -18,7 +18,7 @@ pub mod stats;
 pub mod stats_command;
 mod sweep;
 
-pub use point::{KlStats, Point, Stats};
+pub use point::{KlStats, POSITION_MIN_TOKENS, Point, PositionLoss, Stats, bin_position_stats};
 pub use sweep::SweepAccumulator;
 
 use crate::model::transformer::{ForwardOptions, Transformer};
@@ -214,6 +214,8 @@ pub struct Evaluation {
     pub points: Vec<Point>,
     /// Mean NLL by window position for the largest length (loss-by-position curve).
     pub position_nll: Vec<f64>,
+    /// The same in log-spaced position bins, with standard errors and token counts.
+    pub position_loss: Vec<PositionLoss>,
     /// Every scored token of the largest length.
     pub per_token: Vec<TokenLoss>,
     /// KL divergence from the original model per length (`eval --kl`; empty otherwise).
@@ -284,6 +286,7 @@ pub fn evaluate_with(
     let lmax = lengths.last().copied().unwrap_or(1);
     let mut per_token = Vec::new();
     let mut position_nll = Vec::new();
+    let mut position_loss = Vec::new();
     let mut points = Vec::with_capacity(lengths.len());
     match protocol {
         Protocol::Sweep => {
@@ -295,6 +298,7 @@ pub fn evaluate_with(
             })?;
             points = acc.points(lengths);
             position_nll = acc.position_nll();
+            position_loss = bin_position_stats(&acc.position_stats());
         }
         Protocol::NonOverlap | Protocol::Sliding { .. } => {
             let total: usize = lengths
@@ -333,6 +337,7 @@ pub fn evaluate_with(
                 points.push(stats.point(len));
                 if last {
                     position_nll = positions.iter().map(Stats::mean).collect();
+                    position_loss = bin_position_stats(&positions);
                 }
             }
         }
@@ -345,6 +350,7 @@ pub fn evaluate_with(
         protocol,
         points,
         position_nll,
+        position_loss,
         per_token,
         kl: Vec::new(),
     })

@@ -7,7 +7,7 @@
 use alibi_explorer::eval::Control;
 use alibi_explorer::eval::figures::maps::AttentionHeatmap;
 use alibi_explorer::eval::figures::report::{
-    Statistic, bin_positions, bin_x, distance_figure, grid_figure, length_figure, overview_figure,
+    Statistic, bin_x, distance_figure, grid_figure, length_figure, overview_figure,
     position_loss_figure,
 };
 use alibi_explorer::eval::figures::{self, Figure, diverging, viridis};
@@ -106,8 +106,23 @@ fn every_writer_writes_svg_png_and_data() {
             ("rotary".to_string(), rotary.position_loss.clone()),
         ],
     );
-    assert_eq!(loss.curves.len(), 2);
-    assert!(loss.curves[0].counts.as_ref().unwrap().iter().sum::<u64>() > 0);
+    // Per model: the line, its ± s.e. band (two dashed unlabelled curves), and the thin bins.
+    let lines: Vec<_> = loss.curves.iter().filter(|c| !c.dashed).collect();
+    assert_eq!(lines.len(), 2);
+    let bands = loss
+        .curves
+        .iter()
+        .filter(|c| c.dashed && c.label.is_empty())
+        .count();
+    assert_eq!(bands, 4);
+    // Tiny test windows: bins are thin here, so their tokens sit in the thin-bin curve.
+    let counted: u64 = loss
+        .curves
+        .iter()
+        .filter_map(|c| c.counts.as_ref())
+        .flatten()
+        .sum();
+    assert!(counted > 0);
     check(d, "loss", &loss);
     check(d, "overview", &overview_figure(&alibi));
     // The heatmap from a real capture, and one longer than the cell limit (block means).
@@ -155,18 +170,25 @@ fn statistics_and_bins_read_the_report() {
     assert_eq!(grid.values.len(), 2);
     assert!(grid_figure(&alibi, 5, Statistic::Entropy, false).is_err());
     assert!(distance_figure(&alibi, 9, 0).is_err());
-    let bins = bin_positions(&[1.0, 2.0, 3.0, 5.0, 7.0], 4);
+    // Five positions of four windows each: bins pool their tokens.
+    let mut positions = vec![alibi_explorer::eval::Stats::default(); 5];
+    for (p, s) in positions.iter_mut().enumerate() {
+        for _ in 0..4 {
+            s.add([1.0, 2.0, 3.0, 5.0, 7.0][p], None);
+        }
+    }
+    let bins = alibi_explorer::eval::bin_position_stats(&positions);
     let got: Vec<_> = bins
         .iter()
-        .map(|b| (b.from, b.to, b.tokens, b.nll))
+        .map(|b| (b.from, b.to, b.tokens, b.nll, b.few_tokens))
         .collect();
     assert_eq!(
         got,
         [
-            (0, 1, 4, 1.0),
-            (1, 2, 4, 2.0),
-            (2, 4, 8, 4.0),
-            (4, 5, 4, 7.0)
+            (0, 1, 4, 1.0, true),
+            (1, 2, 4, 2.0, true),
+            (2, 4, 8, 4.0, true),
+            (4, 5, 4, 7.0, true)
         ]
     );
     assert_eq!(bin_x(0, 1), 0.5);

@@ -789,6 +789,12 @@ fn y_switches_the_chart_and_the_status_bar_to_bits_per_byte() {
         labels.iter().all(|&y| (0.5..4.0).contains(&y)),
         "{labels:?}"
     );
+    // Then the KL view: nothing differs from the original yet, and the chart says so.
+    a.update(Action::ToggleMetric);
+    assert_eq!(a.metric, Metric::Kl);
+    let (s, _) = screen(&a, 200, 60);
+    assert!(s.contains("KL divergence from the original"), "{s}");
+    assert!(s.contains("no curve differs from the original"), "{s}");
     a.update(Action::ToggleMetric);
     assert_eq!(a.metric, Metric::TokenPpl);
     let (s, _) = screen(&a, 200, 60);

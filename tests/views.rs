@@ -293,14 +293,21 @@ fn the_loss_by_position_view_draws_every_curve() {
         });
     }
     let (s, buf) = screen(&a);
-    assert!(s.contains("Loss by position · windows of 256"), "{s}");
+    assert!(
+        s.contains("Loss by position · every pass (windows of 256 and shorter)"),
+        "{s}"
+    );
     assert!(s.contains("nats/token") && s.contains("2 windows"), "{s}");
+    // Two windows: the short positions' bins rest on a handful of tokens and are marked grey.
+    assert!(s.contains("grey: bins < 100 tokens"), "{s}");
+
     let braille = |c: &ratatui::buffer::Cell| {
         c.symbol()
             .chars()
             .any(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
     };
     assert!(attention_cells(&buf, |c| braille(c) && c.fg == palette::CURRENT) > 5);
+    assert!(attention_cells(&buf, |c| braille(c) && c.fg == ratatui::style::Color::Gray) > 0);
 }
 
 #[test]

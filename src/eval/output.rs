@@ -106,6 +106,7 @@ pub fn json(info: &RunInfo, eval: &Evaluation) -> serde_json::Value {
         "recipe": info.recipe,
         "points": points_json(eval),
         "position_nll": eval.position_nll,
+        "position_loss": eval.position_loss,
     })
 }
 

@@ -50,6 +50,21 @@ impl Stats {
         self.sum / self.n.max(1) as f64
     }
 
+    /// Tokens added.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+
+    /// The standard error of the mean loss, `sd / sqrt(n)` (0 below two tokens).
+    pub fn stderr(&self) -> f64 {
+        if self.n < 2 {
+            return 0.0;
+        }
+        let n = self.n as f64;
+        let var = ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0)).max(0.0);
+        (var / n).sqrt()
+    }
+
     /// Adds another set of sums to this one.
     pub fn merge(&mut self, other: &Self) {
         self.n += other.n;
@@ -97,4 +112,82 @@ pub struct KlStats {
     pub delta_p: f64,
     /// Tokens compared.
     pub tokens: usize,
+}
+
+/// A loss-by-position bin resting on fewer tokens than this is marked (`few_tokens`): its mean is
+/// noise a reader could take for a finding.
+pub const POSITION_MIN_TOKENS: usize = 100;
+
+/// The mean loss at positions `[from, to)` of the window.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PositionLoss {
+    /// First position (0 = predicted from one token of context).
+    pub from: usize,
+    /// One past the last position.
+    pub to: usize,
+    /// Tokens scored in the bin.
+    pub tokens: usize,
+    /// Mean NLL, nats per token.
+    pub nll: f64,
+    /// Standard error of `nll` (`sd / sqrt(tokens)`).
+    #[serde(default)]
+    pub stderr: f64,
+    /// Whether the bin rests on fewer than [`POSITION_MIN_TOKENS`] tokens.
+    #[serde(default)]
+    pub few_tokens: bool,
+}
+
+/// Log-bins per-position loss sums (`[p]` = every loss scored at window position `p`, from
+/// however many windows and passes) into [`PositionLoss`] bins: each bin is the mean over all its
+/// tokens, with its standard error; bins without tokens are left out.
+pub fn bin_position_stats(positions: &[Stats]) -> Vec<PositionLoss> {
+    use crate::alibi::prior::{log_bin, log_bin_range, log_bins};
+    let len = positions.len();
+    let mut bins = vec![Stats::default(); log_bins(len)];
+    for (p, s) in positions.iter().enumerate() {
+        bins[log_bin(p)].merge(s);
+    }
+    bins.iter()
+        .enumerate()
+        .filter(|(_, s)| s.count() > 0)
+        .map(|(bin, s)| {
+            let (from, to) = log_bin_range(bin);
+            PositionLoss {
+                from,
+                to: to.min(len),
+                tokens: s.count(),
+                nll: s.mean(),
+                stderr: s.stderr(),
+                few_tokens: s.count() < POSITION_MIN_TOKENS,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bins_pool_tokens_and_mark_thin_ones() {
+        // Positions 0..8: bins [0,1) [1,2) [2,4) [4,8). Position 0 has 200 tokens of loss 1 and 3
+        // alternately; the others 10 tokens of 2.
+        let mut positions = vec![Stats::default(); 8];
+        for i in 0..200 {
+            positions[0].add(if i % 2 == 0 { 1.0 } else { 3.0 }, None);
+        }
+        for s in &mut positions[1..] {
+            for _ in 0..10 {
+                s.add(2.0, None);
+            }
+        }
+        let b = bin_position_stats(&positions);
+        assert_eq!(b.len(), 4);
+        assert_eq!((b[0].tokens, b[0].nll, b[0].few_tokens), (200, 2.0, false));
+        // sd of {1, 3} x 100 each = sqrt(200/199); s.e. = that / sqrt(200).
+        let want = (200.0f64 / 199.0).sqrt() / 200f64.sqrt();
+        assert!((b[0].stderr - want).abs() < 1e-12);
+        assert_eq!((b[3].from, b[3].to, b[3].tokens), (4, 8, 40));
+        assert!(b[3].few_tokens && b[3].stderr == 0.0);
+    }
 }

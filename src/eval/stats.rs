@@ -7,7 +7,7 @@
 //! (`alibi::prior`). Plus the loss by position at the largest length, log-binned.
 
 use super::{BATCH_TOKENS, CANCELLED, Control, Protocol, Stats, check_lengths, starts_for};
-use crate::alibi::prior::{log_bin, log_bin_range, log_bins, prior_means, prior_profile};
+use crate::alibi::prior::{log_bin_range, log_bins, prior_means, prior_profile};
 use crate::model::attention_stats::AttentionStats;
 use crate::model::config::Position;
 use crate::model::transformer::{ForwardOptions, Transformer, slopes_tensor};
@@ -111,18 +111,7 @@ pub struct DistanceBin {
     pub prior: Option<f64>,
 }
 
-/// The mean loss at positions `[from, to)` of the window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PositionLoss {
-    /// First position (0 = predicted from one token of context).
-    pub from: usize,
-    /// One past the last position.
-    pub to: usize,
-    /// Tokens scored in the bin.
-    pub tokens: usize,
-    /// Mean NLL, nats per token.
-    pub nll: f64,
-}
+pub use super::point::PositionLoss;
 
 /// What the windows of one length produced.
 #[derive(Debug, Clone)]
@@ -326,23 +315,7 @@ pub fn report(
 
 /// The loss by position of one run's windows, in log-spaced bins of position.
 pub fn position_loss(run: &LengthStats) -> Vec<PositionLoss> {
-    let mut bins = vec![Stats::default(); log_bins(run.length)];
-    for (p, s) in run.positions.iter().enumerate() {
-        bins[log_bin(p)].merge(s);
-    }
-    bins.iter()
-        .enumerate()
-        .map(|(bin, s)| {
-            let (from, to) = log_bin_range(bin);
-            let point = s.point(run.length);
-            PositionLoss {
-                from,
-                to: to.min(run.length),
-                tokens: point.tokens,
-                nll: point.nll,
-            }
-        })
-        .collect()
+    super::bin_position_stats(&run.positions)
 }
 
 /// One head's attention over `ids` (a single window), row-major `len x len`, rows = queries

@@ -234,6 +234,19 @@ impl SweepAccumulator {
             .collect()
     }
 
+    /// Every loss scored at each window position, pooled over all levels (the `lmax` windows and
+    /// every shorter pass): position `p` rests on every window longer than `p`, so short positions
+    /// rest on hundreds of windows once the refinement has run.
+    pub fn position_stats(&self) -> Vec<Stats> {
+        let mut out = vec![Stats::default(); self.lmax];
+        for level in &self.levels {
+            for (o, s) in out.iter_mut().zip(&level.positions) {
+                o.merge(s);
+            }
+        }
+        out
+    }
+
     /// Mean NLL at each position of the `lmax` windows.
     pub fn position_nll(&self) -> Vec<f64> {
         self.levels[0].positions.iter().map(Stats::mean).collect()

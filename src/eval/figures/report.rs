@@ -7,7 +7,7 @@
 
 use super::maps::HeadGrid;
 use super::{Curve, LineFigure, PanelFigure};
-use crate::alibi::prior::{log_bin_range, log_bins};
+
 use crate::eval::stats::{HeadPoint, HeadReport, PositionLoss, StatsReport};
 
 /// Where a log bin `[from, to)` of whole numbers is drawn on a log axis.
@@ -263,56 +263,71 @@ pub fn grid_figure(
     })
 }
 
-/// Log-bins a per-position mean loss (`eval`'s `position_nll`: `[p]` = the mean NLL at position
-/// `p` over `windows` windows) into [`PositionLoss`] bins, each weighing its positions equally.
-pub fn bin_positions(position_nll: &[f64], windows: usize) -> Vec<PositionLoss> {
-    let len = position_nll.len();
-    (0..log_bins(len))
-        .map(|bin| {
-            let (from, to) = log_bin_range(bin);
-            let to = to.min(len);
-            let xs = &position_nll[from..to];
-            PositionLoss {
-                from,
-                to,
-                tokens: xs.len() * windows,
-                nll: xs.iter().sum::<f64>() / xs.len().max(1) as f64,
-            }
-        })
-        .collect()
-}
-
-/// The loss by position of several models (name, log-binned losses), one curve each; token
-/// counts per bin kept in the data.
+/// The loss by position of several models (name, log-binned losses), one curve each with its
+/// ± 1 s.e. band (dashed, unlabelled); bins resting on fewer than
+/// [`crate::eval::POSITION_MIN_TOKENS`] tokens are a separate dashed curve, so thin bins are not
+/// read as a finding. Token counts per bin are kept in the data.
 pub fn position_loss_figure(
     title: &str,
     train_len: usize,
     models: &[(String, Vec<PositionLoss>)],
 ) -> LineFigure {
-    let curves = models
-        .iter()
-        .enumerate()
-        .map(|(i, (name, bins))| Curve {
-            label: name.clone(),
-            points: bins
-                .iter()
-                .filter(|b| b.tokens > 0)
-                .map(|b| [bin_x(b.from, b.to), b.nll])
-                .collect(),
-            dashed: false,
-            color: i,
-            counts: Some(
-                bins.iter()
-                    .filter(|b| b.tokens > 0)
-                    .map(|b| b.tokens as u64)
+    let mut curves = Vec::new();
+    for (i, (name, bins)) in models.iter().enumerate() {
+        let bins: Vec<&PositionLoss> = bins.iter().filter(|b| b.tokens > 0).collect();
+        let solid: Vec<&&PositionLoss> = bins.iter().filter(|b| !b.few_tokens).collect();
+        let curve =
+            |label: String, pts: Vec<[f64; 2]>, dashed: bool, counts: Option<Vec<u64>>| Curve {
+                label,
+                points: pts,
+                dashed,
+                color: i,
+                counts,
+            };
+        curves.push(curve(
+            name.clone(),
+            solid.iter().map(|b| [bin_x(b.from, b.to), b.nll]).collect(),
+            false,
+            Some(solid.iter().map(|b| b.tokens as u64).collect()),
+        ));
+        for sign in [-1.0, 1.0] {
+            curves.push(curve(
+                String::new(),
+                solid
+                    .iter()
+                    .map(|b| [bin_x(b.from, b.to), b.nll + sign * b.stderr])
                     .collect(),
-            ),
-        })
-        .collect();
+                true,
+                None,
+            ));
+        }
+        // Thin bins, joined to the nearest solid bin so the line stays continuous.
+        let thin: Vec<&&PositionLoss> = bins
+            .iter()
+            .enumerate()
+            .filter(|(k, b)| {
+                b.few_tokens
+                    || bins.get(k + 1).is_some_and(|n| n.few_tokens)
+                    || (*k > 0 && bins[k - 1].few_tokens)
+            })
+            .map(|(_, b)| b)
+            .collect();
+        if thin.iter().any(|b| b.few_tokens) {
+            curves.push(curve(
+                format!(
+                    "{name}: bins on < {} tokens",
+                    crate::eval::POSITION_MIN_TOKENS
+                ),
+                thin.iter().map(|b| [bin_x(b.from, b.to), b.nll]).collect(),
+                true,
+                Some(thin.iter().map(|b| b.tokens as u64).collect()),
+            ));
+        }
+    }
     LineFigure {
         title: title.to_string(),
         x_label: "position in the window (tokens of context − 1, log; 0 drawn at 0.5)".to_string(),
-        y_label: "mean loss (nats per token)".to_string(),
+        y_label: "mean loss (nats per token) ± 1 s.e. (dashed)".to_string(),
         log_y: false,
         train_len: Some(train_len),
         curves,

@@ -5,7 +5,7 @@
 use super::{App, Effect};
 use crate::alibi::log_bin_range;
 use crate::eval::figures::maps::{AttentionHeatmap, HeadGrid};
-use crate::eval::figures::report::{bin_positions, bin_x, position_loss_figure};
+use crate::eval::figures::report::{bin_x, position_loss_figure};
 use crate::eval::figures::{Curve, LineFigure};
 use crate::tui::app::Metric;
 use crate::tui::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
@@ -370,7 +370,7 @@ impl App {
                     .map(|c| {
                         (
                             c.label.clone(),
-                            bin_positions(&c.acc.position_nll(), c.acc.windows()),
+                            crate::eval::bin_position_stats(&c.acc.position_stats()),
                         )
                     })
                     .collect();

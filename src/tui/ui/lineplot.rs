@@ -85,7 +85,8 @@ impl LinePlot {
             return false;
         }
         let mut spans = Vec::new();
-        for s in &self.series {
+        // A series without a label (a band around a labelled one) has no legend entry.
+        for s in self.series.iter().filter(|s| !s.label.is_empty()) {
             let glyph = if s.dashed { "┄┄ " } else { "━━ " };
             spans.push(Span::styled(glyph, Style::new().fg(s.color)));
             spans.push(Span::raw(format!("{}   ", s.label)));
