@@ -253,3 +253,78 @@ fn kl_is_zero_for_the_original_and_positive_for_a_change() {
     assert!(k[0].mean > 0.0 && k[0].top1_agreement <= 1.0, "{k:?}");
     assert_eq!(k[0].tokens, none[1].tokens);
 }
+
+#[test]
+fn attention_maps_under_a_recipe_mask_the_dropped_keys() {
+    use alibi_explorer::eval::stats::attention_map_with;
+    let m = model(Position::Alibi, 2, 5);
+    let s = stream(40);
+    let len = 24;
+    let ids = &s.ids[..len];
+    // window:5: query i sees keys i-4..=i; sinks:2+5 also keys 0 and 1.
+    for (recipe, sinks) in [("window:5", 0), ("sinks:2+5", 2)] {
+        let probs = attention_map_with(&m, ids, 1, 2, opts_for(&m, recipe, len)).unwrap();
+        for i in 0..len {
+            let row = &probs[i * len..(i + 1) * len];
+            for (j, &p) in row.iter().enumerate() {
+                let kept = j <= i && (i - j < 5 || j < sinks);
+                assert_eq!(p > 0.0, kept, "{recipe}: query {i} key {j}: {p}");
+            }
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{recipe}: row {i} sums to {sum}");
+        }
+    }
+}
+
+#[test]
+fn stats_follow_a_slope_recipe_per_length_and_refuse_masks() {
+    use alibi_explorer::eval::stats::{attention_stats, attention_stats_with};
+    let m = model(Position::Alibi, 2, 5);
+    let s = stream(200);
+    let ctl = Control::default();
+    let lengths = [16, 64];
+    let ntk = attention_stats_with(
+        &m,
+        "tiny",
+        &s,
+        &lengths,
+        None,
+        Some(Recipe::Ntk),
+        None,
+        &ctl,
+    )
+    .unwrap();
+    // ntk's slopes at 64 (a = 4): head h divided by 4^(h/3); the prior follows them.
+    let own = m.config().default_slopes();
+    let at64 = Recipe::Ntk.slopes(&own, 64, TRAIN_LEN);
+    let plain = attention_stats(&m, "tiny", &s, &lengths, None, None, &ctl).unwrap();
+    let direct = attention_stats(&m, "tiny", &s, &[64], Some(&at64), None, &ctl).unwrap();
+    for h in 0..4 {
+        let head = |r: &alibi_explorer::eval::stats::StatsReport, len| {
+            r.heads
+                .iter()
+                .find(|x| x.layer == 1 && x.head == h)
+                .unwrap()
+                .points
+                .iter()
+                .find(|p| p.length == len)
+                .unwrap()
+                .clone()
+        };
+        // Up to train_len ntk is the plain model; at 64 it is the model with ntk's slopes.
+        assert_eq!(head(&ntk, 16), head(&plain, 16));
+        assert_eq!(head(&ntk, 64), head(&direct, 64));
+    }
+    let e = attention_stats_with(
+        &m,
+        "tiny",
+        &s,
+        &lengths,
+        None,
+        Some(Recipe::Window(8)),
+        None,
+        &ctl,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("eval --recipe window:8"), "{e}");
+}

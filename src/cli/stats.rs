@@ -28,6 +28,10 @@ pub struct StatsArgs {
     /// Override the ALiBi slopes: a preset name or a JSON file with a "slopes" array.
     #[arg(long)]
     pub slopes: Option<String>,
+    /// A slope recipe applied at each length (interp:F, interp:dynamic, ntk); each head's prior
+    /// follows the recipe's slopes.
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -52,6 +56,7 @@ impl StatsArgs {
             max_tokens: self.max_tokens,
             max_windows: self.max_windows,
             slopes: self.slopes.clone(),
+            recipe: self.recipe,
             json: self.json.clone(),
             csv: self.csv.clone(),
             plot: self.plot.clone(),
@@ -81,6 +86,10 @@ pub struct AttentionArgs {
     /// Override the ALiBi slopes: a preset name or a JSON file with a "slopes" array.
     #[arg(long)]
     pub slopes: Option<String>,
+    /// A long-context recipe applied at this length (interp:F, interp:dynamic, ntk, window:W,
+    /// sinks:K+W): masked keys show as 0.
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
     /// Write the heatmap as PNG.
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
@@ -102,6 +111,7 @@ impl AttentionArgs {
             layer: self.layer,
             head: self.head,
             slopes: self.slopes.clone(),
+            recipe: self.recipe,
             png: self.png.clone(),
             svg: self.svg.clone(),
             json: self.json.clone(),

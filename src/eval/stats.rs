@@ -124,6 +124,9 @@ pub struct LengthStats {
     pub attention: AttentionStats,
     /// `[p]` = the losses at position `p` of every window.
     pub positions: Vec<Stats>,
+    /// The slopes the windows ran with, when overridden (a `--slopes` file or a recipe's slopes
+    /// at this length); the prior of each head follows them.
+    pub slopes: Option<Vec<f64>>,
 }
 
 /// Runs the non-overlapping windows of `len` tokens (the first `max_windows` when given) with
@@ -142,6 +145,7 @@ pub fn length_stats(
         starts.truncate(n.max(1));
     }
     let dev = model.device();
+    let slopes_list = slopes;
     let slopes = slopes.map(|s| slopes_tensor(s, dev)).transpose()?;
     let cfg = model.config();
     let mut out = LengthStats {
@@ -149,6 +153,7 @@ pub fn length_stats(
         windows: 0,
         attention: AttentionStats::new(cfg.n_layers, cfg.n_heads),
         positions: vec![Stats::default(); len],
+        slopes: slopes_list.map(<[f64]>::to_vec),
     };
     let batch = ctl.batch.unwrap_or(BATCH_TOKENS / len.max(1)).max(1);
     for chunk in starts.chunks(batch) {
@@ -198,7 +203,38 @@ pub fn attention_stats(
     max_windows: Option<usize>,
     ctl: &Control,
 ) -> Result<StatsReport> {
+    attention_stats_with(model, name, stream, lengths, slopes, None, max_windows, ctl)
+}
+
+/// [`attention_stats`] under a slope recipe (`interp:F`, `interp:dynamic`, `ntk`): each length
+/// runs with the recipe's slopes at that length, and each head's prior follows them. Mask recipes
+/// (`window`, `sinks`) are refused: the prior assumes full causal attention.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_stats_with(
+    model: &Transformer,
+    name: &str,
+    stream: &Stream,
+    lengths: &[usize],
+    slopes: Option<&[f64]>,
+    recipe: Option<crate::alibi::recipe::Recipe>,
+    max_windows: Option<usize>,
+    ctl: &Control,
+) -> Result<StatsReport> {
     let cfg = model.config();
+    if let Some(r) = recipe {
+        if r.key_mask().is_some() {
+            candle_core::bail!(
+                "stats --recipe {r}: window and sinks recipes are not measured against the prior (it assumes full causal attention); use `eval --recipe {r}` or `attention --recipe {r}`"
+            );
+        }
+        if cfg.position != Position::Alibi {
+            candle_core::bail!(
+                "stats --recipe {r} changes ALiBi slopes; '{name}' uses {} positions",
+                cfg.position
+            );
+        }
+    }
+    let base = slopes.map_or_else(|| cfg.default_slopes(), <[f64]>::to_vec);
     if let Err(e) = check_lengths(stream, lengths, cfg.max_len) {
         candle_core::bail!("{e}");
     }
@@ -221,7 +257,15 @@ pub fn attention_stats(
             batch: ctl.batch,
             interrupt: ctl.interrupt.clone(),
         };
-        let run = length_stats(model, stream, len, slopes, max_windows, &inner)?;
+        let at_len = recipe.map(|r| r.slopes(&base, len, cfg.train_len));
+        let run = length_stats(
+            model,
+            stream,
+            len,
+            at_len.as_deref().or(slopes),
+            max_windows,
+            &inner,
+        )?;
         done_before += run.windows;
         runs.push(run);
     }
@@ -258,6 +302,12 @@ pub fn report(
             for run in runs {
                 let len = run.length;
                 let means = run.attention.head(layer, head).means();
+                // The prior of the slope this length ran with (a recipe's changes with the length).
+                let slope = run
+                    .slopes
+                    .as_ref()
+                    .and_then(|s| s.get(head).copied())
+                    .or(slope);
                 let prior = slope.map(|m| prior_means(m, len));
                 points.push(HeadPoint {
                     length: len,
@@ -327,13 +377,30 @@ pub fn attention_map(
     head: usize,
     slopes: Option<&[f64]>,
 ) -> candle_core::Result<Vec<f32>> {
+    let opts = ForwardOptions {
+        slopes: slopes
+            .map(|s| slopes_tensor(s, model.device()))
+            .transpose()?,
+        ..Default::default()
+    };
+    attention_map_with(model, ids, layer, head, opts)
+}
+
+/// [`attention_map`] under any forward options (a recipe's slopes and key mask: masked keys
+/// come out as 0).
+pub fn attention_map_with(
+    model: &Transformer,
+    ids: &[u32],
+    layer: usize,
+    head: usize,
+    opts: ForwardOptions,
+) -> candle_core::Result<Vec<f32>> {
     let dev = model.device();
     let x = Tensor::from_vec(ids.to_vec(), (1, ids.len()), dev)?;
     let opts = ForwardOptions {
-        slopes: slopes.map(|s| slopes_tensor(s, dev)).transpose()?,
         capture: vec![(layer, head)],
         capture_only: true,
-        ..Default::default()
+        ..opts
     };
     let out = model.forward_hidden(&x, &opts)?;
     out.captured

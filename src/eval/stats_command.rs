@@ -4,11 +4,10 @@
 use super::command::{EXIT_INTERRUPTED, check_memory, check_outputs, override_slopes};
 use super::figures::maps::AttentionHeatmap;
 use super::figures::{self, figure_extension, report::overview_figure};
-use super::stats::{StatsReport, attention_map, attention_stats};
+use super::stats::StatsReport;
 use super::{CANCELLED, Control};
 use crate::alibi::prior::{SINK_MIN_QUERY, SINK_TOKENS};
 use crate::files::OutputFile;
-use crate::model::Position;
 use crate::model::attention_stats::HeadSums;
 use crate::model::device::{device_name, dtype_name};
 use crate::model::error::one_line;
@@ -36,6 +35,8 @@ pub struct StatsSettings {
     pub max_windows: Option<usize>,
     /// A slopes override: a preset name or a slopes file.
     pub slopes: Option<String>,
+    /// A slope recipe applied at each length.
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
     /// JSON output (the report).
     pub json: Option<PathBuf>,
     /// CSV output: one row per (layer, head, length).
@@ -61,6 +62,8 @@ pub struct AttentionSettings {
     pub head: usize,
     /// A slopes override.
     pub slopes: Option<String>,
+    /// A long-context recipe applied at this length.
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
     /// PNG heatmap.
     pub png: Option<PathBuf>,
     /// SVG heatmap.
@@ -114,12 +117,13 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
         batch: a.batch,
         interrupt: None,
     };
-    let result = attention_stats(
+    let result = crate::eval::stats::attention_stats_with(
         model,
         &loaded.name,
         &stream,
         &a.lengths,
         slopes.as_deref(),
+        a.recipe,
         a.max_windows,
         &ctl,
     );
@@ -135,6 +139,7 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
         Err(e) => bail!("statistics failed: {}", one_line(e)),
     };
     let info = StatsInfo {
+        recipe: a.recipe.map(|r| r.to_string()),
         input: a.input.path().display().to_string(),
         stream_tokens: stream.ids.len(),
         max_windows: a.max_windows,
@@ -157,6 +162,8 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
 /// What the `stats` outputs say about the run besides the report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatsInfo {
+    /// The slope recipe applied, if any.
+    pub recipe: Option<String>,
     /// Where the tokens came from.
     pub input: String,
     /// Tokens in the stream.
@@ -378,13 +385,22 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
         );
     }
     let slopes = override_slopes(a.slopes.as_ref(), &loaded)?;
-    let slope = (cfg.position == Position::Alibi).then(|| {
-        slopes
-            .as_ref()
-            .map_or_else(|| cfg.default_slopes(), Clone::clone)[a.head]
-    });
+    let modification = super::recipe::Modification {
+        slopes: slopes.clone(),
+        recipe: a.recipe,
+    };
+    modification
+        .check(model, &loaded.name)
+        .map_err(|e| eyre!(e))?;
+    let at_len = modification
+        .slopes_at(model, a.length)
+        .map_err(|e| eyre!("attention failed: {}", one_line(e)))?;
+    let slope = at_len.as_ref().map(|s| s[a.head]);
     let ids = &stream.ids[..a.length];
-    let probs = attention_map(model, ids, a.layer, a.head, slopes.as_deref())
+    let opts = modification
+        .options_at(model, a.length)
+        .map_err(|e| eyre!("attention failed: {}", one_line(e)))?;
+    let probs = crate::eval::stats::attention_map_with(model, ids, a.layer, a.head, opts)
         .map_err(|e| eyre!("attention failed: {}", one_line(e)))?;
     let len = a.length;
     let mut sums = HeadSums::default();
@@ -393,11 +409,12 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
     }
     let means = sums.means();
     let title = format!(
-        "{} · layer {} head {}{} · L = {len}",
+        "{} · layer {} head {}{}{} · L = {len}",
         loaded.name,
         a.layer,
         a.head,
-        slope.map_or(String::new(), |m| format!(" (slope {m:.4})"))
+        slope.map_or(String::new(), |m| format!(" (slope {m:.4})")),
+        a.recipe.map_or(String::new(), |r| format!(" · recipe {r}"))
     );
     let heatmap = AttentionHeatmap::from_flat(title, len, &probs);
     if let Some(p) = &a.json {
@@ -414,6 +431,7 @@ pub fn attention(a: &AttentionSettings) -> Result<()> {
             "head": a.head,
             "length": len,
             "slope": slope,
+            "recipe": a.recipe.map(|r| r.to_string()),
             "input": a.input.path().display().to_string(),
             "token_ids": ids,
             "tokens": tokens,
