@@ -5,6 +5,7 @@
 //! backward does (Dao et al. 2022, algorithm 2), so no `(len x len)` tensor outlives a block; it
 //! also returns the slopes' gradient (learned slopes).
 
+use super::kernels::LANES;
 use super::matmul::{Mat, MatMut, matmul};
 use rayon::prelude::*;
 
@@ -45,6 +46,7 @@ fn probabilities(
     keys: usize,
     scale: f32,
     slope: Option<f32>,
+    ramp: &[f32],
     lse: Option<&[f32]>,
     lse_out: Option<&mut [f32]>,
 ) {
@@ -65,8 +67,10 @@ fn probabilities(
                 let (live, masked) = row.split_at_mut(i + 1);
                 masked.fill(0.0);
                 if let Some(m) = slope {
-                    for (j, v) in live.iter_mut().enumerate() {
-                        *v += m * (j as f32 - i as f32);
+                    // `ramp[j] = j`: an index converted per element would not vectorise.
+                    let fi = i as f32;
+                    for (v, &j) in live.iter_mut().zip(ramp) {
+                        *v += m * (j - fi);
                     }
                 }
                 match lse {
@@ -77,12 +81,8 @@ fn probabilities(
                         }
                     }
                     None => {
-                        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for v in live.iter_mut() {
-                            *v = crate::model::kernels::exp(*v - max);
-                            sum += *v;
-                        }
+                        let max = super::kernels::max_lanes(live);
+                        let sum = super::kernels::exp_sum_lanes(live, max);
                         let inv = 1.0 / sum;
                         for v in live.iter_mut() {
                             *v *= inv;
@@ -97,10 +97,16 @@ fn probabilities(
     );
 }
 
+/// `[0, 1, ..., len - 1]` as floats (key positions for the ALiBi bias).
+fn ramp(len: usize) -> Vec<f32> {
+    (0..len).map(|j| j as f32).collect()
+}
+
 /// Forward: `y` `(batch*len, d)` from `qkv` `(batch*len, 3d)`, keeping `lse`
 /// `(batch, heads, len)`. `slopes` are per head (ALiBi), `None` for the causal mask alone.
 pub fn forward(y: &mut [f32], lse: &mut [f32], qkv: &[f32], slopes: Option<&[f32]>, a: AttnShape) {
     let (t, d, hd) = (a.len, a.d, a.head_dim);
+    let ramp = ramp(t);
     y.par_chunks_mut(t * d)
         .zip(lse.par_chunks_mut(a.heads * t))
         .zip(qkv.par_chunks(t * 3 * d))
@@ -116,7 +122,19 @@ pub fn forward(y: &mut [f32], lse: &mut [f32], qkv: &[f32], slopes: Option<&[f32
                     let keys = i0 + rows;
                     let s = &mut s[..rows * keys];
                     let slope = slopes.map(|m| m[h]);
-                    probabilities(s, q, k, i0, rows, keys, a.scale(), slope, None, Some(lse_h));
+                    probabilities(
+                        s,
+                        q,
+                        k,
+                        i0,
+                        rows,
+                        keys,
+                        a.scale(),
+                        slope,
+                        &ramp,
+                        None,
+                        Some(lse_h),
+                    );
                     matmul(
                         MatMut::strided(&mut y[i0 * d + h * hd..], rows, hd, d),
                         Mat::new(s, rows, keys),
@@ -144,6 +162,7 @@ pub fn backward(
 ) -> Vec<f32> {
     let (t, d, hd) = (a.len, a.d, a.head_dim);
     let scale = a.scale();
+    let ramp = ramp(t);
     let partials: Vec<Vec<f32>> = dqkv
         .par_chunks_mut(t * 3 * d)
         .zip(dy.par_chunks(t * d))
@@ -157,7 +176,18 @@ pub fn backward(
             let mut dq = vec![0f32; t * hd];
             let mut dk = vec![0f32; t * hd];
             let mut dv = vec![0f32; t * hd];
-            let mut delta = vec![0f32; t];
+            // delta[h][i] = dO_i . O_i for head h, all heads in one pass over the rows.
+            let mut all_delta = vec![0f32; a.heads * t];
+            super::kernels::wide(
+                #[inline(always)]
+                || {
+                    for (i, (o, g)) in y.chunks_exact(d).zip(dy.chunks_exact(d)).enumerate() {
+                        for (h, (o, g)) in o.chunks_exact(hd).zip(g.chunks_exact(hd)).enumerate() {
+                            all_delta[h * t + i] = super::kernels::dot_lanes(o, g);
+                        }
+                    }
+                },
+            );
             let mut dslopes = vec![0f32; a.heads];
             for h in 0..a.heads {
                 let q = Mat::strided(&qkv[h * hd..], t, hd, 3 * d);
@@ -166,16 +196,7 @@ pub fn backward(
                 let d_out = Mat::strided(&dy[h * hd..], t, hd, d);
                 let lse_h = &lse[h * t..(h + 1) * t];
                 let slope = slopes.map(|m| m[h]);
-                super::kernels::wide(
-                    #[inline(always)]
-                    || {
-                        for (i, dl) in delta.iter_mut().enumerate() {
-                            let o = &y[i * d + h * hd..i * d + (h + 1) * hd];
-                            let g = &dy[i * d + h * hd..i * d + (h + 1) * hd];
-                            *dl = o.iter().zip(g).map(|(a, b)| a * b).sum();
-                        }
-                    },
-                );
+                let delta = &all_delta[h * t..(h + 1) * t];
                 dk.fill(0.0);
                 dv.fill(0.0);
                 for i0 in (0..t).step_by(QUERY_BLOCK) {
@@ -183,7 +204,19 @@ pub fn backward(
                     let keys = i0 + rows;
                     let p = &mut p[..rows * keys];
                     let dp = &mut dp[..rows * keys];
-                    probabilities(p, q, k, i0, rows, keys, scale, slope, Some(lse_h), None);
+                    probabilities(
+                        p,
+                        q,
+                        k,
+                        i0,
+                        rows,
+                        keys,
+                        scale,
+                        slope,
+                        &ramp,
+                        Some(lse_h),
+                        None,
+                    );
                     // dP = dO V^T
                     matmul(
                         MatMut::new(dp, rows, keys),
@@ -214,12 +247,32 @@ pub fn backward(
                             {
                                 let i = i0 + r;
                                 let dl = delta[i];
-                                let mut acc = 0f32;
-                                for (j, (ds, p)) in ds.iter_mut().zip(p).enumerate() {
-                                    *ds = p * (*ds - dl);
-                                    acc += *ds * (j as f32 - i as f32);
+                                // The slope's gradient in lanes (see `kernels::LANES`).
+                                let mut acc = [0f32; LANES];
+                                let mut dsc = ds.chunks_exact_mut(LANES);
+                                let mut pc = p.chunks_exact(LANES);
+                                let mut rc = ramp.chunks_exact(LANES);
+                                let fi = i as f32;
+                                for ((ds, p), js) in (&mut dsc).zip(&mut pc).zip(&mut rc) {
+                                    for (((ds, p), a), &j) in
+                                        ds.iter_mut().zip(p).zip(acc.iter_mut()).zip(js)
+                                    {
+                                        *ds = p * (*ds - dl);
+                                        *a += *ds * (j - fi);
+                                    }
                                 }
-                                dm += acc;
+                                let mut tail = 0f32;
+                                let done = keys - keys % LANES;
+                                for ((ds, p), &j) in dsc
+                                    .into_remainder()
+                                    .iter_mut()
+                                    .zip(pc.remainder())
+                                    .zip(&ramp[done..])
+                                {
+                                    *ds = p * (*ds - dl);
+                                    tail += *ds * (j - fi);
+                                }
+                                dm += tail + acc.iter().sum::<f32>();
                             }
                         },
                     );

@@ -37,6 +37,68 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     Arch::new().dispatch(Wide(f))
 }
 
+/// Lanes of the vectorised reductions below: a float sum or max carried in one accumulator is a
+/// chain the compiler must keep in order (no vector instructions); sixteen independent
+/// accumulators, combined at the end, vectorise (one AVX-512 register). The order is fixed, so
+/// results stay bit-for-bit repeatable.
+pub const LANES: usize = 16;
+
+/// The maximum of `xs` (`-inf` when empty), vectorised.
+#[inline(always)]
+pub fn max_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for &x in chunks.remainder().iter().chain(&acc) {
+        m = if x > m { x } else { m };
+    }
+    m
+}
+
+/// Replaces each `x` of `xs` by `exp(x - shift)` and returns their sum, vectorised.
+#[inline(always)]
+pub fn exp_sum_lanes(xs: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
+            *x = exp(*x - shift);
+            *a += *x;
+        }
+    }
+    let mut sum = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        sum += *x;
+    }
+    sum + acc.iter().sum::<f32>()
+}
+
+/// The dot product of `a` and `b` (same length), vectorised.
+#[inline(always)]
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    tail + acc.iter().sum::<f32>()
+}
+
 /// Sums the per-chunk partial vectors of `width` in chunk order into `out` (`+=`).
 fn add_partials(out: &mut [f32], partials: &[Vec<f32>]) {
     for p in partials {
@@ -373,12 +435,8 @@ pub fn softmax_xent_rows(
                     for ((row, &t), nll) in rows.chunks_exact_mut(vocab).zip(targets).zip(nll) {
                         let t = t as usize;
                         let target_logit = row[t];
-                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0f32;
-                        for v in row.iter_mut() {
-                            *v = exp(*v - max);
-                            sum += *v;
-                        }
+                        let max = max_lanes(row);
+                        let sum = exp_sum_lanes(row, max);
                         *nll = max + sum.ln() - target_logit;
                         let inv = scale / sum;
                         for v in row.iter_mut() {
@@ -389,4 +447,29 @@ pub fn softmax_xent_rows(
                 },
             );
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_reductions_equal_the_plain_ones() {
+        for n in [0, 1, 15, 16, 17, 100, 4096] {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let plain = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max_lanes(&xs), plain, "n = {n}");
+            let dot = dot_lanes(&xs, &xs);
+            let want_dot: f64 = xs.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            assert!((f64::from(dot) - want_dot).abs() <= 1e-5 * want_dot.max(1.0), "n = {n}");
+            let mut ys = xs.clone();
+            let sum = exp_sum_lanes(&mut ys, 1.5);
+            let want: f64 = xs.iter().map(|&x| (f64::from(x) - 1.5).exp()).sum();
+            assert!((f64::from(sum) - want).abs() <= 1e-5 * want.max(1.0), "n = {n}");
+            for (y, x) in ys.iter().zip(&xs) {
+                let e = (f64::from(*x) - 1.5).exp();
+                assert!((f64::from(*y) - e).abs() <= 1e-6 * e.max(1.0), "n = {n}");
+            }
+        }
+    }
 }
