@@ -231,6 +231,8 @@ pub fn run_until(
         last_valid_loss: None,
         window_loss_sum: 0.0,
         window_steps: 0,
+        processes: 0,
+        peak_rss_mib: 0.0,
     };
     if resume {
         if !ck_dir.exists() {
@@ -274,6 +276,7 @@ pub fn run_until(
         )?;
     }
     let l = s.model.train_len;
+    ck.processes += 1;
     let started = Instant::now();
     let base_elapsed = ck.elapsed_s;
     let mut window_tokens = 0usize;
@@ -285,6 +288,7 @@ pub fn run_until(
         if stop.load(Ordering::SeqCst) {
             progress.finish();
             eprintln!("interrupted: saving a checkpoint at step {}", ck.step);
+            note_peak_rss(&mut ck);
             save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
             bail!(
                 "training interrupted at step {} (resume with --resume)",
@@ -339,6 +343,7 @@ pub fn run_until(
         progress.step(ck.step, loss_v, tps, ck.last_valid_loss);
         let pause = stop_at.is_some_and(|n| ck.step >= n) && !done;
         if ck.step.is_multiple_of(s.checkpoint_every) || done || pause {
+            note_peak_rss(&mut ck);
             save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
         }
         if pause {
@@ -447,6 +452,32 @@ fn finish(
     Ok(())
 }
 
+/// Keeps the largest peak memory any of the run's processes reached.
+fn note_peak_rss(ck: &mut CheckpointState) {
+    if let Some(mib) = crate::model::memory::peak_rss_mib() {
+        ck.peak_rss_mib = ck.peak_rss_mib.max(mib);
+    }
+}
+
+/// The CPU's model name, its logical cores and the threads training used.
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    format!(
+        "{cpu}, {cores} logical cores, {} training threads ({})",
+        rayon::current_num_threads(),
+        std::env::consts::OS
+    )
+}
+
 fn write_training_record(
     s: &TrainSettings,
     ck: &CheckpointState,
@@ -471,6 +502,18 @@ fn write_training_record(
         ck.last_valid_loss.unwrap_or(f64::NAN)
     ));
     md.push_str(&format!(
+        "Machine (the last process): {}. Throughput over the whole run: {:.0} tokens/s; {} process{} (1 + resumes); peak resident memory of any of them: {}.\n\n",
+        machine_line(),
+        ck.tokens_seen as f64 / ck.elapsed_s.max(1e-9),
+        ck.processes,
+        if ck.processes == 1 { "" } else { "es" },
+        if ck.peak_rss_mib > 0.0 {
+            format!("{:.0} MiB", ck.peak_rss_mib)
+        } else {
+            "not measured".to_string()
+        }
+    ));
+    md.push_str(&format!(
         "Train loss is the loss of the final step's batch (the logged means are in the loss log); valid loss is the mean next-token NLL (nats) over up to {MAX_VALID_WINDOWS} non-overlapping {}-token windows of the validation data. The full curve is in `{LOSS_LOG}` of the training output folder.\n\n",
         cfg.train_len
     ));
@@ -493,6 +536,11 @@ fn write_training_record(
     for f in &data.valid_manifest {
         md.push_str(&format!("| {} | {} | {} |\n", f.file, f.bytes, f.tokens));
     }
+    md.push_str(&format!(
+        "\n## Resuming\n\nA stopped run (Ctrl-C, SIGTERM, a closed session) saved a checkpoint in `{}/{CHECKPOINT_DIR}/` (the weights, AdamW's moments and the step, data order and schedule: about 3 x 4 bytes per parameter, {:.0} MB here). Run the command above again with `--resume` (or `scripts/train-shipped.sh start`): it continues with the same data order, learning-rate schedule and optimiser state, on this machine or a fresh one that has the checkpoint folder, the data and the tokenizer. Keep the folder until the run has finished.\n",
+        s.out.display(),
+        (crate::model::init::param_count(cfg) * 12) as f64 / 1e6
+    ));
     crate::files::write_bytes(&s.out.join("TRAINING.md"), md.as_bytes()).map_err(|e| eyre!(e))?;
     Ok(())
 }

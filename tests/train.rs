@@ -148,6 +148,13 @@ fn training_writes_its_record_and_learns_slopes() {
             && record.contains("--position alibi --train-len 16")
     );
     assert!(record.contains("--learn-slopes") && record.contains("| a.txt |"));
+    assert!(
+        record.contains("logical cores")
+            && record.contains("tokens/s")
+            && record.contains("1 process (1 + resumes)")
+            && record.contains("## Resuming"),
+        "{record}"
+    );
     let cfg: Config =
         serde_json::from_str(&std::fs::read_to_string(s.out.join("config.json")).unwrap()).unwrap();
     let learned = cfg.slopes.clone().unwrap();

@@ -32,6 +32,12 @@ pub struct CheckpointState {
     /// Steps since the last line of the loss log.
     #[serde(default)]
     pub window_steps: usize,
+    /// Processes the run has taken so far (1 + resumes).
+    #[serde(default)]
+    pub processes: usize,
+    /// The largest peak resident set size of those processes, MiB (Linux `VmHWM`; 0 elsewhere).
+    #[serde(default)]
+    pub peak_rss_mib: f64,
 }
 
 /// Writes token ids as little-endian u32s.

@@ -456,16 +456,24 @@ mod tests {
     #[test]
     fn lane_reductions_equal_the_plain_ones() {
         for n in [0, 1, 15, 16, 17, 100, 4096] {
-            let xs: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let xs: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
             let plain = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(max_lanes(&xs), plain, "n = {n}");
             let dot = dot_lanes(&xs, &xs);
             let want_dot: f64 = xs.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-            assert!((f64::from(dot) - want_dot).abs() <= 1e-5 * want_dot.max(1.0), "n = {n}");
+            assert!(
+                (f64::from(dot) - want_dot).abs() <= 1e-5 * want_dot.max(1.0),
+                "n = {n}"
+            );
             let mut ys = xs.clone();
             let sum = exp_sum_lanes(&mut ys, 1.5);
             let want: f64 = xs.iter().map(|&x| (f64::from(x) - 1.5).exp()).sum();
-            assert!((f64::from(sum) - want).abs() <= 1e-5 * want.max(1.0), "n = {n}");
+            assert!(
+                (f64::from(sum) - want).abs() <= 1e-5 * want.max(1.0),
+                "n = {n}"
+            );
             for (y, x) in ys.iter().zip(&xs) {
                 let e = (f64::from(*x) - 1.5).exp();
                 assert!((f64::from(*y) - e).abs() <= 1e-6 * e.max(1.0), "n = {n}");
