@@ -12,6 +12,7 @@
 //! - [`stats`]: `stats`, `attention`.
 //! - [`fit`]: `slopes fit`.
 //! - [`train`]: `tokenizer train`, `train`.
+//! - [`tour`]: `tour` (the guided tour, or its lecture export).
 
 pub mod ablate;
 pub mod common;
@@ -20,6 +21,7 @@ pub mod fit;
 pub mod inspect;
 pub mod slopes;
 pub mod stats;
+pub mod tour;
 pub mod train;
 
 use crate::model::device::{DeviceSpec, parse_dtype};
@@ -108,6 +110,9 @@ pub enum Command {
     Tokenizer(TokenizerArgs),
     /// Train a model of our own architecture.
     Train(Box<TrainArgs>),
+    /// A guided tour of ALiBi on the live model (the TUI with a narrative card), or with --export
+    /// every step written as a slide.
+    Tour(Box<tour::TourArgs>),
 }
 
 /// Runs a parsed command line.
@@ -126,6 +131,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Stats(a)) => crate::eval::stats_command::stats(&a.settings()?),
         Some(Command::Attention(a)) => crate::eval::stats_command::attention(&a.settings()?),
         Some(Command::Bench(a)) => crate::bench::run(&a.settings()?),
+        Some(Command::Tour(a)) => crate::tui::tour::command::run(&a.settings()),
         None => {
             let t = cli.tui;
             let cache = crate::embedded::cache_dir();

@@ -8,6 +8,7 @@ pub mod export;
 pub mod keymap;
 pub mod messages;
 pub mod palette;
+pub mod tour;
 pub mod ui;
 pub mod views;
 pub mod worker;
@@ -267,9 +268,19 @@ fn on_input(app: &mut App, ev: &TermEvent) -> Vec<Effect> {
 
 /// Runs the TUI until the user quits.
 pub fn run(settings: &TuiSettings) -> Result<()> {
+    let (app, slots) = prepare(settings)?;
+    run_prepared(app, slots, |_| Vec::new())
+}
+
+/// Runs the TUI on a prepared app; `setup` runs after the first jobs are sent (the tour opens
+/// there) and returns its own effects.
+pub fn run_prepared(
+    mut app: App,
+    slots: Vec<ModelSlot>,
+    setup: impl FnOnce(&mut App) -> Vec<Effect>,
+) -> Result<()> {
     // Bad options and inputs are reported first (with or without a terminal), then a missing
     // terminal, before the screen is touched.
-    let (mut app, slots) = prepare(settings)?;
     check_terminal(
         std::io::IsTerminal::is_terminal(&std::io::stdout()),
         std::io::IsTerminal::is_terminal(&std::io::stdin()),
@@ -291,13 +302,16 @@ pub fn run(settings: &TuiSettings) -> Result<()> {
     event::spawn_input(tx);
     let start = app.start();
     apply(&mut app, start, &jobs);
+    let more = setup(&mut app);
+    apply(&mut app, more, &jobs);
     let mut signal = None;
     let result = (|| -> Result<()> {
         loop {
             let size = terminal.size()?;
-            if let Some(areas) =
-                ui::layout(ratatui::layout::Rect::new(0, 0, size.width, size.height))
-            {
+            if let Some((areas, _)) = ui::screen_layout(
+                &app,
+                ratatui::layout::Rect::new(0, 0, size.width, size.height),
+            ) {
                 let plot = ui::plot_area(areas.chart);
                 app.chart_columns = Some((plot.x, plot.width));
             }

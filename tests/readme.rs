@@ -51,6 +51,7 @@ fn every_command_is_documented() {
         "bench",
         "tokenizer train",
         "train",
+        "tour",
     ] {
         assert!(
             r.contains(&format!("alibi-explorer {cmd} ")),

@@ -342,3 +342,37 @@ fn y_cycles_to_kl_and_stale_kl_is_dropped() {
     });
     assert_eq!(a.curves[0].kl.get(&64), Some(&kl));
 }
+
+#[test]
+fn a_variant_curve_and_the_sensitivity_view_both_finish() {
+    // The sensitivity job gives way to more urgent jobs only; a variant curve (least urgent)
+    // waiting beside it must not make the two yield to each other forever.
+    use alibi_explorer::tui::worker::SensitivityJob;
+    let (tx, rx): (_, Receiver<Event>) = std::sync::mpsc::channel();
+    let jobs = spawn(vec![slot(Position::Alibi), slot(Position::Alibi)], tx);
+    jobs.send(Job::Variant(Box::new(job(
+        VariantTarget::Compare(1),
+        vec![8, 16, 32, 64, 128],
+    ))))
+    .unwrap();
+    jobs.send(Job::Sensitivity(Box::new(SensitivityJob {
+        generation: 1,
+        slopes: alibi_explorer::alibi::paper_slopes(4),
+        lengths: vec![32, 64],
+        done: 0,
+        baseline: None,
+    })))
+    .unwrap();
+    let (mut variants, mut runs) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (variants < 5 || runs < 12) && std::time::Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Event::Worker(WorkerMsg::Variant { .. })) => variants += 1,
+            Ok(Event::Worker(WorkerMsg::Sensitivity { head: Some(_), .. })) => runs += 1,
+            Ok(Event::Worker(WorkerMsg::Error { msg, .. })) => panic!("worker error: {msg}"),
+            _ => {}
+        }
+    }
+    // 4 heads x 3 variants of the slope.
+    assert_eq!((variants, runs), (5, 12));
+}

@@ -5,6 +5,7 @@
 pub use super::curve::{
     Curve, MIN_LENGTH, NO_DIVERGENCE, RecipeCurve, chart_x_bounds, length_grid, variant_lengths,
 };
+use super::keymap::TourMove;
 use super::keymap::{Action, Focus, STEPS_PER_OCTAVE};
 use super::views::{AttnView, SensitivityState, Stat, StatsCache};
 pub use super::views::{Metric, Rule};
@@ -19,6 +20,7 @@ mod export;
 mod receive;
 mod slopes;
 mod stats;
+mod tour;
 mod variants;
 
 pub use super::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
@@ -152,6 +154,8 @@ pub struct App {
     pub quit: bool,
     /// Chart plot area columns (set by the view for mouse mapping): (x, width).
     pub chart_columns: Option<(u16, u16)>,
+    /// The guided tour, once opened (`g`, or `alibi-explorer tour`).
+    pub tour: Option<super::tour::TourState>,
 }
 
 impl App {
@@ -213,6 +217,7 @@ impl App {
             slopes_file,
             quit: false,
             chart_columns: None,
+            tour: None,
             info,
         }
     }
@@ -346,6 +351,7 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         let mut fx = self.apply_action(action);
         fx.extend(self.stats_jobs());
+        self.tour_notice();
         fx
     }
 
@@ -354,6 +360,8 @@ impl App {
         match action {
             Action::Back if self.help => self.help = false,
             Action::Back if self.enlarged => self.enlarged = false,
+            Action::Back if self.tour_visible() => return self.tour_move(TourMove::Toggle),
+            Action::Tour(m) => return self.tour_move(m),
             Action::Quit | Action::Back => self.quit = true,
             Action::ToggleHelp => {
                 self.help = !self.help;

@@ -99,6 +99,19 @@ pub enum Action {
     NextRecipe,
     /// Remove every recipe curve.
     ClearRecipes,
+    /// The guided tour: open or leave it, next or previous step.
+    Tour(TourMove),
+}
+
+/// What the tour keys ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TourMove {
+    /// `g`: open the tour (the shipped one when none is loaded) or leave it, keeping the state.
+    Toggle,
+    /// `n`: the next step.
+    Next,
+    /// `N`: the previous step.
+    Back,
 }
 
 /// Grid steps per octave of the length axis.
@@ -176,6 +189,9 @@ pub fn map_key(key: KeyEvent, focus: Focus, help_open: bool) -> Option<Action> {
         KeyCode::Char('w') => Action::Export,
         KeyCode::Char('s') => Action::NextStat,
         KeyCode::Char('d') => Action::TogglePriorDiff,
+        KeyCode::Char('g') => Action::Tour(TourMove::Toggle),
+        KeyCode::Char('n') => Action::Tour(TourMove::Next),
+        KeyCode::Char('N') => Action::Tour(TourMove::Back),
         _ => return None,
     })
 }
@@ -241,12 +257,17 @@ pub const KEY_HELP: &[(&str, &str)] = &[
         "toggle mouse capture (off lets the terminal select text)",
     ),
     (
+        "g",
+        "guided tour: open it (or leave it, keeping what you see)",
+    ),
+    ("n / N", "tour: next / previous step"),
+    (
         "?",
         "this help (↑ / ↓, PgUp / PgDn scroll it on a short terminal)",
     ),
     (
         "Esc",
-        "close the help or the enlarged view; quit when none is open",
+        "close the help, the enlarged view or the tour card; quit when none is open",
     ),
     ("q / Ctrl+C", "quit"),
 ];

@@ -62,9 +62,30 @@ pub fn layout(area: Rect) -> Option<Areas> {
     })
 }
 
+/// The layout of the screen for the app's state: [`layout`], with the tour's card (when shown) in
+/// a panel's place or a column of its own (see `tour::card`).
+pub fn screen_layout(app: &App, area: Rect) -> Option<(Areas, Option<Rect>)> {
+    let areas = layout(area)?;
+    Some(if app.tour_visible() {
+        let panels = [areas.chart, areas.slopes, areas.bias, areas.attention];
+        let ([chart, slopes, bias, attention], card) =
+            super::tour::card::place(app, panels, areas.status.height, area);
+        let areas = Areas {
+            chart,
+            slopes,
+            bias,
+            attention,
+            ..areas
+        };
+        (areas, Some(card))
+    } else {
+        (areas, None)
+    })
+}
+
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let Some(areas) = layout(area) else {
+        let Some((areas, card)) = screen_layout(self, area) else {
             let msg = format!(
                 "terminal too small: {}x{} (alibi-explorer needs at least {}x{}). Enlarge the window, or press q to quit.",
                 area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
@@ -74,16 +95,28 @@ impl Widget for &App {
                 .render(area, buf);
             return;
         };
-        chart::render(self, areas.chart, buf, self.focus == Focus::Chart);
-        slopes::render(self, areas.slopes, buf, self.focus == Focus::Slopes);
-        bias::render(self, areas.bias, buf, self.focus == Focus::Bias);
+        if !areas.chart.is_empty() {
+            chart::render(self, areas.chart, buf, self.focus == Focus::Chart);
+        }
+        if !areas.slopes.is_empty() {
+            slopes::render(self, areas.slopes, buf, self.focus == Focus::Slopes);
+        }
+        if !areas.bias.is_empty() {
+            bias::render(self, areas.bias, buf, self.focus == Focus::Bias);
+        }
         let focused = self.focus == Focus::Attention;
         match self.view {
+            _ if areas.attention.is_empty() => {}
             AttnView::Heatmap => heatmap::render(self, areas.attention, buf, focused),
             AttnView::Distance => distance::render(self, areas.attention, buf, focused),
             AttnView::Heads => heads::render(self, areas.attention, buf, focused),
             AttnView::PositionLoss => posloss::render(self, areas.attention, buf, focused),
             AttnView::Sensitivity => sensitivity::render(self, areas.attention, buf, focused),
+        }
+        if let Some(card) = card {
+            let panels = [areas.chart, areas.slopes, areas.bias, areas.attention];
+            super::tour::card::highlight(self, panels, buf);
+            super::tour::card::render(self, card, buf);
         }
         status::render(self, areas.status, buf);
         if self.help {

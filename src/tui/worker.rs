@@ -527,13 +527,9 @@ impl Worker {
                 Next::Yield => return Outcome::Yield(me),
                 Next::Disconnected => return Outcome::Disconnected,
             }
-            // The sensitivity is the least urgent job but the refinements: anything else waiting
-            // goes first.
-            if self
-                .pending
-                .iter()
-                .any(|j| !matches!(j, Job::Refine { .. }))
-            {
+            // Anything more urgent waiting goes first (by rank: the refinements and variant
+            // curves wait for the sensitivity; yielding to them would livelock).
+            if self.pending.iter().any(|j| priority(j) <= priority(&me)) {
                 return Outcome::Yield(me);
             }
             let Some(base) = job.baseline.clone() else {
