@@ -465,3 +465,40 @@ fn the_tour_keys_are_mapped_and_documented() {
     );
     assert!(KEY_HELP.iter().any(|(k, _)| *k == "n / N"));
 }
+
+#[test]
+fn the_recipe_step_notices_three_recipe_curves() {
+    let mut app = app_with(4);
+    let tour = parse(BUILTIN, "assets/tour.md").unwrap();
+    let i = tour
+        .steps
+        .iter()
+        .position(|s| {
+            s.task
+                .as_ref()
+                .is_some_and(|t| fill(&app, &t.text).contains("press c"))
+        })
+        .unwrap();
+    app.open_tour(tour);
+    app.tour_go(i);
+    assert_eq!(
+        app.length(),
+        *app.grid.last().unwrap(),
+        "the step puts the cursor at the end"
+    );
+    for k in 0..3 {
+        assert!(
+            !app.tour.as_ref().unwrap().done[i],
+            "done after {k} recipes"
+        );
+        app.update(Action::NextRecipe);
+    }
+    assert!(app.tour.as_ref().unwrap().done[i]);
+    assert_eq!(app.recipes.len(), 3);
+    // A task on a count that is not a number is refused with its line.
+    let e = err("# t\n\n## s\ntask: add recipes\ndone: recipes >= many\n\ntext\n");
+    assert!(
+        e.starts_with("t.md:5:") && e.contains("not a number of recipe curves"),
+        "{e}"
+    );
+}

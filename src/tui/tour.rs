@@ -204,6 +204,8 @@ pub enum Check {
     Focus(Op, Focus),
     /// `slopes = model|PRESET` or `!=`.
     Slopes(Op, SlopeChoice),
+    /// `recipes OP N`: the number of recipe curves on the chart.
+    Recipes(Op, usize),
 }
 
 /// Text with live numbers in it.

@@ -199,6 +199,7 @@ pub fn holds(app: &App, check: Check) -> bool {
             });
             op.holds(same, true)
         }
+        Check::Recipes(op, n) => op.holds(app.recipes.len(), n),
     }
 }
 

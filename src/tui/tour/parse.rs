@@ -386,7 +386,7 @@ impl Parser<'_> {
     }
 
     fn check(&self, v: &str, n: usize) -> Result<Check, String> {
-        let hint = "(hint: 'VARIABLE OP VALUE' with VARIABLE cursor, head, layer, view, focus or slopes and OP one of < <= > >= = !=, e.g. 'cursor > train_len')";
+        let hint = "(hint: 'VARIABLE OP VALUE' with VARIABLE cursor, head, layer, view, focus, slopes or recipes and OP one of < <= > >= = !=, e.g. 'cursor > train_len')";
         let parts: Vec<&str> = v.split_whitespace().collect();
         let [var, op, value] = parts[..] else {
             return Err(self.err(n, format!("'done: {v}' is not a check {hint}")));
@@ -426,6 +426,15 @@ impl Parser<'_> {
                 only_eq("slopes")?;
                 Check::Slopes(op, self.slopes(value, n)?)
             }
+            "recipes" => Check::Recipes(
+                op,
+                value.parse().map_err(|_| {
+                    self.err(
+                        n,
+                        format!("'{value}' is not a number of recipe curves {hint}"),
+                    )
+                })?,
+            ),
             _ => return Err(self.err(n, format!("unknown variable '{var}' {hint}"))),
         })
     }
