@@ -24,15 +24,13 @@ pub mod stats;
 pub mod tour;
 pub mod train;
 
-use crate::model::device::{DeviceSpec, parse_dtype};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use color_eyre::eyre::{Result, eyre};
-use common::parse_device;
+pub use common::TuiArgs;
 use eval::{BenchArgs, EvalArgs, PlotArgs};
 use inspect::InspectArgs;
 use slopes::SlopesArgs;
 use stats::{AttentionArgs, StatsArgs};
-use std::path::PathBuf;
 use train::{TokenizerArgs, TrainArgs};
 
 /// Exit code for bad input (files, arguments): the same code clap uses for usage errors.
@@ -50,39 +48,6 @@ pub struct Cli {
     /// TUI options.
     #[command(flatten)]
     pub tui: TuiArgs,
-}
-
-/// Options of the TUI (no command).
-#[derive(Debug, Args, Clone)]
-pub struct TuiArgs {
-    /// Model folder or Hugging Face repo id [default: assets/models/alibi].
-    #[arg(long, value_name = "PATH")]
-    pub model: Option<PathBuf>,
-    /// Text to evaluate [default: assets/texts/default.txt].
-    #[arg(long, value_name = "FILE")]
-    pub text: Option<PathBuf>,
-    /// Another model to plot alongside (repeatable), e.g. assets/models/sinusoidal.
-    #[arg(long, value_name = "PATH")]
-    pub compare: Vec<PathBuf>,
-    /// auto | cpu | cuda[:N] | metal.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    pub device: DeviceSpec,
-    /// f32 | f16 | bf16.
-    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
-    pub dtype: candle_core::DType,
-    /// The longest input length on the chart [default: 16 x the training length, bounded by the text].
-    #[arg(long)]
-    pub max_length: Option<usize>,
-    /// Use only the first N tokens of the text (quicker sweeps on long texts).
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<usize>,
-    /// Where S/L save and load slopes.
-    #[arg(long, default_value = "alibi-slopes.json", value_name = "FILE")]
-    pub slopes_file: PathBuf,
-    /// A long-context recipe drawn as an extra curve (repeatable): interp:F, interp:dynamic, ntk,
-    /// window:W or sinks:K+W; `c` adds more in the TUI.
-    #[arg(long, value_name = "NAME")]
-    pub recipe: Vec<crate::alibi::recipe::Recipe>,
 }
 
 /// The headless commands.

@@ -18,7 +18,9 @@ pub mod stats;
 pub mod stats_command;
 mod sweep;
 
-pub use point::{KlStats, POSITION_MIN_TOKENS, Point, PositionLoss, Stats, bin_position_stats};
+pub use point::{
+    KlStats, POSITION_MIN_TOKENS, Point, PositionLoss, Stats, bin_position_stats, thin_stretch,
+};
 pub use sweep::SweepAccumulator;
 
 use crate::model::transformer::{ForwardOptions, Transformer};

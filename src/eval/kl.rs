@@ -109,41 +109,17 @@ fn compare_windows(
     ctl: &Control,
     acc: &mut KlAccumulator,
 ) -> Result<()> {
-    let dev = model.device();
-    let batch = ctl.batch.unwrap_or(super::BATCH_TOKENS / len.max(1)).max(1);
-    for chunk in starts.chunks(batch) {
-        if ctl.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            candle_core::bail!("{CANCELLED}");
-        }
-        let mut x = Vec::with_capacity(chunk.len() * len);
-        for &s in chunk {
-            x.extend_from_slice(&stream.ids[s..s + len]);
-        }
-        let x = Tensor::from_vec(x, (chunk.len(), len), dev)?;
-        let ha = model.forward_hidden(&x, a)?.hidden;
-        let hb = model.forward_hidden(&x, b)?.hidden;
-        for (w, &s) in chunk.iter().enumerate() {
-            let first = first_scored(starts, s, len);
-            let mut p0 = first;
-            while p0 < len {
-                let n = KL_CHUNK_POSITIONS.min(len - p0);
-                let la = model
-                    .logits(&ha.narrow(0, w, 1)?.narrow(1, p0, n)?)?
-                    .squeeze(0)?
-                    .to_vec2::<f32>()?;
-                let lb = model
-                    .logits(&hb.narrow(0, w, 1)?.narrow(1, p0, n)?)?
-                    .squeeze(0)?
-                    .to_vec2::<f32>()?;
-                for (k, (ra, rb)) in la.iter().zip(&lb).enumerate() {
-                    let target = stream.ids[s + p0 + k + 1] as usize;
-                    acc.add(ra, rb, target.min(ra.len().saturating_sub(1)));
-                }
-                p0 += n;
-            }
-        }
-    }
-    Ok(())
+    let first = |s: usize| first_scored(starts, s, len);
+    kl_windows_from(
+        (model, a),
+        (model, b),
+        stream,
+        starts,
+        len,
+        &first,
+        ctl,
+        acc,
+    )
 }
 
 /// Compares two models (or one model under two sets of options) on windows of `len` at
@@ -156,6 +132,21 @@ pub fn kl_windows(
     stream: &Stream,
     starts: &[usize],
     len: usize,
+    ctl: &Control,
+    acc: &mut KlAccumulator,
+) -> Result<()> {
+    kl_windows_from(original, modified, stream, starts, len, &|_| 0, ctl, acc)
+}
+
+/// [`kl_windows`] scoring each window from position `first(start)` on.
+#[allow(clippy::too_many_arguments)]
+fn kl_windows_from(
+    original: (&Transformer, &ForwardOptions),
+    modified: (&Transformer, &ForwardOptions),
+    stream: &Stream,
+    starts: &[usize],
+    len: usize,
+    first: &dyn Fn(usize) -> usize,
     ctl: &Control,
     acc: &mut KlAccumulator,
 ) -> Result<()> {
@@ -185,7 +176,7 @@ pub fn kl_windows(
             .forward_hidden(&Tensor::from_vec(x, (chunk.len(), len), qm.device())?, &b)?
             .hidden;
         for (w, &s) in chunk.iter().enumerate() {
-            let mut p0 = 0;
+            let mut p0 = first(s);
             while p0 < len {
                 let n = KL_CHUNK_POSITIONS.min(len - p0);
                 let lp = pm

@@ -164,6 +164,23 @@ pub fn bin_position_stats(positions: &[Stats]) -> Vec<PositionLoss> {
         .collect()
 }
 
+/// The bins to draw as "thin": those on fewer than [`POSITION_MIN_TOKENS`] tokens and their
+/// neighbours (so the thin stretch joins the solid line); empty when no bin is thin.
+pub fn thin_stretch(bins: &[PositionLoss]) -> Vec<&PositionLoss> {
+    if !bins.iter().any(|b| b.few_tokens) {
+        return Vec::new();
+    }
+    bins.iter()
+        .enumerate()
+        .filter(|(k, b)| {
+            b.few_tokens
+                || bins.get(k + 1).is_some_and(|n| n.few_tokens)
+                || (*k > 0 && bins[k - 1].few_tokens)
+        })
+        .map(|(_, b)| b)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

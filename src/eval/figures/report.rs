@@ -274,8 +274,8 @@ pub fn position_loss_figure(
 ) -> LineFigure {
     let mut curves = Vec::new();
     for (i, (name, bins)) in models.iter().enumerate() {
-        let bins: Vec<&PositionLoss> = bins.iter().filter(|b| b.tokens > 0).collect();
-        let solid: Vec<&&PositionLoss> = bins.iter().filter(|b| !b.few_tokens).collect();
+        let bins: Vec<PositionLoss> = bins.iter().filter(|b| b.tokens > 0).copied().collect();
+        let solid: Vec<&PositionLoss> = bins.iter().filter(|b| !b.few_tokens).collect();
         let curve =
             |label: String, pts: Vec<[f64; 2]>, dashed: bool, counts: Option<Vec<u64>>| Curve {
                 label,
@@ -302,17 +302,8 @@ pub fn position_loss_figure(
             ));
         }
         // Thin bins, joined to the nearest solid bin so the line stays continuous.
-        let thin: Vec<&&PositionLoss> = bins
-            .iter()
-            .enumerate()
-            .filter(|(k, b)| {
-                b.few_tokens
-                    || bins.get(k + 1).is_some_and(|n| n.few_tokens)
-                    || (*k > 0 && bins[k - 1].few_tokens)
-            })
-            .map(|(_, b)| b)
-            .collect();
-        if thin.iter().any(|b| b.few_tokens) {
+        let thin = crate::eval::thin_stretch(&bins);
+        if !thin.is_empty() {
             curves.push(curve(
                 format!(
                     "{name}: bins on < {} tokens",

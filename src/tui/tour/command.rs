@@ -31,6 +31,8 @@ pub struct TourSettings {
     pub max_tokens: Option<usize>,
     /// `--slopes-file`.
     pub slopes_file: PathBuf,
+    /// `--recipe` (recipe curves from the start).
+    pub recipes: Vec<crate::alibi::recipe::Recipe>,
     /// Seconds to wait for a step's numbers when exporting.
     pub step_timeout_s: u64,
 }
@@ -103,7 +105,7 @@ pub fn resolve(s: &TourSettings, tour: &Tour, src: &TourSource) -> Result<TuiSet
         max_length: s.max_length,
         max_tokens: s.max_tokens,
         slopes_file: s.slopes_file.clone(),
-        recipes: Vec::new(),
+        recipes: s.recipes.clone(),
     })
 }
 

@@ -13,7 +13,7 @@ use super::common::panel;
 use super::distance::{bin_x, distance_ticks};
 use super::lineplot::{LinePlot, Series, VLine, compact};
 use crate::alibi::prior::{log_bin, log_bins};
-use crate::eval::{POSITION_MIN_TOKENS, PositionLoss, bin_position_stats};
+use crate::eval::{POSITION_MIN_TOKENS, PositionLoss, bin_position_stats, thin_stretch};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Stylize};
@@ -44,17 +44,8 @@ pub fn series(label: &str, color: Color, bins: &[PositionLoss], band: bool) -> V
             });
         }
     }
-    let thin: Vec<(f64, f64)> = bins
-        .iter()
-        .enumerate()
-        .filter(|(k, b)| {
-            b.few_tokens
-                || bins.get(k + 1).is_some_and(|n| n.few_tokens)
-                || (*k > 0 && bins[k - 1].few_tokens)
-        })
-        .map(|(_, b)| (x(b), b.nll))
-        .collect();
-    if bins.iter().any(|b| b.few_tokens) {
+    let thin: Vec<(f64, f64)> = thin_stretch(bins).iter().map(|b| (x(b), b.nll)).collect();
+    if !thin.is_empty() {
         out.push(Series {
             label: String::new(),
             color: THIN,
