@@ -328,3 +328,65 @@ fn stats_follow_a_slope_recipe_per_length_and_refuse_masks() {
     .unwrap_err();
     assert!(e.to_string().contains("eval --recipe window:8"), "{e}");
 }
+
+#[test]
+fn recipes_apply_to_bloom_mpt_and_falcon_checkpoints() {
+    use alibi_explorer::model::load::load_model;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cpu = alibi_explorer::model::device::ChosenDevice {
+        device: Device::Cpu,
+        note: "test".into(),
+    };
+    for name in ["bloom-h6", "mpt-h6", "falcon-h6"] {
+        let m = load_model(&root.join(name), cpu.clone(), candle_core::DType::F32)
+            .unwrap()
+            .model;
+        let vocab = m.config().vocab_size as u32;
+        let s = Stream {
+            ids: (0..80u32).map(|i| (i * 7 + i / 3) % vocab).collect(),
+            bytes: None,
+        };
+        let len = 40;
+        let plain = losses(&m, &s, len, &ForwardOptions::default());
+        // A window as long as the input and ntk within train_len change nothing.
+        close(
+            &losses(&m, &s, len, &opts_for(&m, "window:40", len)),
+            &plain,
+            1e-6,
+            name,
+        );
+        close(
+            &losses(&m, &s, len, &opts_for(&m, "ntk", len)),
+            &plain,
+            1e-6,
+            name,
+        );
+        // A real window changes the losses, the same way whole, in small query blocks and chunked.
+        for r in ["window:8", "sinks:2+6"] {
+            let whole = losses(&m, &s, len, &opts_for(&m, r, len));
+            assert!(
+                whole.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-4),
+                "{name} {r} changed nothing"
+            );
+            let blocked = ForwardOptions {
+                query_block: Some(3),
+                ..opts_for(&m, r, len)
+            };
+            close(
+                &losses(&m, &s, len, &blocked),
+                &whole,
+                2e-5,
+                &format!("{name} {r} blocked"),
+            );
+            let mut p =
+                Prefill::new(&m, &s.ids[..len], &s.ids[1..=len], 7, &opts_for(&m, r, len)).unwrap();
+            let mut pieces = Vec::new();
+            while !p.is_done() {
+                if let Step::Scored { nll, .. } = p.step(&m).unwrap() {
+                    pieces.extend(nll);
+                }
+            }
+            close(&pieces, &whole, 2e-5, &format!("{name} {r} chunked"));
+        }
+    }
+}
