@@ -186,15 +186,32 @@ pub fn run_until(
     check_numbers(s).map_err(|e| eyre!(e))?;
     check_out_dir(s, resume)?;
     let m = &s.model;
-    let need = crate::model::memory::train_step_bytes(
-        s.batch,
-        m.train_len,
-        m.n_layers,
-        m.n_heads,
-        m.d_model,
-        m.d_ff,
-        m.vocab_size,
-    );
+    // The fast trainer keeps no (len x len) tensors: its own estimate, so a run that fits is not
+    // refused on the candle path's numbers.
+    let fast = s.trainer != TrainerKind::Candle && device.is_cpu() && fast::supports(m).is_ok();
+    let need = if fast {
+        crate::model::memory::fast_train_step_bytes(
+            s.batch,
+            m.train_len,
+            m.n_layers,
+            m.n_heads,
+            m.d_model,
+            m.d_ff,
+            m.vocab_size,
+            crate::model::init::param_count(m),
+            rayon::current_num_threads(),
+        )
+    } else {
+        crate::model::memory::train_step_bytes(
+            s.batch,
+            m.train_len,
+            m.n_layers,
+            m.n_heads,
+            m.d_model,
+            m.d_ff,
+            m.vocab_size,
+        )
+    };
     crate::model::memory::check(
         need,
         &format!(
