@@ -240,9 +240,17 @@ fn bad_training_input_is_a_clear_error() {
             .to_string()
             .contains("no .txt files")
     );
-    // A training length the memory cannot hold is refused before any work.
+    // A training length the memory cannot hold is refused before any work: on the candle path
+    // (len x len tensors per layer) already at a length the fast trainer holds, which needs a
+    // length and batch whose activations alone do not fit.
     let mut s = settings(dir.path(), Position::Alibi, 2, "huge");
     s.model.train_len = 1 << 20;
+    s.trainer = alibi_explorer::train::TrainerKind::Candle;
+    let err = run(&s, false, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("GiB") && err.contains("--train-len"), "{err}");
+    let mut s = settings(dir.path(), Position::Alibi, 2, "huge-fast");
+    s.model.train_len = 1 << 16;
+    s.batch = 1 << 14;
     let err = run(&s, false, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("GiB") && err.contains("--train-len"), "{err}");
     let mut s = settings(dir.path(), Position::Alibi, 2, "bad2");
