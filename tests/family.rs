@@ -239,3 +239,108 @@ fn bad_parameters_are_refused_with_the_option_name() {
     }
     Family::default().validate().unwrap();
 }
+
+fn bin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_alibi-explorer"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A bad-input run: exit 2, one line on stderr containing `needle`, nothing on stdout.
+fn fails_with(o: &std::process::Output, needle: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    assert!(e.contains(needle), "expected '{needle}' in: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn the_family_command_prints_a_table_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("family.json");
+    let o = bin(&[
+        "family",
+        "--length",
+        "300",
+        "--slope",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for s in Scheme::ALL {
+        assert!(
+            text.contains(s.title()) && text.contains(s.source()),
+            "{text}"
+        );
+    }
+    assert!(text.contains("m = 0.5") && text.contains("last query of 300 tokens"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["length"], 300);
+    assert_eq!(v["distances"], serde_json::json!([1, 4, 16, 64, 256, 1024]));
+    let schemes = v["schemes"].as_array().unwrap();
+    assert_eq!(schemes.len(), Scheme::ALL.len());
+    let alibi = &schemes[0];
+    assert_eq!(alibi["name"], "alibi");
+    assert_eq!(alibi["parameters"]["m"], 0.5);
+    assert_eq!(alibi["values"][1], -2.0);
+    let mean = alibi["prior_mean_distance"].as_f64().unwrap();
+    near(mean, prior_query(0.5, 299).mean_distance, "json alibi mean");
+    let t5 = schemes.iter().find(|s| s["name"] == "t5").unwrap();
+    assert_eq!(
+        t5["values"],
+        serde_json::json!([1.0, 4.0, 16.0, 26.0, 31.0, 31.0])
+    );
+    assert!(t5["prior_mean_distance"].is_null() && t5["no_prior"].is_string());
+    let nope = schemes.iter().find(|s| s["name"] == "nope").unwrap();
+    near(
+        nope["prior_mean_distance"].as_f64().unwrap(),
+        149.5,
+        "nope mean",
+    );
+    // --json /dev/stdout writes into the stream, after the table.
+    let o = bin(&["family", "--json", "/dev/stdout"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"schemes\""));
+}
+
+#[test]
+fn bad_family_input_is_a_one_line_error_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    fails_with(&bin(&["family", "--kerple-power-p", "2.5"]), "at most 2");
+    fails_with(&bin(&["family", "--kerple-log-a", "-1"]), "--kerple-log-a");
+    fails_with(&bin(&["family", "--slope", "nan"]), "not a finite number");
+    fails_with(&bin(&["family", "--t5-buckets", "7"]), "--t5-buckets");
+    fails_with(
+        &bin(&["family", "--t5-max-distance", "8"]),
+        "--t5-max-distance",
+    );
+    fails_with(&bin(&["family", "--rotary-dim", "0"]), "--rotary-dim");
+    fails_with(&bin(&["family", "--rotary-base", "1"]), "--rotary-base");
+    fails_with(&bin(&["family", "--length", "0"]), "--length");
+    fails_with(&bin(&["family", "--length", "x"]), "--length");
+    let missing = dir.path().join("no/such/folder/f.json");
+    fails_with(
+        &bin(&["family", "--json", missing.to_str().unwrap()]),
+        "does not exist",
+    );
+    fails_with(
+        &bin(&["family", "--json", dir.path().to_str().unwrap()]),
+        "--json",
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "leftovers"
+    );
+}
