@@ -84,7 +84,7 @@ impl Scheme {
             Scheme::Alibi => "ALiBi",
             Scheme::KerpleLog => "KERPLE log",
             Scheme::KerplePower => "KERPLE power",
-            Scheme::T5 => "T5 buckets",
+            Scheme::T5 => "T5",
             Scheme::NoPe => "NoPE",
             Scheme::Rotary => "Rotary decay",
         }
@@ -96,9 +96,9 @@ impl Scheme {
             Scheme::Alibi => "bias = −m·d",
             Scheme::KerpleLog => "bias = −p·ln(1 + a·d)",
             Scheme::KerplePower => "bias = −a·d^p",
-            Scheme::T5 => "bias = b[bucket(d)], b learned per head",
+            Scheme::T5 => "bias = b[bucket(d)]",
             Scheme::NoPe => "bias = 0",
-            Scheme::Rotary => "bound = (2/D)·Σ_{j≤D/2} |Σ_{k<j} e^(i·r·θ_k)|",
+            Scheme::Rotary => "mean_j |Σ_{k<j} e^(i·r·θ_k)|",
         }
     }
 
@@ -107,8 +107,8 @@ impl Scheme {
         match self {
             Scheme::Alibi => "Press et al. 2022",
             Scheme::KerpleLog | Scheme::KerplePower => "Chi et al. 2022",
-            Scheme::T5 => "Raffel et al. 2020 (T5)",
-            Scheme::NoPe => "Kazemnejad et al. 2023 (NoPE)",
+            Scheme::T5 => "Raffel et al. 2020",
+            Scheme::NoPe => "Kazemnejad et al. 2023",
             Scheme::Rotary => "Su et al. 2021 §3.4.3",
         }
     }
