@@ -68,10 +68,8 @@ impl App {
             })
             .collect();
         ExportFigure::Line(LineFigure {
-            title: format!(
-                "Prior attention by distance · last query of {len} tokens · bias alone \
-                 (T5's learned buckets and rotary's decay bound have no prior)"
-            ),
+            // T5's learned buckets and rotary's decay bound have no prior: said, not drawn.
+            title: format!("Prior by distance · last query of {len} tokens · T5, rotary: no prior"),
             x_label: "distance i − j (tokens, log; 0 drawn at 0.5)".to_string(),
             y_label: "mean prior attention per key (log)".to_string(),
             log_y: true,
