@@ -5,7 +5,8 @@
 //! `gen_slopes` are reproduced as separate functions so the tests can check them against each other.
 //! Pure functions of numbers: no candle, no terminal. [`prior`] holds the statistics of the bias
 //! alone (the attention a head would pay with no content), which attention statistics compare to;
-//! [`check`] names the formula a slope list follows, or the known fault it shows.
+//! [`check`] names the formula a slope list follows, or the known fault it shows; [`family`] holds
+//! the schemes ALiBi is compared with (KERPLE, T5 buckets, NoPE, rotary's decay) as numbers.
 
 pub mod prior;
 
@@ -15,6 +16,7 @@ pub use prior::{
 };
 
 pub mod check;
+pub mod family;
 pub mod file;
 pub mod recipe;
 

@@ -9,6 +9,7 @@
 //! - [`inspect`]: the `slopes` table and `inspect`.
 //! - [`slopes`]: `slopes` with its subcommands `check` and `fit`.
 //! - [`eval`]: `eval`, `plot`, `bench`.
+//! - [`family`]: `family` (ALiBi beside KERPLE, T5 buckets, NoPE and rotary's decay).
 //! - [`stats`]: `stats`, `attention`.
 //! - [`fit`]: `slopes fit`.
 //! - [`train`]: `tokenizer train`, `train`.
@@ -17,6 +18,7 @@
 pub mod ablate;
 pub mod common;
 pub mod eval;
+pub mod family;
 pub mod fit;
 pub mod inspect;
 pub mod slopes;
@@ -56,6 +58,9 @@ pub enum Command {
     /// Print ALiBi slopes and per-head reach for a head count (no model needed); `check` a slope
     /// list against the known formulas and faults; `fit` slopes to a frozen model.
     Slopes(SlopesArgs),
+    /// ALiBi beside KERPLE (log, power), T5's buckets, NoPE and rotary's decay: each scheme's
+    /// number at a few distances and its prior's mean distance (no model needed).
+    Family(family::FamilyArgs),
     /// Describe a model: architecture, sizes, position scheme, slopes with reach.
     Inspect(InspectArgs),
     /// Perplexity versus input length under the paper's protocols (or the one-pass sweep).
@@ -87,6 +92,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Some(Command::Slopes(a)) => slopes::run(&a),
+        Some(Command::Family(a)) => family::run(&a),
         Some(Command::Inspect(a)) => inspect::inspect(&a),
         Some(Command::Tokenizer(a)) => train::tokenizer(a),
         Some(Command::Train(a)) => train::train(&a),

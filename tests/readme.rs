@@ -42,6 +42,7 @@ fn every_command_is_documented() {
         "slopes",
         "slopes check",
         "slopes fit",
+        "family",
         "ablate",
         "inspect",
         "eval",

@@ -143,6 +143,7 @@ fn tui_runs_in_tmux() {
         ("s", "90% mass distance", "windows of 32"),
         ("v", "Loss by position", "nats/token"),
         ("v", "Slope sensitivity", "runs"),
+        ("v", "Position-encoding family", "mean d"),
         ("v", "Attention · layer 0 head 0", "per block"),
     ] {
         tmux(&socket, &["send-keys", "-t", "e2e", key]);

@@ -126,6 +126,7 @@ fn keys_switch_views_statistics_and_the_prior_difference() {
         AttnView::Heads,
         AttnView::PositionLoss,
         AttnView::Sensitivity,
+        AttnView::Family,
         AttnView::Heatmap,
     ] {
         a.update(Action::NextView);
@@ -401,7 +402,7 @@ fn w_exports_the_focused_panel_as_svg_png_and_json() {
     for focus in 0..4 {
         if focus == 3 {
             a.update(Action::NextView);
-            for _ in 0..5 {
+            for _ in 0..AttnView::ALL.len() {
                 if a.view == AttnView::Sensitivity {
                     let g = a.sensitivity.generation;
                     let lens = a.sensitivity.lengths.clone();
@@ -469,6 +470,7 @@ fn w_exports_the_focused_panel_as_svg_png_and_json() {
         "heads",
         "loss-by-position",
         "sensitivity",
+        "family",
         "heatmap",
     ]
     .iter()

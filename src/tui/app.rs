@@ -17,6 +17,7 @@ use crate::text::Stream;
 use std::path::PathBuf;
 
 mod export;
+mod family;
 mod receive;
 mod slopes;
 mod stats;
@@ -24,6 +25,7 @@ mod tour;
 mod variants;
 
 pub use super::export::{EXPORT_MAX_TOKENS, Export, ExportFigure};
+pub use super::views::FamilyState;
 /// Attention maps are computed for at most this many tokens (memory and draw time stay bounded).
 pub const MAX_ATTENTION_LEN: usize = 2048;
 /// The deepest heatmap zoom (1 = whole map).
@@ -132,6 +134,8 @@ pub struct App {
     pub stats: StatsCache,
     /// The sensitivity view's results.
     pub sensitivity: SensitivityState,
+    /// The position-encoding family view's scheme and parameters.
+    pub family: FamilyState,
     /// Focused panel.
     pub focus: Focus,
     /// Help overlay open.
@@ -206,6 +210,7 @@ impl App {
             stat_minus_prior: false,
             stats: StatsCache::default(),
             sensitivity: SensitivityState::default(),
+            family: FamilyState::default(),
             focus: Focus::Chart,
             help: false,
             help_scroll: 0,
@@ -356,6 +361,9 @@ impl App {
     }
 
     fn apply_action(&mut self, action: Action) -> Vec<Effect> {
+        if let Some(fx) = self.family_action(action) {
+            return fx;
+        }
         let heads = self.info.n_heads.max(1);
         match action {
             Action::Back if self.help => self.help = false,

@@ -231,7 +231,11 @@ pub const KEY_HELP: &[(&str, &str)] = &[
     ("e / Enter", "enlarge the selected head's bias matrix"),
     (
         "v",
-        "attention panel view: heatmap, attention by distance, head statistics, loss by position, slope sensitivity",
+        "attention panel view: heatmap, attention by distance, head statistics, loss by position, slope sensitivity, position-encoding family",
+    ),
+    (
+        "↑ / ↓, + / -, h / l (family)",
+        "family view, attention panel focused: select a scheme, scale its main parameter x1.25 / /1.25, step its second",
     ),
     (
         "s",

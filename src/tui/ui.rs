@@ -4,6 +4,7 @@ mod bias;
 mod chart;
 mod common;
 mod distance;
+mod family;
 mod heads;
 mod heatmap;
 mod help;
@@ -112,6 +113,7 @@ impl Widget for &App {
             AttnView::Heads => heads::render(self, areas.attention, buf, focused),
             AttnView::PositionLoss => posloss::render(self, areas.attention, buf, focused),
             AttnView::Sensitivity => sensitivity::render(self, areas.attention, buf, focused),
+            AttnView::Family => family::render(self, areas.attention, buf, focused),
         }
         if let Some(card) = card {
             let panels = [areas.chart, areas.slopes, areas.bias, areas.attention];

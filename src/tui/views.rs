@@ -1,9 +1,11 @@
 //! Display choices: the heatmap's downsampling rule, the chart's metric, and what the attention
 //! panel shows, and the attention statistics it shows them from: the view
-//! switcher (heatmap, attention by distance, head statistics, loss by position), the statistic the
+//! switcher (heatmap, attention by distance, head statistics, loss by position, slope sensitivity,
+//! the position-encoding family), the statistic the
 //! head grid colours by, and the per-length cache of statistics for the current slopes.
 
 use super::worker::StatsResult;
+use crate::alibi::family::{Family, Scheme};
 use crate::alibi::prior::{PriorMeans, prior_means, prior_profile};
 use crate::eval::ablate::Delta;
 use crate::model::attention_stats::HeadMeans;
@@ -61,16 +63,20 @@ pub enum AttnView {
     /// Per-head slope sensitivity: the change in perplexity when one head's slope is set to 0,
     /// halved or doubled, at the training length and the cursor's.
     Sensitivity,
+    /// ALiBi beside KERPLE, T5's buckets, NoPE and rotary's decay: each scheme's bias matrix and
+    /// prior by distance (no model needed; parameters edited in the view).
+    Family,
 }
 
 impl AttnView {
     /// Every view, in cycling order.
-    pub const ALL: [AttnView; 5] = [
+    pub const ALL: [AttnView; 6] = [
         AttnView::Heatmap,
         AttnView::Distance,
         AttnView::Heads,
         AttnView::PositionLoss,
         AttnView::Sensitivity,
+        AttnView::Family,
     ];
 
     /// The view's short name (panel title, export file names).
@@ -81,6 +87,7 @@ impl AttnView {
             AttnView::Heads => "heads",
             AttnView::PositionLoss => "loss-by-position",
             AttnView::Sensitivity => "sensitivity",
+            AttnView::Family => "family",
         }
     }
 
@@ -217,6 +224,22 @@ impl SensitivityState {
     }
 }
 
+/// The family view's state: every scheme's parameters and the selected scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FamilyState {
+    /// Every scheme's parameters.
+    pub params: Family,
+    /// Index of the selected scheme in [`Scheme::ALL`].
+    pub selected: usize,
+}
+
+impl FamilyState {
+    /// The selected scheme.
+    pub fn scheme(&self) -> Scheme {
+        Scheme::ALL[self.selected % Scheme::ALL.len()]
+    }
+}
+
 /// Statistics received for the current slopes, by length.
 #[derive(Debug, Clone, Default)]
 pub struct StatsCache {
@@ -318,10 +341,11 @@ mod tests {
     #[test]
     fn views_and_statistics_cycle() {
         let mut v = AttnView::Heatmap;
-        for _ in 0..5 {
+        for _ in 0..AttnView::ALL.len() {
             v = v.next();
         }
         assert_eq!(v, AttnView::Heatmap);
+        assert_eq!(AttnView::Sensitivity.next(), AttnView::Family);
         assert_eq!(Stat::SinkMass.next(), Stat::MeanDistance);
         assert!(AttnView::Heads.needs_stats() && !AttnView::Heatmap.needs_stats());
     }

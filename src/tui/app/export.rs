@@ -359,6 +359,7 @@ impl App {
                     diverging: true,
                 }))
             }
+            AttnView::Family => Ok(self.family_figure()),
             AttnView::PositionLoss => {
                 let all = self
                     .previous
