@@ -188,8 +188,7 @@ pub fn run_until(
     let m = &s.model;
     // The fast trainer keeps no (len x len) tensors: its own estimate, so a run that fits is not
     // refused on the candle path's numbers.
-    let fast = s.trainer != TrainerKind::Candle && device.is_cpu() && fast::supports(m).is_ok();
-    let need = if fast {
+    let need = if uses_fast_trainer(s, device)? {
         crate::model::memory::fast_train_step_bytes(
             s.batch,
             m.train_len,
@@ -401,24 +400,30 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<()> {
 }
 
 /// The trainer `s.trainer` asks for on `device`.
-fn make_trainer(
-    s: &TrainSettings,
-    initial_slopes: Option<Vec<f64>>,
-    device: &Device,
-) -> Result<Box<dyn Trainer>> {
+/// Whether the run uses the fast CPU trainer: `--trainer auto` where it applies, `fast` always
+/// (an error naming why it cannot), `candle` never.
+fn uses_fast_trainer(s: &TrainSettings, device: &Device) -> Result<bool> {
     let fast_ok = if device.is_cpu() {
         fast::supports(&s.model)
     } else {
         Err("the fast trainer runs on the CPU only".to_string())
     };
-    let use_fast = match s.trainer {
+    Ok(match s.trainer {
         TrainerKind::Candle => false,
         TrainerKind::Auto => fast_ok.is_ok(),
         TrainerKind::Fast => {
             fast_ok.map_err(|e| eyre!("--trainer fast: {e} (hint: use --trainer candle)"))?;
             true
         }
-    };
+    })
+}
+
+fn make_trainer(
+    s: &TrainSettings,
+    initial_slopes: Option<Vec<f64>>,
+    device: &Device,
+) -> Result<Box<dyn Trainer>> {
+    let use_fast = uses_fast_trainer(s, device)?;
     let slopes_learned = s.learn_slopes && initial_slopes.is_some();
     if use_fast {
         let params = init_params(&s.model, s.seed, &Device::Cpu)?;

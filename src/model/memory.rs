@@ -28,6 +28,12 @@ const F32: u64 = 4;
 /// norms, q/k/v, attention output, MLP in/out: a generous count for the backward pass).
 const TRAIN_ACTS_PER_TOKEN: u64 = 16;
 
+/// Bytes of the activations a training step keeps for its backward, both trainers alike.
+fn activation_bytes(batch: usize, len: usize, layers: usize, d_model: usize, d_ff: usize) -> u64 {
+    let (b, l, n) = (batch as u64, len as u64, layers as u64);
+    n * b * l * (TRAIN_ACTS_PER_TOKEN * d_model as u64 + 3 * d_ff as u64) * F32
+}
+
 /// Approximate peak bytes of one training step with full attention.
 pub fn train_step_bytes(
     batch: usize,
@@ -38,18 +44,16 @@ pub fn train_step_bytes(
     d_ff: usize,
     vocab: usize,
 ) -> u64 {
-    let (b, l, n, h, d, f, v) = (
+    let (b, l, n, h, v) = (
         batch as u64,
         len as u64,
         layers as u64,
         heads as u64,
-        d_model as u64,
-        d_ff as u64,
         vocab as u64,
     );
     // Scores, probabilities and their gradients per layer: 3 x (b, h, l, l).
     let attention = n * 3 * b * h * l * l * F32;
-    let activations = n * b * l * (TRAIN_ACTS_PER_TOKEN * d + 3 * f) * F32;
+    let activations = activation_bytes(batch, len, layers, d_model, d_ff);
     // Logits and their gradient.
     let logits = 2 * b * l * v * F32;
     attention + activations + logits
@@ -71,16 +75,14 @@ pub fn fast_train_step_bytes(
     params: usize,
     threads: usize,
 ) -> u64 {
-    let (b, l, n, h, d, f, v) = (
+    let (b, l, n, h, v) = (
         batch as u64,
         len as u64,
         layers as u64,
         heads as u64,
-        d_model as u64,
-        d_ff as u64,
         vocab as u64,
     );
-    let activations = n * b * l * (TRAIN_ACTS_PER_TOKEN * d + 3 * f) * F32;
+    let activations = activation_bytes(batch, len, layers, d_model, d_ff);
     let lse = n * b * h * l * F32;
     // Scores and their gradient for a block of 64 queries, per thread.
     let scratch = threads.max(1) as u64 * 2 * 64 * l * F32;

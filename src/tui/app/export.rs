@@ -75,6 +75,20 @@ impl App {
             return self.kl_figure();
         }
         let bpb = self.metric == Metric::BitsPerByte;
+        let curve =
+            |label: String, points: &[crate::eval::Point], dashed: bool, color: usize| Curve {
+                label,
+                points: points
+                    .iter()
+                    .filter_map(|p| {
+                        let y = if bpb { p.bits_per_byte? } else { p.ppl };
+                        Some([p.length as f64, y])
+                    })
+                    .collect(),
+                dashed,
+                color,
+                counts: Some(points.iter().map(|p| p.tokens as u64).collect()),
+            };
         let mut curves = Vec::new();
         let all = self
             .previous
@@ -82,42 +96,17 @@ impl App {
             .chain(self.curves.iter().skip(1))
             .chain(self.curves.first());
         for (i, c) in all.enumerate() {
-            let Some(points) = c.points(&self.grid) else {
-                continue;
-            };
-            curves.push(Curve {
-                label: c.label.clone(),
-                points: points
-                    .iter()
-                    .filter_map(|p| {
-                        let y = if bpb { p.bits_per_byte? } else { p.ppl };
-                        Some([p.length as f64, y])
-                    })
-                    .collect(),
-                dashed: false,
-                color: i,
-                counts: Some(points.iter().map(|p| p.tokens as u64).collect()),
-            });
+            if let Some(points) = c.points(&self.grid) {
+                curves.push(curve(c.label.clone(), &points, false, i));
+            }
         }
         let first_recipe = curves.len();
         for (i, c) in self.recipes.iter().enumerate() {
             let points = self.recipe_points(i);
-            if points.is_empty() {
-                continue;
+            if !points.is_empty() {
+                let label = format!("recipe {}", c.recipe);
+                curves.push(curve(label, &points, true, first_recipe + i));
             }
-            curves.push(Curve {
-                label: format!("recipe {}", c.recipe),
-                points: points
-                    .iter()
-                    .filter_map(|p| {
-                        let y = if bpb { p.bits_per_byte? } else { p.ppl };
-                        Some([p.length as f64, y])
-                    })
-                    .collect(),
-                dashed: true,
-                color: first_recipe + i,
-                counts: Some(points.iter().map(|p| p.tokens as u64).collect()),
-            });
         }
         if curves.is_empty() {
             return Err("nothing to export yet: the sweep has no window".to_string());
