@@ -6,12 +6,16 @@
 # Runs train outside the repository (default ../runs/family, override with ALIBI_RUNS), one
 # thread each, niced, in the background; running `start` again resumes from the checkpoints, so
 # a run survives any number of interruptions (SIGTERM or Ctrl-C saves a checkpoint first).
-# A half-trained model never reaches assets/: `promote` copies only finished runs.
+# A half-trained model never reaches assets/: `keep` and `promote` copy only finished runs.
+# The run folders do not survive a fresh machine, so `keep` commits-ready copies each finished run
+# to assets/models/next/MODEL (read by nothing but `promote`), and `promote` takes a model from its
+# run folder or, failing that, from there. Promote the whole family at once.
 #
 # Usage:
-#   scripts/train-shipped.sh start   [MODEL...]   start or resume (default: alibi sinusoidal)
+#   scripts/train-shipped.sh start   [MODEL...]   start or resume (default: alibi sinusoidal-2x)
 #   scripts/train-shipped.sh status  [MODEL...]   last logged step of each run
 #   scripts/train-shipped.sh stop    [MODEL...]   SIGTERM: checkpoint and stop
+#   scripts/train-shipped.sh keep    [MODEL...]   copy finished runs to assets/models/next/MODEL
 #   scripts/train-shipped.sh promote [MODEL...]   copy finished runs to assets/models/MODEL
 # MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
 # Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
@@ -25,11 +29,11 @@ threads=${ALIBI_THREADS:-1}
 action=${1:-status}
 shift || true
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(alibi sinusoidal)
+[ ${#models[@]} -gt 0 ] || models=(alibi sinusoidal-2x)
 
 # The family's shape and schedule (see docs/models.md).
 common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
-  --steps 4000 --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
+  --steps 2000 --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
   --valid-every 250 --checkpoint-every 100 --save-dtype f16)
 
 args_for() {
@@ -41,6 +45,7 @@ args_for() {
 }
 
 finished() { [ -f "$1/model.safetensors" ] && [ -f "$1/TRAINING.md" ]; }
+kept_files=(config.json model.safetensors tokenizer.json TRAINING.md loss.csv)
 
 for m in "${models[@]}"; do
   extra=$(args_for "$m")
@@ -69,13 +74,22 @@ for m in "${models[@]}"; do
     stop)
       pkill -TERM -f -- "--out $out( |\$)" && echo "$m: stopping (checkpoint first)" || echo "$m: not running"
       ;;
+    keep)
+      if ! finished "$out"; then echo "$m: not finished, not kept" >&2; continue; fi
+      dest=assets/models/next/$m
+      mkdir -p "$dest"
+      for f in "${kept_files[@]}"; do cp "$out/$f" "$dest/"; done
+      echo "$m: kept in $dest (commit it; \`promote\` takes it from there)"
+      ;;
     promote)
-      if ! finished "$out"; then echo "$m: not finished, not promoted" >&2; continue; fi
+      src=$out
+      finished "$src" || src=assets/models/next/$m
+      if ! finished "$src"; then echo "$m: not finished, not promoted" >&2; continue; fi
       dest=assets/models/$m
       mkdir -p "$dest"
-      cp "$out"/{config.json,model.safetensors,tokenizer.json,TRAINING.md,loss.csv} "$dest"/
-      echo "$m: promoted to $dest"
+      for f in "${kept_files[@]}"; do cp "$src/$f" "$dest/"; done
+      echo "$m: promoted to $dest (from $src)"
       ;;
-    *) echo "unknown action '$action' (start, status, stop, promote)" >&2; exit 2 ;;
+    *) echo "unknown action '$action' (start, status, stop, keep, promote)" >&2; exit 2 ;;
   esac
 done
