@@ -1,45 +1,111 @@
 #!/usr/bin/env bash
-# Measures the four shipped models on the book test split at 64..2048 tokens (the paper's
-# non-overlapping protocol) on the first 131,073 test tokens (MAX_TOKENS; 64 windows of 2,048) and writes assets/results/: one JSON per model, the figure, and a
-# Markdown table. Usage: scripts/eval-shipped.sh [path/to/alibi-explorer]
+# Measures the shipped family (alibi, sinusoidal, rotary, none at train_len 128; sinusoidal-2x at 256)
+# with `eval` (the paper's non-overlapping protocol) at 8..2048 tokens on the first 131,073 tokens
+# (MAX_TOKENS) of the book test split and of WikiText-2 test (a text of another kind none of them saw),
+# and writes assets/results/: one JSON per model and text, the figure, and three Markdown tables:
+#   table.md     perplexity ± s.e. by length on books/test (docs/findings.md, the README figure);
+#   targets.md   context use ppl@8/ppl@L, ppl@16L/ppl@L, ppl@4L/ppl@L and valid loss, per model and text;
+#   headline.md  the paper's headline: ALiBi trained at L evaluated at 2L against sinusoidal trained
+#                at 2L, with each one's training tokens/s and peak memory from its TRAINING.md.
+# Usage: scripts/eval-shipped.sh [path/to/alibi-explorer] [MODEL...]
+# With MODELs, measures only those (e.g. the headline pair while the others still train); the
+# figure and tables are written once the JSON of all five is there.
+# Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models; assets/models/next measures a
+# family kept but not yet promoted), OUT (assets/results), THREADS_PER_MODEL (1), MAX_TOKENS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
-out=assets/results
+models=${ALIBI_MODELS:-assets/models}
+out=${OUT:-assets/results}
+max=${MAX_TOKENS:-131073}
 mkdir -p "$out"
-pids=()
-for pos in alibi sinusoidal rotary none; do
-  RAYON_NUM_THREADS=${THREADS_PER_MODEL:-1} "$bin" eval --model "assets/models/$pos" --text "$data/books/test" \
-    --lengths 64..2048 --protocol nonoverlap --max-tokens "${MAX_TOKENS:-131073}" --device cpu \
-    --json "$out/$pos.json" > "$out/$pos.txt" &
-  pids+=($!)
+family=(alibi sinusoidal rotary none sinusoidal-2x)
+todo=("${@:2}")
+[ ${#todo[@]} -gt 0 ] || todo=("${family[@]}")
+for m in "${todo[@]}"; do
+  [ -f "$models/$m/model.safetensors" ] || { echo "no model in $models/$m (train it: scripts/train-shipped.sh)" >&2; exit 1; }
 done
-for p in "${pids[@]}"; do wait "$p"; done
-"$bin" plot --input "$out/alibi.json" --input "$out/sinusoidal.json" --input "$out/rotary.json" --input "$out/none.json" \
-  --label ALiBi --label Sinusoidal --label Rotary --label "No position" \
-  --title "Shipped models on books/test (nonoverlap; trained at 128 tokens)" --out "$out/perplexity-vs-length.svg"
-"$bin" plot --input "$out/alibi.json" --input "$out/sinusoidal.json" --input "$out/rotary.json" --input "$out/none.json" \
-  --label ALiBi --label Sinusoidal --label Rotary --label "No position" \
-  --title "Shipped models on books/test (nonoverlap; trained at 128 tokens)" --out "$out/perplexity-vs-length.png"
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position")]
-runs = {k: json.load(open(f"{out}/{k}.json")) for k, _ in names}
-lengths = [p["length"] for p in runs["alibi"]["points"]]
-rows = ["| length | x train_len | " + " | ".join(n for _, n in names) + " |", "|---:|---:|" + "---:|" * len(names)]
-for i, L in enumerate(lengths):
-    cells = []
-    for k, _ in names:
-        p = runs[k]["points"][i]
-        cells.append(f"{p['ppl']:.2f} ± {p['ppl_stderr']:.2f}")
+# One model at a time, both texts side by side (two cores).
+for m in "${todo[@]}"; do
+  pids=()
+  for text in books wikitext; do
+    src="$data/books/test"; [ "$text" = wikitext ] && src="$data/wikitext-2/test.txt"
+    suffix=""; [ "$text" = wikitext ] && suffix="-wikitext"
+    RAYON_NUM_THREADS=${THREADS_PER_MODEL:-1} "$bin" eval --model "$models/$m" --text "$src" \
+      --lengths 8..2048 --protocol nonoverlap --max-tokens "$max" --device cpu \
+      --json "$out/$m$suffix.json" > "$out/$m$suffix.txt" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+done
+for m in "${family[@]}"; do
+  for suffix in "" -wikitext; do
+    [ -f "$out/$m$suffix.json" ] || { echo "measured ${todo[*]}; no $out/$m$suffix.json yet, so no figure or tables" >&2; exit 0; }
+  done
+done
+inputs=(--input "$out/alibi.json" --input "$out/sinusoidal.json" --input "$out/rotary.json" --input "$out/none.json"
+  --label ALiBi --label Sinusoidal --label Rotary --label "No position")
+for ext in svg png; do
+  "$bin" plot "${inputs[@]}" --title "Shipped models on books/test (nonoverlap; trained at 128 tokens)" \
+    --out "$out/perplexity-vs-length.$ext"
+done
+python3 - "$out" "$models" <<'PY'
+import json, re, sys
+out, models = sys.argv[1], sys.argv[2]
+names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position"),
+         ("sinusoidal-2x", "Sinusoidal at 2L")]
+load = lambda k, s="": json.load(open(f"{out}/{k}{s}.json"))
+runs = {k: load(k) for k, _ in names}
+point = lambda run, n: next(p for p in run["points"] if p["length"] == n)
+
+# table.md: the four twins at 64..2048 on books/test (the figure's numbers).
+four = names[:4]
+lengths = [p["length"] for p in runs["alibi"]["points"] if p["length"] >= 64]
+rows = ["| length | x train_len | " + " | ".join(n for _, n in four) + " |", "|---:|---:|" + "---:|" * len(four)]
+for L in lengths:
+    cells = [f"{point(runs[k], L)['ppl']:.2f} ± {point(runs[k], L)['ppl_stderr']:.2f}" for k, _ in four]
     rows.append(f"| {L} | {L / 128:g} | " + " | ".join(cells) + " |")
 toks = runs["alibi"]["stream_tokens"]
-rows.append("")
-rows.append(f"Token perplexity ± standard error on the first {toks:,} tokens of books/test (nonoverlap: every length scores the same {toks - 1:,} predictions, minus the tail that does not fill a window).")
-bpb = " · ".join(f"{n} {runs[k]['points'][lengths.index(128)]['bits_per_byte']:.3f}" for k, n in names)
-rows.append(f"Bits per byte at the training length (128): {bpb}.")
+rows += ["", f"Token perplexity ± standard error on the first {toks:,} tokens of books/test (nonoverlap: every length scores the same predictions, minus the tail that does not fill a window).",
+         "Bits per byte at the training length (128): " + " · ".join(f"{n} {point(runs[k], 128)['bits_per_byte']:.3f}" for k, n in four) + "."]
 open(f"{out}/table.md", "w").write("\n".join(rows) + "\n")
-print("\n".join(rows))
+
+# targets.md: what issue #20 asked of the family, on both texts.
+def training(k):
+    md = open(f"{models}/{k}/TRAINING.md").read()
+    row = re.search(r"\| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) min \| ([\d.]+) \| ([\d.]+) \|", md)
+    tps = re.search(r"Throughput over the whole run: (\d+) tokens/s", md)
+    rss = re.search(r"peak resident memory of any of them: (\d+) MiB", md)
+    return {"tokens": int(row[3]), "minutes": float(row[4]), "train_loss": float(row[5]), "valid_loss": float(row[6]),
+            "tps": int(tps[1]) if tps else None, "rss": int(rss[1]) if rss else None}
+tr = {k: training(k) for k, _ in names}
+rows = ["| model | text | train_len L | valid loss (ppl) | ppl@8 | ppl@L | ppl@2L | ppl@4L | ppl@16L | context use ppl@8/ppl@L | ppl@4L/ppl@L | ppl@16L/ppl@L |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for suffix, text in (("", "books/test"), ("-wikitext", "WikiText-2 test")):
+    for k, n in names:
+        run = load(k, suffix)
+        L = run.get("train_len") or (256 if k == "sinusoidal-2x" else 128)
+        have = {p["length"]: p["ppl"] for p in run["points"]}
+        g = lambda n_: f"{have[n_]:.1f}" if n_ in have else "–"
+        r = lambda n_: f"{have[n_] / have[L]:.2f}" if n_ in have else "–"
+        vl = tr[k]["valid_loss"]
+        rows.append(f"| {n} | {text} | {L} | {vl:.3f} ({2.718281828 ** vl:.1f}) | {g(8)} | {g(L)} | {g(2 * L)} | {g(4 * L)} | {g(16 * L)} | {have[8] / have[L]:.2f} | {r(4 * L)} | {r(16 * L)} |")
+rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of each text; valid loss is the training run's final validation loss (nats). `–`: past 2,048 tokens, not measured."]
+open(f"{out}/targets.md", "w").write("\n".join(rows) + "\n")
+
+# headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L.
+a, s2, s1 = runs["alibi"], runs["sinusoidal-2x"], runs["sinusoidal"]
+rows = ["| model | trained at | evaluated at | perplexity ± s.e. (books/test) | perplexity ± s.e. (WikiText-2) | training tokens/s | peak memory (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|"]
+for k, n, L, E in (("alibi", "ALiBi", 128, 256), ("sinusoidal-2x", "Sinusoidal", 256, 256), ("alibi", "ALiBi", 128, 128), ("sinusoidal", "Sinusoidal", 128, 256)):
+    b, w = point(load(k), E), point(load(k, "-wikitext"), E)
+    t = tr[k]
+    rows.append(f"| {n} | {L} | {E} | {b['ppl']:.2f} ± {b['ppl_stderr']:.2f} | {w['ppl']:.2f} ± {w['ppl_stderr']:.2f} | {t['tps'] or '–'} | {t['rss'] or '–'} |")
+ta, ts = tr["alibi"], tr["sinusoidal-2x"]
+if ta["tps"] and ts["tps"] and ta["rss"] and ts["rss"]:
+    rows += ["", f"ALiBi at L trained {100 * (ta['tps'] / ts['tps'] - 1):+.0f}% tokens/s and used {100 * (ta['rss'] / ts['rss'] - 1):+.0f}% peak memory against sinusoidal at 2L (both runs side by side, one thread each, same machine; the paper: 11% faster, 11% less memory)."]
+open(f"{out}/headline.md", "w").write("\n".join(rows) + "\n")
+for f in ("table", "targets", "headline"):
+    print(open(f"{out}/{f}.md").read())
 PY

@@ -9,13 +9,15 @@
 #  loss:  the loss by position in 2,048-token windows on the first $LOSS_TOKENS tokens (sweep).
 #  stats: attention statistics at 128..2048 (up to 16x) on the first $STATS_TOKENS tokens, figures,
 #         and one attention heatmap per twin.
+# Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models), OUT (assets/results/why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/alibi-explorer}
 what=${2:-all}
 data=${ALIBI_DATA:-../shared/data}
 text="$data/books/test"
-out=assets/results/why
+out=${OUT:-assets/results/why}
+models_dir=${ALIBI_MODELS:-assets/models}
 EVAL_TOKENS=${EVAL_TOKENS:-8193}
 STATS_TOKENS=${STATS_TOKENS:-32769}
 STRIDE=${STRIDE:-64}
@@ -25,7 +27,7 @@ models=(alibi sinusoidal rotary none)
 
 if [[ $what == eval || $what == all ]]; then
   for pos in "${models[@]}"; do
-    common=(--model "assets/models/$pos" --text "$text" --max-tokens "$EVAL_TOKENS" --device cpu --lengths 128..2048)
+    common=(--model "$models_dir/$pos" --text "$text" --max-tokens "$EVAL_TOKENS" --device cpu --lengths 128..2048)
     "$bin" eval "${common[@]}" --protocol nonoverlap --json "$out/eval-nonoverlap-$pos.json" > "$out/eval-nonoverlap-$pos.txt"
     "$bin" eval "${common[@]}" --protocol sweep --json "$out/eval-sweep-$pos.json" > "$out/eval-sweep-$pos.txt"
     "$bin" eval "${common[@]}" --protocol sliding --stride "$STRIDE" --json "$out/eval-sliding$STRIDE-$pos.json" > "$out/eval-sliding$STRIDE-$pos.txt"
@@ -35,17 +37,17 @@ fi
 if [[ $what == eval || $what == loss || $what == all ]]; then
   # Loss by position: 64 windows of 2,048 tokens (the first $LOSS_TOKENS tokens), one pass each.
   for pos in "${models[@]}"; do
-    "$bin" eval --model "assets/models/$pos" --text "$text" --max-tokens "$LOSS_TOKENS" --device cpu \
+    "$bin" eval --model "$models_dir/$pos" --text "$text" --max-tokens "$LOSS_TOKENS" --device cpu \
       --lengths 2048 --protocol sweep --json "$out/eval-sweep2048-$pos.json" > "$out/eval-sweep2048-$pos.txt"
   done
 fi
 
 if [[ $what == stats || $what == all ]]; then
   for pos in "${models[@]}"; do
-    "$bin" stats --model "assets/models/$pos" --text "$text" --max-tokens "$STATS_TOKENS" --device cpu \
+    "$bin" stats --model "$models_dir/$pos" --text "$text" --max-tokens "$STATS_TOKENS" --device cpu \
       --lengths 128..2048 --json "$out/stats-$pos.json" --csv "$out/stats-$pos.csv" \
       --plot "$out/stats-$pos.png" > "$out/stats-$pos.txt"
-    "$bin" attention --model "assets/models/$pos" --text "$text" --length 256 --layer 3 --head 0 \
+    "$bin" attention --model "$models_dir/$pos" --text "$text" --length 256 --layer 3 --head 0 \
       --device cpu --png "$out/attention-$pos-l3h0.png" > "$out/attention-$pos-l3h0.txt"
   done
   # The figures of docs/findings.md, drawn from the reports with the library's figure writers.
