@@ -977,3 +977,40 @@ fn length_labels_never_run_together_on_a_narrow_chart() {
         assert!(axis.contains("16384"), "{w}x{h}: {axis}");
     }
 }
+
+#[test]
+fn the_status_bar_shows_the_compared_models_at_the_cursor() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    feed_sweep(&mut a, 0, 0, 1.0);
+    let (s, _) = screen(&a, 200, 60);
+    let status = s.lines().nth(58).unwrap().to_string();
+    assert!(status.contains("│ base …"), "nothing for it yet: {status}");
+    feed_sweep(&mut a, 1, 0, 1.3);
+    let compared = a.compared_at_cursor();
+    assert_eq!(compared.len(), 1);
+    let (name, p) = compared[0];
+    assert_eq!(name, "base", "the name without the position scheme");
+    let (own, other) = (a.point_at_cursor().unwrap(), p.unwrap());
+    // The compared curve's loss is 1.3x the main one's at every position.
+    assert!(
+        (other.nll - 1.3 * own.nll).abs() < 1e-4,
+        "{own:?} {other:?}"
+    );
+    let (s, _) = screen(&a, 200, 60);
+    let status = s.lines().nth(58).unwrap().to_string();
+    assert!(
+        status.contains(&format!("│ base {:.2}", other.ppl)),
+        "{status}"
+    );
+    // Bits per byte follows the chart's metric.
+    let s2 = with_bytes(stream(600), 4);
+    let mut b = app_with(vec![s2.clone(), s2]);
+    b.start();
+    feed_sweep(&mut b, 0, 0, 1.0);
+    feed_sweep(&mut b, 1, 0, 1.3);
+    b.update(Action::ToggleMetric);
+    let bpb = b.compared_at_cursor()[0].1.unwrap().bits_per_byte.unwrap();
+    let (s, _) = screen(&b, 200, 60);
+    assert!(s.contains(&format!("│ other1 {bpb:.4}")), "{s}");
+}

@@ -307,6 +307,20 @@ impl App {
             .filter(|p| p.tokens > 0)
     }
 
+    /// The compared models' points at the cursor, with their names (`--compare`), in curve order;
+    /// `None` where a curve has nothing at the cursor yet.
+    pub fn compared_at_cursor(&self) -> Vec<(&str, Option<Point>)> {
+        let len = self.length();
+        self.curves[1..]
+            .iter()
+            .map(|c| {
+                let name = c.label.split(" (").next().unwrap_or(&c.label);
+                let p = c.points(&[len]).map(|p| p[0]).filter(|p| p.tokens > 0);
+                (name, p)
+            })
+            .collect()
+    }
+
     /// Whether the main curve's point at the cursor is final (no later window will change it).
     pub fn cursor_final(&self) -> bool {
         self.curves[0].is_final(self.length(), MIN_LENGTH)

@@ -1,6 +1,6 @@
 //! The status bar: model, device, dtype, training length, the cursor's length and perplexity with
-//! its standard error (or bits per byte, following the chart), worker progress, and the last error
-//! or message.
+//! its standard error (or bits per byte, following the chart), the compared models' values at the
+//! cursor, worker progress, and the last error or message.
 
 use super::super::app::{App, Metric};
 use super::super::messages::Progress;
@@ -35,6 +35,26 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         format!("{ppl}, final)")
     } else {
         format!("{ppl}, so far)")
+    };
+    // The compared models (`--compare`) at the same length, so `ALiBi@L at 2L` against a model
+    // trained at 2L reads off one line.
+    let compared: Vec<String> = app
+        .compared_at_cursor()
+        .into_iter()
+        .map(|(name, p)| match (app.metric, p) {
+            (_, None) => format!("{name} …"),
+            (Metric::BitsPerByte, Some(p)) => format!(
+                "{name} {}",
+                p.bits_per_byte
+                    .map_or("-".to_string(), |b| format!("{b:.4}"))
+            ),
+            (_, Some(p)) => format!("{name} {:.2}", p.ppl),
+        })
+        .collect();
+    let ppl = if compared.is_empty() {
+        ppl
+    } else {
+        format!("{ppl} │ {}", compared.join(" · "))
     };
     let (done, total) = app.progress();
     let c = &app.curves[0];
