@@ -19,13 +19,15 @@
 #   scripts/train-shipped.sh promote [MODEL...]   copy finished runs to assets/models/MODEL
 # MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
 # Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
-# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run).
+# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run), ALIBI_STEPS (2000; a longer family needs its
+# own ALIBI_RUNS folder, since a run resumes only with the schedule it started with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ALIBI_BIN:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
 runs=${ALIBI_RUNS:-../runs/family}
 threads=${ALIBI_THREADS:-1}
+steps=${ALIBI_STEPS:-2000}
 action=${1:-status}
 shift || true
 models=("$@")
@@ -33,7 +35,7 @@ models=("$@")
 
 # The family's shape and schedule (see docs/models.md).
 common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
-  --steps 2000 --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
+  --steps "$steps" --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
   --valid-every 250 --checkpoint-every 100 --save-dtype f16)
 
 args_for() {
