@@ -57,37 +57,37 @@ import json, re, sys
 out, models = sys.argv[1], sys.argv[2]
 names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position"),
          ("sinusoidal-2x", "Sinusoidal at 2L")]
-load = lambda k, s="": json.load(open(f"{out}/{k}{s}.json"))
-runs = {k: load(k) for k, _ in names}
+texts = (("", "books/test"), ("-wikitext", "WikiText-2 test"))
+runs = {(k, s): json.load(open(f"{out}/{k}{s}.json")) for k, _ in names for s, _ in texts}
+load = lambda k, s="": runs[(k, s)]
 point = lambda run, n: next(p for p in run["points"] if p["length"] == n)
 
 # table.md: the four twins at 64..2048 on books/test (the figure's numbers).
 four = names[:4]
-lengths = [p["length"] for p in runs["alibi"]["points"] if p["length"] >= 64]
+lengths = [p["length"] for p in load("alibi")["points"] if p["length"] >= 64]
 rows = ["| length | x train_len | " + " | ".join(n for _, n in four) + " |", "|---:|---:|" + "---:|" * len(four)]
 for L in lengths:
-    cells = [f"{point(runs[k], L)['ppl']:.2f} ± {point(runs[k], L)['ppl_stderr']:.2f}" for k, _ in four]
+    cells = [f"{point(load(k), L)['ppl']:.2f} ± {point(load(k), L)['ppl_stderr']:.2f}" for k, _ in four]
     rows.append(f"| {L} | {L / 128:g} | " + " | ".join(cells) + " |")
-toks = runs["alibi"]["stream_tokens"]
+toks = load("alibi")["stream_tokens"]
 rows += ["", f"Token perplexity ± standard error on the first {toks:,} tokens of books/test (nonoverlap: every length scores the same predictions, minus the tail that does not fill a window).",
-         "Bits per byte at the training length (128): " + " · ".join(f"{n} {point(runs[k], 128)['bits_per_byte']:.3f}" for k, n in four) + "."]
+         "Bits per byte at the training length (128): " + " · ".join(f"{n} {point(load(k), 128)['bits_per_byte']:.3f}" for k, n in four) + "."]
 open(f"{out}/table.md", "w").write("\n".join(rows) + "\n")
 
 # targets.md: what issue #20 asked of the family, on both texts.
 def training(k):
     md = open(f"{models}/{k}/TRAINING.md").read()
-    row = re.search(r"\| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) min \| ([\d.]+) \| ([\d.]+) \|", md)
+    row = re.search(r"\| \d+ \| \d+ \| \d+ \| [\d.]+ min \| [\d.]+ \| ([\d.]+) \|", md)
     tps = re.search(r"Throughput over the whole run: (\d+) tokens/s", md)
     rss = re.search(r"peak resident memory of any of them: (\d+) MiB", md)
-    return {"tokens": int(row[3]), "minutes": float(row[4]), "train_loss": float(row[5]), "valid_loss": float(row[6]),
-            "tps": int(tps[1]) if tps else None, "rss": int(rss[1]) if rss else None}
+    return {"valid_loss": float(row[1]), "tps": int(tps[1]) if tps else None, "rss": int(rss[1]) if rss else None}
 tr = {k: training(k) for k, _ in names}
 rows = ["| model | text | train_len L | valid loss (ppl) | ppl@8 | ppl@L | ppl@2L | ppl@4L | ppl@16L | context use ppl@8/ppl@L | ppl@4L/ppl@L | ppl@16L/ppl@L |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for suffix, text in (("", "books/test"), ("-wikitext", "WikiText-2 test")):
+for suffix, text in texts:
     for k, n in names:
         run = load(k, suffix)
-        L = run.get("train_len") or (256 if k == "sinusoidal-2x" else 128)
+        L = run["train_len"]
         have = {p["length"]: p["ppl"] for p in run["points"]}
         g = lambda n_: f"{have[n_]:.1f}" if n_ in have else "–"
         r = lambda n_: f"{have[n_] / have[L]:.2f}" if n_ in have else "–"
@@ -97,7 +97,6 @@ rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of eac
 open(f"{out}/targets.md", "w").write("\n".join(rows) + "\n")
 
 # headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L.
-a, s2, s1 = runs["alibi"], runs["sinusoidal-2x"], runs["sinusoidal"]
 rows = ["| model | trained at | evaluated at | perplexity ± s.e. (books/test) | perplexity ± s.e. (WikiText-2) | training tokens/s | peak memory (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|"]
 for k, n, L, E in (("alibi", "ALiBi", 128, 256), ("sinusoidal-2x", "Sinusoidal", 256, 256), ("alibi", "ALiBi", 128, 128), ("sinusoidal", "Sinusoidal", 128, 256)):

@@ -301,10 +301,7 @@ impl App {
 
     /// The main curve's point at the cursor, if computed (a window covers it).
     pub fn point_at_cursor(&self) -> Option<Point> {
-        self.curves[0]
-            .points(&[self.length()])
-            .map(|p| p[0])
-            .filter(|p| p.tokens > 0)
+        self.curves[0].point_at(self.length())
     }
 
     /// The compared models' points at the cursor, with their names (`--compare`), in curve order;
@@ -315,8 +312,7 @@ impl App {
             .iter()
             .map(|c| {
                 let name = c.label.split(" (").next().unwrap_or(&c.label);
-                let p = c.points(&[len]).map(|p| p[0]).filter(|p| p.tokens > 0);
-                (name, p)
+                (name, c.point_at(len))
             })
             .collect()
     }

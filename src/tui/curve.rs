@@ -116,6 +116,11 @@ impl Curve {
         self.acc.has_data().then(|| self.acc.points(lengths))
     }
 
+    /// The point at one length, if a window covers it.
+    pub fn point_at(&self, len: usize) -> Option<Point> {
+        self.points(&[len]).map(|p| p[0]).filter(|p| p.tokens > 0)
+    }
+
     /// Whether the point at `len` is final: the windows that serve it once everything is done
     /// (the sweep's for lengths above `lmax/2`, else the shortest refinement level at least
     /// `len` long, with `min_len` the refinement's shortest) are all in.

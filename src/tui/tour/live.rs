@@ -41,9 +41,7 @@ pub fn value(app: &App, p: Placeholder) -> Result<String, String> {
     };
     let ppl_at = |c: usize, len: usize| -> Result<String, String> {
         let point = curve(c)?
-            .points(&[len])
-            .map(|p| p[0])
-            .filter(|p| p.tokens > 0)
+            .point_at(len)
             .ok_or_else(|| COMPUTING.to_string())?;
         Ok(format!("{:.1}", point.ppl))
     };

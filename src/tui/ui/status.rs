@@ -21,12 +21,9 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         (Metric::TokenPpl | Metric::Kl, Some(p)) => {
             format!("ppl {:.2} ± {:.2} ({} tok", p.ppl, p.ppl_stderr, p.tokens)
         }
-        (Metric::BitsPerByte, Some(p)) => format!(
-            "bits/byte {} ({} tok",
-            p.bits_per_byte
-                .map_or("-".to_string(), |b| format!("{b:.4}")),
-            p.tokens
-        ),
+        (Metric::BitsPerByte, Some(p)) => {
+            format!("bits/byte {} ({} tok", bpb(p.bits_per_byte), p.tokens)
+        }
     };
     // A point is "final" once no later window can change it (see `Curve::is_final`).
     let ppl = if point.is_none() {
@@ -43,11 +40,7 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         .into_iter()
         .map(|(name, p)| match (app.metric, p) {
             (_, None) => format!("{name} …"),
-            (Metric::BitsPerByte, Some(p)) => format!(
-                "{name} {}",
-                p.bits_per_byte
-                    .map_or("-".to_string(), |b| format!("{b:.4}"))
-            ),
+            (Metric::BitsPerByte, Some(p)) => format!("{name} {}", bpb(p.bits_per_byte)),
             (_, Some(p)) => format!("{name} {:.2}", p.ppl),
         })
         .collect();
@@ -161,4 +154,9 @@ pub fn duration(secs: f64) -> String {
     } else {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
+}
+
+/// Bits per byte as the status bar shows it (`-` when the text's bytes are unknown).
+fn bpb(b: Option<f64>) -> String {
+    b.map_or("-".to_string(), |b| format!("{b:.4}"))
 }
