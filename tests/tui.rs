@@ -989,7 +989,10 @@ fn the_status_bar_shows_the_compared_models_at_the_cursor() {
     feed_sweep(&mut a, 1, 0, 1.3);
     let compared = a.compared_at_cursor();
     assert_eq!(compared.len(), 1);
-    let (name, p) = compared[0];
+    let (name, p, fin) = compared[0];
+    assert_eq!(fin, a.curves[1].is_final(a.length(), 8));
+    assert!(!fin, "at 16 tokens the point waits for the refinement pass");
+    let mark = "~";
     assert_eq!(name, "base", "the name without the position scheme");
     let (own, other) = (a.point_at_cursor().unwrap(), p.unwrap());
     // The compared curve's loss is 1.3x the main one's at every position.
@@ -1000,7 +1003,45 @@ fn the_status_bar_shows_the_compared_models_at_the_cursor() {
     let (s, _) = screen(&a, 200, 60);
     let status = s.lines().nth(58).unwrap().to_string();
     assert!(
-        status.contains(&format!("│ base {:.2}", other.ppl)),
+        status.contains(&format!("│ base {mark}{:.2}", other.ppl)),
+        "{status}"
+    );
+    assert!(
+        status.contains(" tok, "),
+        "room for the token count: {status}"
+    );
+    // At the longest length the sweep's windows are final: no `~`.
+    a.update(Action::LengthEnd(true));
+    let (_, p, fin) = a.compared_at_cursor()[0];
+    assert!(fin);
+    let (s, _) = screen(&a, 200, 60);
+    let status = s.lines().nth(58).unwrap().to_string();
+    assert!(
+        status.contains(&format!("│ base {:.2}", p.unwrap().ppl)),
+        "{status}"
+    );
+    a.update(Action::LengthTrain);
+    // At 80 columns a long name keeps its value and the token count gives way.
+    let s1 = stream(600);
+    let text = (0..600).map(|i| format!("t{i}")).collect();
+    let mut long = App::new(
+        info(Position::Alibi),
+        vec!["sinusoidal-2x-books (sinusoidal)".into()],
+        vec![s1.clone(), s1],
+        text,
+        256,
+        "slopes.json".into(),
+    );
+    long.start();
+    feed_sweep(&mut long, 0, 0, 1.0);
+    feed_sweep(&mut long, 1, 0, 1.3);
+    let (s, _) = screen(&long, 200, 60);
+    assert!(s.lines().nth(58).unwrap().contains(" tok, "), "{s}");
+    let (s, _) = screen(&long, 80, 24);
+    let status = s.lines().nth(22).unwrap().to_string();
+    let want = format!("│ sinusoidal-2x-books {mark}{:.2}", other.ppl);
+    assert!(
+        status.contains(&want) && !status.contains(" tok, "),
         "{status}"
     );
     // Bits per byte follows the chart's metric.
@@ -1012,5 +1053,5 @@ fn the_status_bar_shows_the_compared_models_at_the_cursor() {
     b.update(Action::ToggleMetric);
     let bpb = b.compared_at_cursor()[0].1.unwrap().bits_per_byte.unwrap();
     let (s, _) = screen(&b, 200, 60);
-    assert!(s.contains(&format!("│ other1 {bpb:.4}")), "{s}");
+    assert!(s.contains(&format!("│ other1 {mark}{bpb:.4}")), "{s}");
 }

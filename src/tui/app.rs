@@ -304,15 +304,16 @@ impl App {
         self.curves[0].point_at(self.length())
     }
 
-    /// The compared models' points at the cursor, with their names (`--compare`), in curve order;
-    /// `None` where a curve has nothing at the cursor yet.
-    pub fn compared_at_cursor(&self) -> Vec<(&str, Option<Point>)> {
+    /// The compared models' points at the cursor, with their names (`--compare`) and whether each
+    /// point is final (see [`App::cursor_final`]), in curve order; `None` where a curve has nothing
+    /// at the cursor yet.
+    pub fn compared_at_cursor(&self) -> Vec<(&str, Option<Point>, bool)> {
         let len = self.length();
         self.curves[1..]
             .iter()
             .map(|c| {
                 let name = c.label.split(" (").next().unwrap_or(&c.label);
-                (name, c.point_at(len))
+                (name, c.point_at(len), c.is_final(len, MIN_LENGTH))
             })
             .collect()
     }

@@ -15,39 +15,55 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let len = app.length();
     let ratio = len as f64 / app.info.train_len as f64;
     let point = app.point_at_cursor();
-    let ppl = match (app.metric, point) {
+    let value = match (app.metric, point) {
         (Metric::TokenPpl | Metric::Kl, None) => "ppl …".to_string(),
         (Metric::BitsPerByte, None) => "bits/byte …".to_string(),
         (Metric::TokenPpl | Metric::Kl, Some(p)) => {
-            format!("ppl {:.2} ± {:.2} ({} tok", p.ppl, p.ppl_stderr, p.tokens)
+            format!("ppl {:.2} ± {:.2}", p.ppl, p.ppl_stderr)
         }
-        (Metric::BitsPerByte, Some(p)) => {
-            format!("bits/byte {} ({} tok", bpb(p.bits_per_byte), p.tokens)
-        }
+        (Metric::BitsPerByte, Some(p)) => format!("bits/byte {}", bpb(p.bits_per_byte)),
     };
-    // A point is "final" once no later window can change it (see `Curve::is_final`).
-    let ppl = if point.is_none() {
-        ppl
-    } else if app.cursor_final() {
-        format!("{ppl}, final)")
-    } else {
-        format!("{ppl}, so far)")
-    };
+    // How many tokens it rests on; a point is "final" once no later window can change it (see
+    // `Curve::is_final`).
+    let detail = point.map_or(String::new(), |p| {
+        let state = if app.cursor_final() {
+            "final"
+        } else {
+            "so far"
+        };
+        format!(" ({} tok, {state})", p.tokens)
+    });
     // The compared models (`--compare`) at the same length, so `ALiBi@L at 2L` against a model
     // trained at 2L reads off one line.
     let compared: Vec<String> = app
         .compared_at_cursor()
         .into_iter()
-        .map(|(name, p)| match (app.metric, p) {
-            (_, None) => format!("{name} …"),
-            (Metric::BitsPerByte, Some(p)) => format!("{name} {}", bpb(p.bits_per_byte)),
-            (_, Some(p)) => format!("{name} {:.2}", p.ppl),
+        .map(|(name, p, fin)| {
+            // `~`: a value later windows may still change (the main value's "so far").
+            let so_far = if fin { "" } else { "~" };
+            match (app.metric, p) {
+                (_, None) => format!("{name} …"),
+                (Metric::BitsPerByte, Some(p)) => {
+                    format!("{name} {so_far}{}", bpb(p.bits_per_byte))
+                }
+                (_, Some(p)) => format!("{name} {so_far}{:.2}", p.ppl),
+            }
         })
         .collect();
+    let head = format!(" {} ", app.info.name);
+    let cursor = format!(" length {len} ({ratio:.2}x train) ");
     let ppl = if compared.is_empty() {
-        ppl
+        format!("{value}{detail}")
     } else {
-        format!("{ppl} │ {}", compared.join(" · "))
+        // On a narrow terminal the compared values matter more than the token count.
+        let compared = compared.join(" · ");
+        let full = format!("{value}{detail} │ {compared}");
+        let width = head.chars().count() + cursor.chars().count() + 2 + full.chars().count();
+        if width <= usize::from(area.width) {
+            full
+        } else {
+            format!("{value} │ {compared}")
+        }
     };
     let (done, total) = app.progress();
     let c = &app.curves[0];
@@ -75,8 +91,6 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer) {
         )
         .collect();
     let running = running.join(" · ");
-    let head = format!(" {} ", app.info.name);
-    let cursor = format!(" length {len} ({ratio:.2}x train) ");
     let tail = format!(" │ slopes: {}", app.slopes_label);
     let with_running = format!("│ {ppl} │ {work} · {running}{tail}");
     let fits = (head.chars().count() + cursor.chars().count() + with_running.chars().count())
