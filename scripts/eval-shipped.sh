@@ -6,12 +6,13 @@
 #   table.md     perplexity ± s.e. by length on books/test (docs/findings.md, the README figure);
 #   targets.md   context use ppl@8/ppl@L, ppl@16L/ppl@L, ppl@4L/ppl@L and valid loss, per model and text;
 #   headline.md  the paper's headline: ALiBi trained at L evaluated at 2L against sinusoidal trained
-#                at 2L, with each one's training tokens/s and peak memory from its TRAINING.md.
+#                at 2L, with each one's training tokens/s and peak memory measured side by side by
+#                scripts/bench-headline.sh (its report, HEADLINE_BENCH, default bench/headline-train.md).
 # Usage: scripts/eval-shipped.sh [path/to/alibi-explorer] [MODEL...]
 # With MODELs, measures only those (e.g. the headline pair while the others still train); the
 # figure and tables are written once the JSON of all five is there.
 # Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models; assets/models/next measures a
-# family kept but not yet promoted), OUT (assets/results), THREADS_PER_MODEL (1), MAX_TOKENS, and
+# family kept but not yet promoted), OUT (assets/results), THREADS_PER_MODEL (1), MAX_TOKENS, HEADLINE_BENCH, and
 # SKIP_EVAL=1 to redraw the figure and tables from the JSON already in OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ out=${OUT:-assets/results}
 max=${MAX_TOKENS:-131073}
 mkdir -p "$out"
 family=(alibi sinusoidal rotary none sinusoidal-2x)
+bench=${HEADLINE_BENCH:-bench/headline-train.md}
+[ -f "$bench" ] || { echo "no $bench: run scripts/bench-headline.sh first (the headline's speed and memory)" >&2; exit 1; }
 todo=("${@:2}")
 [ ${#todo[@]} -gt 0 ] || todo=("${family[@]}")
 [ "${SKIP_EVAL:-0}" = 1 ] && todo=()
@@ -52,9 +55,9 @@ for ext in svg png; do
   "$bin" plot "${inputs[@]}" --title "Shipped models on books/test (nonoverlap; trained at 128 tokens)" \
     --out "$out/perplexity-vs-length.$ext"
 done
-python3 - "$out" "$models" <<'PY'
+python3 - "$out" "$models" "$bench" <<'PY'
 import json, re, sys
-out, models = sys.argv[1], sys.argv[2]
+out, models, bench = sys.argv[1], sys.argv[2], sys.argv[3]
 names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position"),
          ("sinusoidal-2x", "Sinusoidal at 2L")]
 texts = (("", "books/test"), ("-wikitext", "WikiText-2 test"))
@@ -78,9 +81,7 @@ open(f"{out}/table.md", "w").write("\n".join(rows) + "\n")
 def training(k):
     md = open(f"{models}/{k}/TRAINING.md").read()
     row = re.search(r"\| \d+ \| \d+ \| \d+ \| [\d.]+ min \| [\d.]+ \| ([\d.]+) \|", md)
-    tps = re.search(r"Throughput over the whole run: (\d+) tokens/s", md)
-    rss = re.search(r"peak resident memory of any of them: (\d+) MiB", md)
-    return {"valid_loss": float(row[1]), "tps": int(tps[1]) if tps else None, "rss": int(rss[1]) if rss else None}
+    return {"valid_loss": float(row[1])}
 tr = {k: training(k) for k, _ in names}
 rows = ["| model | text | train_len L | valid loss (ppl) | ppl@8 | ppl@L | ppl@2L | ppl@4L | ppl@16L | context use ppl@8/ppl@L | ppl@4L/ppl@L | ppl@16L/ppl@L |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -96,17 +97,17 @@ for suffix, text in texts:
 rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of each text; valid loss is the training run's final validation loss (nats). `–`: past 2,048 tokens, not measured."]
 open(f"{out}/targets.md", "w").write("\n".join(rows) + "\n")
 
-# headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L.
+# headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L; speed and memory from the side-by-side bench.
+hb = dict(kv.split("=") for kv in re.search(r"^headline: (.*)$", open(bench).read(), re.M)[1].split())
+cost = {"alibi": (hb["alibi_tps"], hb["alibi_rss"]), "sinusoidal-2x": (hb["sinusoidal_tps"], hb["sinusoidal_rss"])}
 rows = ["| model | trained at | evaluated at | perplexity ± s.e. (books/test) | perplexity ± s.e. (WikiText-2) | training tokens/s | peak memory (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|"]
 for k, n, L, E in (("alibi", "ALiBi", 128, 256), ("sinusoidal-2x", "Sinusoidal", 256, 256), ("alibi", "ALiBi", 128, 128), ("sinusoidal", "Sinusoidal", 128, 256)):
     b, w = point(load(k), E), point(load(k, "-wikitext"), E)
-    # Throughput and memory only for the headline pair, which trained side by side.
-    t = tr[k] if k in ("alibi", "sinusoidal-2x") else {"tps": None, "rss": None}
-    rows.append(f"| {n} | {L} | {E} | {b['ppl']:.2f} ± {b['ppl_stderr']:.2f} | {w['ppl']:.2f} ± {w['ppl_stderr']:.2f} | {t['tps'] or '–'} | {t['rss'] or '–'} |")
-ta, ts = tr["alibi"], tr["sinusoidal-2x"]
-if ta["tps"] and ts["tps"] and ta["rss"] and ts["rss"]:
-    rows += ["", f"ALiBi at L trained {100 * (ta['tps'] / ts['tps'] - 1):+.0f}% tokens/s and used {100 * (ta['rss'] / ts['rss'] - 1):+.0f}% peak memory against sinusoidal at 2L (both runs side by side, one thread each, same machine; peak memory is the whole training process's resident set; the paper: 11% faster, 11% less memory). `–`: trained beside other runs, not comparable."]
+    tps, rss = cost.get(k, ("–", "–"))
+    rows.append(f"| {n} | {L} | {E} | {b['ppl']:.2f} ± {b['ppl_stderr']:.2f} | {w['ppl']:.2f} ± {w['ppl_stderr']:.2f} | {tps} | {rss} |")
+speed, mem = float(hb["speed_ratio"]), float(hb["memory_ratio"])
+rows += ["", f"ALiBi at L trained {100 * (speed - 1):+.0f}% tokens/s and used {100 * (mem - 1):+.0f}% peak memory against sinusoidal at 2L, measured by `scripts/bench-headline.sh` ({bench}: both trainings side by side, one thread each, same machine, median of its rounds; peak memory is the whole training process's resident set). The paper: 11% faster, 11% less memory. `–`: not part of the cost comparison."]
 open(f"{out}/headline.md", "w").write("\n".join(rows) + "\n")
 for f in ("table", "targets", "headline"):
     print(open(f"{out}/{f}.md").read())

@@ -3,30 +3,35 @@
 # only the position scheme differs (and, for sinusoidal-2x, the training length: 2 x 128 tokens,
 # half the windows per step, so every model sees the same tokens in the same number of steps).
 #
-# Runs train outside the repository (default ../runs/family, override with ALIBI_RUNS), one
-# thread each, niced, in the background; running `start` again resumes from the checkpoints, so
-# a run survives any number of interruptions (SIGTERM or Ctrl-C saves a checkpoint first).
+# Runs train outside the repository (default ../runs/family, override with ALIBI_RUNS), niced, in the
+# background: `start` runs its models side by side, one thread each; `queue` runs them one after
+# another, each with every core (on 2 cores a model then finishes in half the time, so a session
+# that ends loses at most one run). Running `start` or `queue` again resumes from the checkpoints,
+# so a run survives any number of interruptions (SIGTERM or Ctrl-C saves a checkpoint first).
 # A half-trained model never reaches assets/: `keep` and `promote` copy only finished runs.
 # The run folders do not survive a fresh machine, so `keep` commits-ready copies each finished run
 # to assets/models/next/MODEL (read by nothing but `promote`), and `promote` takes a model from its
 # run folder or, failing that, from there. Promote the whole family at once.
 #
 # Usage:
-#   scripts/train-shipped.sh start   [MODEL...]   start or resume (default: alibi sinusoidal-2x)
+#   scripts/train-shipped.sh start   [MODEL...]   start or resume side by side (default: alibi sinusoidal-2x)
+#   scripts/train-shipped.sh queue   [MODEL...]   start or resume one after another, each with all cores,
+#                                                 and `keep` each as it finishes (log: ALIBI_RUNS/queue.log)
 #   scripts/train-shipped.sh status  [MODEL...]   last logged step of each run
 #   scripts/train-shipped.sh stop    [MODEL...]   SIGTERM: checkpoint and stop
 #   scripts/train-shipped.sh keep    [MODEL...]   copy finished runs to assets/models/next/MODEL
 #   scripts/train-shipped.sh promote [MODEL...]   copy finished runs to assets/models/MODEL
 # MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
 # Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
-# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run), ALIBI_STEPS (2000; a longer family needs its
+# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run for start, every core for queue), ALIBI_STEPS (2000; a longer family needs its
 # own ALIBI_RUNS folder, since a run resumes only with the schedule it started with).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
 bin=${ALIBI_BIN:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
 runs=${ALIBI_RUNS:-../runs/family}
-threads=${ALIBI_THREADS:-1}
+threads=${ALIBI_THREADS:-}
 steps=${ALIBI_STEPS:-2000}
 action=${1:-status}
 shift || true
@@ -47,22 +52,52 @@ args_for() {
 }
 
 finished() { [ -f "$1/model.safetensors" ] && [ -f "$1/TRAINING.md" ]; }
+running() { pgrep -f -- "--out $1( |\$)" > /dev/null; }
+
+# train MODEL THREADS: the training command for MODEL, in the foreground, appending to its log.
+train() {
+  local m=$1 out=$runs/$1 resume=() extra
+  extra=$(args_for "$m")
+  mkdir -p "$runs"
+  [ -d "$out/checkpoint" ] && resume=(--resume)
+  # shellcheck disable=SC2086
+  RAYON_NUM_THREADS=$2 nice -n 10 "$bin" train --data "$data/books/train" \
+    --valid "$data/books/valid" --tokenizer assets/tokenizer/tokenizer.json $extra \
+    "${common[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
+}
+
+# The queue's worker: each model in turn, kept as soon as it has finished.
+if [ "$action" = _queue ]; then
+  for m in "${models[@]}"; do
+    if ! finished "$runs/$m"; then
+      echo "$(date -u +%FT%TZ) $m: training with $threads threads"
+      train "$m" "$threads" || { echo "$(date -u +%FT%TZ) $m: stopped before the end (resume: queue again)"; exit 1; }
+    fi
+    "$self" keep "$m"
+  done
+  echo "$(date -u +%FT%TZ) queue done: ${models[*]}"
+  exit 0
+fi
+if [ "$action" = queue ]; then
+  for m in "${models[@]}"; do
+    args_for "$m" > /dev/null || exit 2
+    if running "$runs/$m"; then echo "$m: already running; stop it first" >&2; exit 1; fi
+  done
+  mkdir -p "$runs"
+  ALIBI_THREADS=${threads:-$(nproc)} nohup "$self" _queue "${models[@]}" >> "$runs/queue.log" 2>&1 &
+  echo "queued ${models[*]} (pid $!), one at a time with ${threads:-$(nproc)} threads; log $runs/queue.log"
+  exit 0
+fi
 kept_files=(config.json model.safetensors tokenizer.json TRAINING.md loss.csv)
 
 for m in "${models[@]}"; do
-  extra=$(args_for "$m")
+  args_for "$m" > /dev/null
   out=$runs/$m
   case "$action" in
     start)
       if finished "$out"; then echo "$m: finished ($out)"; continue; fi
-      if pgrep -f -- "--out $out( |\$)" > /dev/null; then echo "$m: already running"; continue; fi
-      mkdir -p "$runs"
-      resume=()
-      [ -d "$out/checkpoint" ] && resume=(--resume)
-      # shellcheck disable=SC2086
-      RAYON_NUM_THREADS=$threads nohup nice -n 10 "$bin" train --data "$data/books/train" \
-        --valid "$data/books/valid" --tokenizer assets/tokenizer/tokenizer.json $extra \
-        "${common[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1 &
+      if running "$out"; then echo "$m: already running"; continue; fi
+      (trap '' HUP; train "$m" "${threads:-1}") & # like nohup: the run outlives the terminal
       echo "$m: started (pid $!), log $out.log"
       ;;
     status)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The paper's headline cost claim at our scale: training tokens/s and peak memory of ALiBi at
+# L = 128 against sinusoidal at 2L = 256, the shipped family's shape and batch (4,096 tokens a
+# step), measured side by side in one run on one machine: both trainings start together, one thread
+# each, so a busy machine slows both alike. Each round trains both from scratch for --steps steps
+# into a temporary folder and reads their own logs: tokens/s is the median of the loss log's 10-step
+# windows after the first 20 steps (warm-up), peak memory the run's TRAINING.md (the whole process's
+# peak resident set). The shipped models' own TRAINING.md throughput is not used for the headline:
+# those runs train one after another, beside whatever else the machine does.
+# Writes a Markdown report; scripts/eval-shipped.sh puts its numbers in assets/results/headline.md.
+#
+# Usage: scripts/bench-headline.sh [path/to/alibi-explorer] [--out bench/headline-train.md]
+#                                  [--steps 200] [--rounds 2]
+# Environment: ALIBI_DATA (../shared/data).
+set -euo pipefail
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
+bin=target/release/alibi-explorer
+out=bench/headline-train.md
+steps=200
+rounds=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    -h | --help) sed -n '2,16p' "$self"; exit 0 ;;
+    -*) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    *) bin=$1; shift ;;
+  esac
+done
+data=${ALIBI_DATA:-../shared/data}
+[ -x "$bin" ] || { echo "no binary at $bin (cargo build --release, or pass its path)" >&2; exit 1; }
+[ "$steps" -ge 40 ] || { echo "--steps must be at least 40 (20 warm-up steps, then 10-step windows)" >&2; exit 2; }
+[ -d "$data/books/train" ] || { echo "no $data/books/train (set ALIBI_DATA)" >&2; exit 1; }
+if [ -e "$out" ] && { [ -L "$out" ] || [ ! -f "$out" ]; }; then
+  echo "refusing to write $out: not a regular file" >&2; exit 1
+fi
+mkdir -p "$(dirname "$out")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The family's shape, schedule, validation and checkpoints (scripts/train-shipped.sh); only the steps differ.
+common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096 --steps "$steps" --lr 0.0015
+  --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234 --valid-every 250 --checkpoint-every 100
+  --save-dtype f16 --data "$data/books/train" --valid "$data/books/valid"
+  --tokenizer assets/tokenizer/tokenizer.json)
+for r in $(seq 1 "$rounds"); do
+  echo "round $r/$rounds: ALiBi at 128 and sinusoidal at 256, $steps steps each, side by side" >&2
+  RAYON_NUM_THREADS=1 "$bin" train --position alibi --train-len 128 --batch 32 "${common[@]}" \
+    --out "$tmp/alibi-$r" > "$tmp/alibi-$r.log" 2>&1 &
+  a=$!
+  RAYON_NUM_THREADS=1 "$bin" train --position sinusoidal --train-len 256 --batch 16 "${common[@]}" \
+    --out "$tmp/sinusoidal-2x-$r" > "$tmp/sinusoidal-2x-$r.log" 2>&1 &
+  s=$!
+  wait "$a" || { tail -3 "$tmp/alibi-$r.log" >&2; exit 1; }
+  wait "$s" || { tail -3 "$tmp/sinusoidal-2x-$r.log" >&2; exit 1; }
+done
+
+python3 - "$tmp" "$rounds" "$steps" "$out" "$(nproc)" "$(uname -m)" <<'PY'
+import csv, re, statistics, sys
+tmp, rounds, steps, out, cores, arch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+def measure(run):
+    rows = list(csv.DictReader(open(f"{tmp}/{run}/loss.csv")))
+    tps = statistics.median(float(r["tokens_per_s"]) for r in rows if int(r["step"]) > 20)
+    md = open(f"{tmp}/{run}/TRAINING.md").read()
+    rss = int(re.search(r"peak resident memory of any of them: (\d+) MiB", md)[1])
+    return tps, rss
+lines = ["# Headline pair: training speed and memory side by side", "",
+         f"ALiBi trained at L = 128 (batch 32) against sinusoidal trained at 2L = 256 (batch 16): 4,096 tokens a step, "
+         f"d_model 256, 4 layers, 8 heads, d_ff 1024, vocab 4,096; {steps} steps each from scratch on books/train, both runs "
+         f"at once, one thread each, on {cores} cores ({arch}). tokens/s: median of the 10-step windows after step 20; "
+         "peak memory: the whole training process's peak resident set. Written by `scripts/bench-headline.sh`.", "",
+         "| round | ALiBi@128 tokens/s | sinusoidal@256 tokens/s | speed ratio | ALiBi peak MiB | sinusoidal peak MiB | memory ratio |",
+         "|---:|---:|---:|---:|---:|---:|---:|"]
+ratios, mems, a_all, s_all = [], [], [], []
+for r in range(1, rounds + 1):
+    (ta, ra), (ts, rs) = measure(f"alibi-{r}"), measure(f"sinusoidal-2x-{r}")
+    ratios.append(ta / ts); mems.append(ra / rs); a_all.append((ta, ra)); s_all.append((ts, rs))
+    lines.append(f"| {r} | {ta:.0f} | {ts:.0f} | {ta / ts:.3f} | {ra} | {rs} | {ra / rs:.3f} |")
+ta = statistics.median(t for t, _ in a_all); ts = statistics.median(t for t, _ in s_all)
+ra = max(m for _, m in a_all); rs = max(m for _, m in s_all)
+speed, mem = statistics.median(ratios), statistics.median(mems)
+lines += ["", f"Summary: ALiBi at L trains {100 * (speed - 1):+.0f}% tokens/s and uses {100 * (mem - 1):+.0f}% peak memory "
+          f"against sinusoidal at 2L (median over {rounds} rounds; the paper: 11% faster, 11% less memory).", "",
+          f"headline: alibi_tps={ta:.0f} sinusoidal_tps={ts:.0f} alibi_rss={ra} sinusoidal_rss={rs} speed_ratio={speed:.3f} memory_ratio={mem:.3f}"]
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
