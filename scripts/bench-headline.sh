@@ -39,6 +39,7 @@ fi
 mkdir -p "$(dirname "$out")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # The family's shape, schedule, validation and checkpoints (scripts/train-shipped.sh); only the steps differ.
 common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096 --steps "$steps" --lr 0.0015
@@ -57,9 +58,9 @@ for r in $(seq 1 "$rounds"); do
   wait "$s" || { tail -3 "$tmp/sinusoidal-2x-$r.log" >&2; exit 1; }
 done
 
-python3 - "$tmp" "$rounds" "$steps" "$out" "$(nproc)" "$(uname -m)" <<'PY'
+python3 - "$tmp" "$rounds" "$steps" "$out" "$(nproc)" "$(uname -m)" "$load" <<'PY'
 import csv, re, statistics, sys
-tmp, rounds, steps, out, cores, arch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+tmp, rounds, steps, out, cores, arch, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 def measure(run):
     rows = list(csv.DictReader(open(f"{tmp}/{run}/loss.csv")))
     tps = statistics.median(float(r["tokens_per_s"]) for r in rows if int(r["step"]) > 20)
@@ -70,7 +71,8 @@ lines = ["# Headline pair: training speed and memory side by side", "",
          f"ALiBi trained at L = 128 (batch 32) against sinusoidal trained at 2L = 256 (batch 16): 4,096 tokens a step, "
          f"d_model 256, 4 layers, 8 heads, d_ff 1024, vocab 4,096; {steps} steps each from scratch on books/train, both runs "
          f"at once, one thread each, on {cores} cores ({arch}). tokens/s: median of the 10-step windows after step 20; "
-         "peak memory: the whole training process's peak resident set. Written by `scripts/bench-headline.sh`.", "",
+         f"peak memory: the whole training process's peak resident set. Load average (1, 5, 15 min) before the first round: {load}. "
+         "Written by `scripts/bench-headline.sh`.", "",
          "| round | ALiBi@128 tokens/s | sinusoidal@256 tokens/s | speed ratio | ALiBi peak MiB | sinusoidal peak MiB | memory ratio |",
          "|---:|---:|---:|---:|---:|---:|---:|"]
 ratios, mems, a_all, s_all = [], [], [], []

@@ -1055,3 +1055,55 @@ fn the_status_bar_shows_the_compared_models_at_the_cursor() {
     let (s, _) = screen(&b, 200, 60);
     assert!(s.contains(&format!("│ other1 {mark}{bpb:.4}")), "{s}");
 }
+
+#[test]
+fn the_bias_panel_names_its_white_line_only_past_train_len() {
+    let mut a = app(Position::Alibi);
+    a.start();
+    let white_cells = |buf: &ratatui::buffer::Buffer, w: u16, h: u16| {
+        let areas = layout(Rect::new(0, 0, w, h)).unwrap();
+        cells(buf, areas.bias)
+            .iter()
+            .filter(|(_, _, c)| {
+                matches!(c.symbol(), "▀" | "▄") && (c.fg == Color::White || c.bg == Color::White)
+            })
+            .count()
+    };
+    a.update(Action::LengthTrain);
+    let (s, buf) = screen(&a, 200, 60);
+    assert!(
+        s.contains("ALiBi bias per head · length 16 · colour = e^bias"),
+        "{s}"
+    );
+    assert!(!s.contains("white:"), "{s}");
+    assert_eq!(white_cells(&buf, 200, 60), 0, "no line at train_len itself");
+    for (w, h) in [(200, 60), (120, 40), (80, 24)] {
+        a.update(Action::LengthTrain);
+        a.update(Action::MoveLength(16));
+        assert_eq!(a.length(), 32);
+        let (s, buf) = screen(&a, w, h);
+        // The widest panel keeps the colour key; narrower ones keep the line's meaning.
+        let want = match w {
+            200 => "length 32 · white: i-j = train_len 16 · colour = e^bias",
+            120 => "length 32 · white: i-j = train_len 16",
+            _ => "bias · white: i-j = 16",
+        };
+        assert!(s.contains(want), "{w}x{h}:\n{s}");
+        if s.contains("too small for every head") {
+            // 80x24: the heads only fit one at a time (e), where the line is drawn too.
+            a.enlarged = true;
+            let (s, buf) = screen(&a, w, h);
+            assert!(s.contains("white: i-j = "), "{w}x{h} enlarged:\n{s}");
+            assert!(white_cells(&buf, w, h) > 0, "{w}x{h} enlarged:\n{s}");
+            a.enlarged = false;
+        } else {
+            assert!(white_cells(&buf, w, h) > 0, "{w}x{h}: the white line:\n{s}");
+        }
+    }
+    // Models without ALiBi have no bias matrices, hence no line to name.
+    let mut b = app(Position::Sinusoidal);
+    b.start();
+    b.update(Action::MoveLength(16));
+    let (s, _) = screen(&b, 200, 60);
+    assert!(!s.contains("white:"), "{s}");
+}

@@ -1,7 +1,8 @@
 //! Per-head ALiBi bias matrices at the current length, as small multiples. Colour is
 //! `exp(bias) = exp(-m*(i-j))`: the factor by which the bias alone scales attention to a key
 //! `i-j` tokens back (1 = no penalty). The diagonal `i-j = train_len` is drawn in white: keys
-//! farther back than that were never seen in training.
+//! farther back than that were never seen in training; the panel's title says so whenever the
+//! length is past `train_len`, so the line does not read as holes in the matrix.
 
 use super::super::app::App;
 use super::super::palette;
@@ -17,10 +18,31 @@ const MIN_BOX: (u16, u16) = (12, 5);
 
 pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
     let len = app.length();
-    let block = panel(
-        format!(" ALiBi bias per head · length {len} · colour = e^bias "),
-        focused,
-    );
+    let tl = app.info.train_len;
+    // Past train_len the white line needs naming; on a narrow panel the colour key goes first,
+    // then the wording shortens, so the line's meaning stays readable.
+    let titles = if tl < len && app.is_alibi() {
+        vec![
+            format!(
+                " ALiBi bias per head · length {len} · white: i-j = train_len {tl} · colour = e^bias "
+            ),
+            format!(" ALiBi bias per head · length {len} · white: i-j = train_len {tl} "),
+            format!(" ALiBi bias · length {len} · white: i-j = train_len {tl} "),
+            format!(" bias · length {len} · white: i-j = train_len {tl} "),
+            format!(" bias · length {len} · white: i-j = {tl} "),
+            format!(" bias · white: i-j = {tl} "),
+        ]
+    } else {
+        vec![format!(
+            " ALiBi bias per head · length {len} · colour = e^bias "
+        )]
+    };
+    let room = area.width.saturating_sub(2) as usize;
+    let title = titles
+        .iter()
+        .find(|t| t.chars().count() <= room)
+        .unwrap_or(&titles[titles.len() - 1]);
+    let block = panel(title.clone(), focused);
     let inner = block.inner(area);
     block.render(area, buf);
     if !app.is_alibi() {
@@ -114,13 +136,13 @@ fn draw_head(app: &App, head: usize, area: Rect, buf: &mut Buffer, large: bool) 
         // Pixel (qi, kj) covers a block of queries/keys; use its centre.
         let i = (qi as f64 + 0.5) * len as f64 / px_h as f64;
         let j = (kj as f64 + 0.5) * len as f64 / px_w as f64;
-        let cell_q = len as f64 / px_h as f64;
         let cell_k = len as f64 / px_w as f64;
         if j > i + cell_k / 2.0 {
             return None;
         }
         let d = (i - j).max(0.0);
-        if (d - tl).abs() <= f64::midpoint(cell_q, cell_k) && tl < len as f64 {
+        // One pixel per row: the key cell that holds i - train_len (a thin line, not a band).
+        if (d - tl).abs() <= cell_k / 2.0 && tl < len as f64 {
             return Some(Color::White);
         }
         Some(palette::heat((-m * d).exp(), app.truecolor))
