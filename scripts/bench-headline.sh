@@ -41,17 +41,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The family's shape, schedule, validation and checkpoints (scripts/train-shipped.sh); only the steps differ.
-common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096 --steps "$steps" --lr 0.0015
-  --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234 --valid-every 250 --checkpoint-every 100
-  --save-dtype f16 --data "$data/books/train" --valid "$data/books/valid"
-  --tokenizer assets/tokenizer/tokenizer.json)
+# Each model's own training arguments (scripts/train-shipped.sh args); only the steps differ.
+mapfile -t alibi < <(ALIBI_STEPS=$steps ALIBI_DATA=$data scripts/train-shipped.sh args alibi)
+mapfile -t sinusoidal < <(ALIBI_STEPS=$steps ALIBI_DATA=$data scripts/train-shipped.sh args sinusoidal-2x)
 for r in $(seq 1 "$rounds"); do
   echo "round $r/$rounds: ALiBi at 128 and sinusoidal at 256, $steps steps each, side by side" >&2
-  RAYON_NUM_THREADS=1 "$bin" train --position alibi --train-len 128 --batch 32 "${common[@]}" \
+  RAYON_NUM_THREADS=1 "$bin" train "${alibi[@]}" \
     --out "$tmp/alibi-$r" > "$tmp/alibi-$r.log" 2>&1 &
   a=$!
-  RAYON_NUM_THREADS=1 "$bin" train --position sinusoidal --train-len 256 --batch 16 "${common[@]}" \
+  RAYON_NUM_THREADS=1 "$bin" train "${sinusoidal[@]}" \
     --out "$tmp/sinusoidal-2x-$r" > "$tmp/sinusoidal-2x-$r.log" 2>&1 &
   s=$!
   wait "$a" || { tail -3 "$tmp/alibi-$r.log" >&2; exit 1; }

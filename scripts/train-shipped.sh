@@ -21,6 +21,8 @@
 #   scripts/train-shipped.sh stop    [MODEL...]   SIGTERM: checkpoint and stop
 #   scripts/train-shipped.sh keep    [MODEL...]   copy finished runs to assets/models/next/MODEL
 #   scripts/train-shipped.sh promote [MODEL...]   copy finished runs to assets/models/MODEL
+#   scripts/train-shipped.sh args    MODEL        print MODEL's `train` arguments, one a line, without
+#                                                 --out (scripts/bench-headline.sh trains with them)
 # MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
 # Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
 # ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run for start, every core for queue), ALIBI_STEPS (2000; a longer family needs its
@@ -54,17 +56,30 @@ args_for() {
 finished() { [ -f "$1/model.safetensors" ] && [ -f "$1/TRAINING.md" ]; }
 running() { pgrep -f -- "--out $1( |\$)" > /dev/null; }
 
+# train_args MODEL: MODEL's whole `train` argument list but --out, into the array `targs`.
+train_args() {
+  local extra
+  extra=$(args_for "$1")
+  # shellcheck disable=SC2206
+  targs=(--data "$data/books/train" --valid "$data/books/valid"
+    --tokenizer assets/tokenizer/tokenizer.json $extra "${common[@]}")
+}
+
 # train MODEL THREADS: the training command for MODEL, in the foreground, appending to its log.
 train() {
-  local m=$1 out=$runs/$1 resume=() extra
-  extra=$(args_for "$m")
+  local out=$runs/$1 resume=() targs
+  train_args "$1"
   mkdir -p "$runs"
   [ -d "$out/checkpoint" ] && resume=(--resume)
-  # shellcheck disable=SC2086
-  RAYON_NUM_THREADS=$2 nice -n 10 "$bin" train --data "$data/books/train" \
-    --valid "$data/books/valid" --tokenizer assets/tokenizer/tokenizer.json $extra \
-    "${common[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
+  RAYON_NUM_THREADS=$2 nice -n 10 "$bin" train "${targs[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
 }
+
+if [ "$action" = args ]; then
+  [ ${#models[@]} -eq 1 ] || { echo "args takes one MODEL" >&2; exit 2; }
+  train_args "${models[0]}"
+  printf '%s\n' "${targs[@]}"
+  exit 0
+fi
 
 # The queue's worker: each model in turn, kept as soon as it has finished.
 if [ "$action" = _queue ]; then
@@ -84,8 +99,9 @@ if [ "$action" = queue ]; then
     if running "$runs/$m"; then echo "$m: already running; stop it first" >&2; exit 1; fi
   done
   mkdir -p "$runs"
-  ALIBI_THREADS=${threads:-$(nproc)} nohup "$self" _queue "${models[@]}" >> "$runs/queue.log" 2>&1 &
-  echo "queued ${models[*]} (pid $!), one at a time with ${threads:-$(nproc)} threads; log $runs/queue.log"
+  threads=${threads:-$(nproc)}
+  ALIBI_THREADS=$threads nohup "$self" _queue "${models[@]}" >> "$runs/queue.log" 2>&1 &
+  echo "queued ${models[*]} (pid $!), one at a time with $threads threads; log $runs/queue.log"
   exit 0
 fi
 kept_files=(config.json model.safetensors tokenizer.json TRAINING.md loss.csv)

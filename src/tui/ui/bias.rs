@@ -6,7 +6,7 @@
 
 use super::super::app::App;
 use super::super::palette;
-use super::common::{fmt_reach, half_block, panel};
+use super::common::{first_fitting, fmt_reach, half_block, panel};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style, Stylize};
@@ -37,12 +37,8 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             " ALiBi bias per head · length {len} · colour = e^bias "
         )]
     };
-    let room = area.width.saturating_sub(2) as usize;
-    let title = titles
-        .iter()
-        .find(|t| t.chars().count() <= room)
-        .unwrap_or(&titles[titles.len() - 1]);
-    let block = panel(title.clone(), focused);
+    let title = first_fitting(&titles, area.width.saturating_sub(2) as usize);
+    let block = panel(title, focused);
     let inner = block.inner(area);
     block.render(area, buf);
     if !app.is_alibi() {
@@ -108,12 +104,12 @@ fn draw_head(app: &App, head: usize, area: Rect, buf: &mut Buffer, large: bool) 
             app.info.train_len
         )
     } else {
-        let full = format!("h{head} m={m:.3} r={}", fmt_reach(crate::alibi::reach(m)));
-        if full.chars().count() <= area.width as usize {
-            full
-        } else {
-            format!("h{head} r={}", fmt_reach(crate::alibi::reach(m)))
-        }
+        let reach = fmt_reach(crate::alibi::reach(m));
+        let labels = [
+            format!("h{head} m={m:.3} r={reach}"),
+            format!("h{head} r={reach}"),
+        ];
+        first_fitting(&labels, area.width as usize).to_string()
     };
     let style = if selected {
         Style::new().black().on_cyan()

@@ -33,6 +33,15 @@ pub fn half_block(cell: &mut Cell, top: Option<Color>, bottom: Option<Color>) {
     cell.set_symbol(symbol).set_fg(fg).set_bg(bg);
 }
 
+/// The first of `candidates` (longest first) that fits in `width` columns, else the last one.
+pub fn first_fitting(candidates: &[String], width: usize) -> &str {
+    candidates
+        .iter()
+        .find(|t| t.chars().count() <= width)
+        .or(candidates.last())
+        .map_or("", String::as_str)
+}
+
 /// Formats a reach in tokens (`inf` for zero slopes).
 pub fn fmt_reach(r: f64) -> String {
     if !r.is_finite() {

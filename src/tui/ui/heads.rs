@@ -7,7 +7,7 @@
 use super::super::app::{App, chart_x_bounds};
 use super::super::palette;
 use super::super::views::prior_stat;
-use super::common::{panel, text_on};
+use super::common::{first_fitting, panel, text_on};
 use super::lineplot::{LinePlot, Series, VLine, compact};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -120,16 +120,12 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
                 style = style.add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
             }
             let plain = v.map_or_else(|| "-".to_string(), compact);
-            let fits = |t: &String| t.chars().count() <= cell_w as usize;
             // The selected head in brackets where they fit (it is also bold and underlined).
-            let marked = format!("[{plain}]");
-            let text = if layer == app.layer && h == app.head && fits(&marked) {
-                marked
-            } else if fits(&plain) {
-                plain
-            } else {
-                String::new()
-            };
+            let mut options = vec![plain, String::new()];
+            if layer == app.layer && h == app.head {
+                options.insert(0, format!("[{}]", options[0]));
+            }
+            let text = first_fitting(&options, cell_w as usize);
             let text = format!("{text:^w$}", w = cell_w as usize);
             buf.set_stringn(x, y, text, cell_w as usize, style);
         }
