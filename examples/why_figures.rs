@@ -47,7 +47,7 @@ fn main() -> Result<(), String> {
     let mut losses = Vec::new();
     let mut windows = 0;
     for (key, label) in MODELS {
-        let path = dir.join(format!("eval-sweep2048-{key}.json"));
+        let path = dir.join(format!("eval-sweep{largest}-{key}.json"));
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("'{}': {e}", path.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -63,7 +63,8 @@ fn main() -> Result<(), String> {
         losses.push((label.to_string(), bins));
     }
     let title = format!(
-        "Loss by position in {largest}-token windows ({windows} windows of books/test; trained at 128)"
+        "Loss by position in {largest}-token windows ({windows} windows of books/test; trained at {})",
+        alibi.train_len
     );
     save(
         &dir,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's headline cost claim at our scale: training tokens/s and peak memory of ALiBi at
-# L = 128 against sinusoidal at 2L = 256, the shipped family's shape and batch (4,096 tokens a
-# step), measured side by side in one run on one machine: both trainings start together, one thread
+# L against sinusoidal at 2L (L = ALIBI_TRAIN_LEN, 256 for the shipped family), with the family's
+# shape and batch (4,096 tokens a step; scripts/train-shipped.sh args), measured side by side in one run on one machine: both trainings start together, one thread
 # each, so a busy machine slows both alike. Each round trains both from scratch for --steps steps
 # into a temporary folder and reads their own logs: tokens/s is the median of the loss log's 10-step
 # windows after the first 20 steps (warm-up), peak memory the run's TRAINING.md (the whole process's
@@ -11,7 +11,7 @@
 #
 # Usage: scripts/bench-headline.sh [path/to/alibi-explorer] [--out bench/headline-train.md]
 #                                  [--steps 200] [--rounds 2]
-# Environment: ALIBI_DATA (../shared/data).
+# Environment: ALIBI_DATA (../shared/data), ALIBI_TRAIN_LEN (256).
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 data=${ALIBI_DATA:-../shared/data}
+L=${ALIBI_TRAIN_LEN:-256}
 [ -x "$bin" ] || { echo "no binary at $bin (cargo build --release, or pass its path)" >&2; exit 1; }
 [ "$steps" -ge 40 ] || { echo "--steps must be at least 40 (20 warm-up steps, then 10-step windows)" >&2; exit 2; }
 [ -d "$data/books/train" ] || { echo "no $data/books/train (set ALIBI_DATA)" >&2; exit 1; }
@@ -42,10 +43,11 @@ trap 'rm -rf "$tmp"' EXIT
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Each model's own training arguments (scripts/train-shipped.sh args); only the steps differ.
-mapfile -t alibi < <(ALIBI_STEPS=$steps ALIBI_DATA=$data scripts/train-shipped.sh args alibi)
-mapfile -t sinusoidal < <(ALIBI_STEPS=$steps ALIBI_DATA=$data scripts/train-shipped.sh args sinusoidal-2x)
+mapfile -t alibi < <(ALIBI_STEPS=$steps ALIBI_DATA=$data ALIBI_TRAIN_LEN=$L scripts/train-shipped.sh args alibi)
+mapfile -t sinusoidal < <(ALIBI_STEPS=$steps ALIBI_DATA=$data ALIBI_TRAIN_LEN=$L scripts/train-shipped.sh args sinusoidal-2x)
+[ ${#alibi[@]} -gt 0 ] && [ ${#sinusoidal[@]} -gt 0 ] || exit 2
 for r in $(seq 1 "$rounds"); do
-  echo "round $r/$rounds: ALiBi at 128 and sinusoidal at 256, $steps steps each, side by side" >&2
+  echo "round $r/$rounds: ALiBi at $L and sinusoidal at $((2 * L)), $steps steps each, side by side" >&2
   RAYON_NUM_THREADS=1 "$bin" train "${alibi[@]}" \
     --out "$tmp/alibi-$r" > "$tmp/alibi-$r.log" 2>&1 &
   a=$!
@@ -56,9 +58,10 @@ for r in $(seq 1 "$rounds"); do
   wait "$s" || { tail -3 "$tmp/sinusoidal-2x-$r.log" >&2; exit 1; }
 done
 
-python3 - "$tmp" "$rounds" "$steps" "$out" "$(nproc)" "$(uname -m)" "$load" <<'PY'
+python3 - "$tmp" "$rounds" "$steps" "$out" "$(nproc)" "$(uname -m)" "$load" "$L" <<'PY'
 import csv, re, statistics, sys
 tmp, rounds, steps, out, cores, arch, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
+L = int(sys.argv[8])
 def measure(run):
     rows = list(csv.DictReader(open(f"{tmp}/{run}/loss.csv")))
     tps = statistics.median(float(r["tokens_per_s"]) for r in rows if int(r["step"]) > 20)
@@ -66,12 +69,12 @@ def measure(run):
     rss = int(re.search(r"peak resident memory of any of them: (\d+) MiB", md)[1])
     return tps, rss
 lines = ["# Headline pair: training speed and memory side by side", "",
-         f"ALiBi trained at L = 128 (batch 32) against sinusoidal trained at 2L = 256 (batch 16): 4,096 tokens a step, "
+         f"ALiBi trained at L = {L} (batch {4096 // L}) against sinusoidal trained at 2L = {2 * L} (batch {2048 // L}): 4,096 tokens a step, "
          f"d_model 256, 4 layers, 8 heads, d_ff 1024, vocab 4,096; {steps} steps each from scratch on books/train, both runs "
          f"at once, one thread each, on {cores} cores ({arch}). tokens/s: median of the 10-step windows after step 20; "
          f"peak memory: the whole training process's peak resident set. Load average (1, 5, 15 min) before the first round: {load}. "
          "Written by `scripts/bench-headline.sh`.", "",
-         "| round | ALiBi@128 tokens/s | sinusoidal@256 tokens/s | speed ratio | ALiBi peak MiB | sinusoidal peak MiB | memory ratio |",
+         f"| round | ALiBi@{L} tokens/s | sinusoidal@{2 * L} tokens/s | speed ratio | ALiBi peak MiB | sinusoidal peak MiB | memory ratio |",
          "|---:|---:|---:|---:|---:|---:|---:|"]
 ratios, mems, a_all, s_all = [], [], [], []
 for r in range(1, rounds + 1):
@@ -83,7 +86,7 @@ ra = max(m for _, m in a_all); rs = max(m for _, m in s_all)
 speed, mem = statistics.median(ratios), statistics.median(mems)
 lines += ["", f"Summary: ALiBi at L trains {100 * (speed - 1):+.0f}% tokens/s and uses {100 * (mem - 1):+.0f}% peak memory "
           f"against sinusoidal at 2L (median over {rounds} rounds; the paper: 11% faster, 11% less memory).", "",
-          f"headline: alibi_tps={ta:.0f} sinusoidal_tps={ts:.0f} alibi_rss={ra} sinusoidal_rss={rs} speed_ratio={speed:.3f} memory_ratio={mem:.3f}"]
+          f"headline: train_len={L} alibi_tps={ta:.0f} sinusoidal_tps={ts:.0f} alibi_rss={ra} sinusoidal_rss={rs} speed_ratio={speed:.3f} memory_ratio={mem:.3f}"]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

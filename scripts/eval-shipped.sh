@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures the shipped family (alibi, sinusoidal, rotary, none at train_len 128; sinusoidal-2x at 256)
-# with `eval` (the paper's non-overlapping protocol) at 8..2048 tokens on the first 131,073 tokens
+# Measures the shipped family (alibi, sinusoidal, rotary, none at train_len L; sinusoidal-2x at 2L; L is
+# read from the ALiBi model's config.json) with `eval` (the paper's non-overlapping protocol) at 8..16L
+# tokens on the first 131,073 tokens
 # (MAX_TOKENS) of the book test split and of WikiText-2 test (a text of another kind none of them saw),
 # and writes assets/results/: one JSON per model and text, the figure, and three Markdown tables:
 #   table.md     perplexity ± s.e. by length on books/test (docs/findings.md, the README figure);
@@ -25,6 +26,9 @@ mkdir -p "$out"
 family=(alibi sinusoidal rotary none sinusoidal-2x)
 bench=${HEADLINE_BENCH:-bench/headline-train.md}
 [ -f "$bench" ] || { echo "no $bench: run scripts/bench-headline.sh first (the headline's speed and memory)" >&2; exit 1; }
+[ -f "$models/alibi/config.json" ] || { echo "no $models/alibi/config.json (train it: scripts/train-shipped.sh)" >&2; exit 1; }
+L=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["train_len"])' "$models/alibi/config.json")
+grep -q "^headline: train_len=$L " "$bench" || { echo "$bench is not for train_len $L: run ALIBI_TRAIN_LEN=$L scripts/bench-headline.sh" >&2; exit 1; }
 todo=("${@:2}")
 [ ${#todo[@]} -gt 0 ] || todo=("${family[@]}")
 [ "${SKIP_EVAL:-0}" = 1 ] && todo=()
@@ -38,7 +42,7 @@ for m in "${todo[@]+"${todo[@]}"}"; do
     src="$data/books/test"; [ "$text" = wikitext ] && src="$data/wikitext-2/test.txt"
     suffix=""; [ "$text" = wikitext ] && suffix="-wikitext"
     RAYON_NUM_THREADS=${THREADS_PER_MODEL:-1} "$bin" eval --model "$models/$m" --text "$src" \
-      --lengths 8..2048 --protocol nonoverlap --max-tokens "$max" --device cpu \
+      --lengths "8..$((16 * L))" --protocol nonoverlap --max-tokens "$max" --device cpu \
       --json "$out/$m$suffix.json" > "$out/$m$suffix.txt" &
     pids+=($!)
   done
@@ -52,12 +56,12 @@ done
 inputs=(--input "$out/alibi.json" --input "$out/sinusoidal.json" --input "$out/rotary.json" --input "$out/none.json"
   --label ALiBi --label Sinusoidal --label Rotary --label "No position")
 for ext in svg png; do
-  "$bin" plot "${inputs[@]}" --title "Shipped models on books/test (nonoverlap; trained at 128 tokens)" \
+  "$bin" plot "${inputs[@]}" --title "Shipped models on books/test (nonoverlap; trained at $L tokens)" \
     --out "$out/perplexity-vs-length.$ext"
 done
-python3 - "$out" "$models" "$bench" <<'PY'
+python3 - "$out" "$models" "$bench" "$L" <<'PY'
 import json, re, sys
-out, models, bench = sys.argv[1], sys.argv[2], sys.argv[3]
+out, models, bench, T = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position"),
          ("sinusoidal-2x", "Sinusoidal at 2L")]
 texts = (("", "books/test"), ("-wikitext", "WikiText-2 test"))
@@ -65,16 +69,16 @@ runs = {(k, s): json.load(open(f"{out}/{k}{s}.json")) for k, _ in names for s, _
 load = lambda k, s="": runs[(k, s)]
 point = lambda run, n: next(p for p in run["points"] if p["length"] == n)
 
-# table.md: the four twins at 64..2048 on books/test (the figure's numbers).
+# table.md: the four twins at 64..16L on books/test (the figure's numbers).
 four = names[:4]
 lengths = [p["length"] for p in load("alibi")["points"] if p["length"] >= 64]
 rows = ["| length | x train_len | " + " | ".join(n for _, n in four) + " |", "|---:|---:|" + "---:|" * len(four)]
 for L in lengths:
     cells = [f"{point(load(k), L)['ppl']:.2f} ± {point(load(k), L)['ppl_stderr']:.2f}" for k, _ in four]
-    rows.append(f"| {L} | {L / 128:g} | " + " | ".join(cells) + " |")
+    rows.append(f"| {L} | {L / T:g} | " + " | ".join(cells) + " |")
 toks = load("alibi")["stream_tokens"]
 rows += ["", f"Token perplexity ± standard error on the first {toks:,} tokens of books/test (nonoverlap: every length scores the same predictions, minus the tail that does not fill a window).",
-         "Bits per byte at the training length (128): " + " · ".join(f"{n} {point(load(k), 128)['bits_per_byte']:.3f}" for k, n in four) + "."]
+         f"Bits per byte at the training length ({T}): " + " · ".join(f"{n} {point(load(k), T)['bits_per_byte']:.3f}" for k, n in four) + "."]
 open(f"{out}/table.md", "w").write("\n".join(rows) + "\n")
 
 # targets.md: what issue #20 asked of the family, on both texts.
@@ -94,7 +98,7 @@ for suffix, text in texts:
         r = lambda n_: f"{have[n_] / have[L]:.2f}" if n_ in have else "–"
         vl = tr[k]["valid_loss"]
         rows.append(f"| {n} | {text} | {L} | {vl:.3f} ({2.718281828 ** vl:.1f}) | {g(8)} | {g(L)} | {g(2 * L)} | {g(4 * L)} | {g(16 * L)} | {have[8] / have[L]:.2f} | {r(4 * L)} | {r(16 * L)} |")
-rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of each text; valid loss is the training run's final validation loss (nats). `–`: past 2,048 tokens, not measured."]
+rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of each text; valid loss is the training run's final validation loss (nats). `–`: past {16 * T:,} tokens, not measured."]
 open(f"{out}/targets.md", "w").write("\n".join(rows) + "\n")
 
 # headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L; speed and memory from the side-by-side bench.
@@ -102,7 +106,7 @@ hb = dict(kv.split("=") for kv in re.search(r"^headline: (.*)$", open(bench).rea
 cost = {"alibi": (hb["alibi_tps"], hb["alibi_rss"]), "sinusoidal-2x": (hb["sinusoidal_tps"], hb["sinusoidal_rss"])}
 rows = ["| model | trained at | evaluated at | perplexity ± s.e. (books/test) | perplexity ± s.e. (WikiText-2) | training tokens/s | peak memory (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|"]
-for k, n, L, E in (("alibi", "ALiBi", 128, 256), ("sinusoidal-2x", "Sinusoidal", 256, 256), ("alibi", "ALiBi", 128, 128), ("sinusoidal", "Sinusoidal", 128, 256)):
+for k, n, L, E in (("alibi", "ALiBi", T, 2 * T), ("sinusoidal-2x", "Sinusoidal", 2 * T, 2 * T), ("alibi", "ALiBi", T, T), ("sinusoidal", "Sinusoidal", T, 2 * T)):
     b, w = point(load(k), E), point(load(k, "-wikitext"), E)
     tps, rss = cost.get(k, ("–", "–"))
     rows.append(f"| {n} | {L} | {E} | {b['ppl']:.2f} ± {b['ppl_stderr']:.2f} | {w['ppl']:.2f} ± {w['ppl_stderr']:.2f} | {tps} | {rss} |")

@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
 out=${OUT:-assets/results/recipes}
+models=${ALIBI_MODELS:-assets/models}
+[ -f "$models/alibi/config.json" ] || { echo "no $models/alibi/config.json (ALIBI_MODELS)" >&2; exit 1; }
+L=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["train_len"])' "$models/alibi/config.json")
 mkdir -p "$out"
-for r in none interp:2 interp:dynamic ntk window:128 sinks:4+124; do
+# The windowed recipes keep the training length's worth of keys: L, or 4 sink tokens + L - 4.
+for r in none interp:2 interp:dynamic ntk "window:$L" "sinks:4+$((L - 4))"; do
   extra=()
   [ "$r" != none ] && extra=(--recipe "$r" --kl)
-  "$bin" eval --model "${ALIBI_MODELS:-assets/models}/alibi" --text "$data/books/test" --max-tokens 131073 \
-    --lengths 128..2048 --protocol nonoverlap "${extra[@]}" --json "$out/shipped-${r//[:+]/_}.json"
+  "$bin" eval --model "$models/alibi" --text "$data/books/test" --max-tokens 131073 \
+    --lengths "$L..$((16 * L))" --protocol nonoverlap "${extra[@]}" --json "$out/shipped-${r//[:+]/_}.json"
 done

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Trains the shipped model family with identical data, data order, size, seed and tokens seen;
-# only the position scheme differs (and, for sinusoidal-2x, the training length: 2 x 128 tokens,
+# only the position scheme differs (and, for sinusoidal-2x, the training length: 2 x L tokens,
 # half the windows per step, so every model sees the same tokens in the same number of steps).
+# Every step is 4,096 tokens: 4096 / L windows of L = ALIBI_TRAIN_LEN tokens (256 for the shipped family).
 #
-# Runs train outside the repository (default ../runs/family, override with ALIBI_RUNS), niced, in the
+# Runs train outside the repository (default ../runs/family-L<L>-s<steps>, override with ALIBI_RUNS), niced, in the
 # background: `start` runs its models side by side, one thread each; `queue` runs them one after
 # another, each with every core (on 2 cores a model then finishes in half the time, so a session
 # that ends loses at most one run). Running `start` or `queue` again resumes from the checkpoints,
@@ -25,16 +26,18 @@
 #                                                 --out (scripts/bench-headline.sh trains with them)
 # MODEL: alibi sinusoidal rotary none sinusoidal-2x (the headline pair first).
 # Environment: ALIBI_BIN (default target/release/alibi-explorer), ALIBI_DATA (../shared/data),
-# ALIBI_RUNS (../runs/family), ALIBI_THREADS (1 per run for start, every core for queue), ALIBI_STEPS (2000; a longer family needs its
-# own ALIBI_RUNS folder, since a run resumes only with the schedule it started with).
+# ALIBI_TRAIN_LEN (256), ALIBI_STEPS (6000), ALIBI_RUNS (../runs/family-L<L>-s<steps>: each schedule its own
+# folder, since a run resumes only with the schedule it started with), ALIBI_THREADS (1 per run for start,
+# every core for queue). The previous shipped family was ALIBI_TRAIN_LEN=128 ALIBI_STEPS=2000.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
 bin=${ALIBI_BIN:-target/release/alibi-explorer}
 data=${ALIBI_DATA:-../shared/data}
-runs=${ALIBI_RUNS:-../runs/family}
+train_len=${ALIBI_TRAIN_LEN:-256}
+steps=${ALIBI_STEPS:-6000}
+runs=${ALIBI_RUNS:-../runs/family-L$train_len-s$steps}
 threads=${ALIBI_THREADS:-}
-steps=${ALIBI_STEPS:-2000}
 action=${1:-status}
 shift || true
 models=("$@")
@@ -45,10 +48,14 @@ common=(--d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
   --steps "$steps" --lr 0.0015 --warmup 200 --clip 1.0 --weight-decay 0.1 --seed 1234
   --valid-every 250 --checkpoint-every 100 --save-dtype f16)
 
+case "$train_len" in
+  64 | 128 | 256 | 512) ;;
+  *) echo "ALIBI_TRAIN_LEN must be 64, 128, 256 or 512 (4,096 tokens a step), not '$train_len'" >&2; exit 2 ;;
+esac
 args_for() {
   case "$1" in
-    alibi | sinusoidal | rotary | none) echo "--position $1 --train-len 128 --batch 32" ;;
-    sinusoidal-2x) echo "--position sinusoidal --train-len 256 --batch 16" ;;
+    alibi | sinusoidal | rotary | none) echo "--position $1 --train-len $train_len --batch $((4096 / train_len))" ;;
+    sinusoidal-2x) echo "--position sinusoidal --train-len $((2 * train_len)) --batch $((2048 / train_len))" ;;
     *) echo "unknown model '$1' (alibi, sinusoidal, rotary, none, sinusoidal-2x)" >&2; return 2 ;;
   esac
 }

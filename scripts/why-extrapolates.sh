@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # "Why does it extrapolate?": the measurements behind the section of that name in docs/findings.md,
-# on the four shipped twins (train_len 128) and the book test split. Writes small JSON/CSV/figures to
+# on the four shipped twins (train_len L, read from the ALiBi model's config.json) and the book test split. Writes small JSON/CSV/figures to
 # assets/results/why/. Usage: scripts/why-extrapolates.sh [path/to/alibi-explorer] [eval|loss|stats|tables|all]
 #
-#  eval:  nonoverlap, sweep and sliding (stride $STRIDE) at 128..2048 on the first $EVAL_TOKENS
+#  eval:  nonoverlap, sweep and sliding (stride $STRIDE) at L..16L on the first $EVAL_TOKENS
 #         tokens (sliding costs about (tokens / stride) x length per length: 8,193 tokens keep it to
 #         minutes on two cores; every protocol scores the same 8,192 predictions).
-#  loss:  the loss by position in 2,048-token windows on the first $LOSS_TOKENS tokens (sweep).
-#  stats: attention statistics at 128..2048 (up to 16x) on the first $STATS_TOKENS tokens, figures,
-#         and one attention heatmap per twin.
+#  loss:  the loss by position in 16L-token windows on the first $LOSS_TOKENS tokens (sweep).
+#  stats: attention statistics at L..16L on the first $STATS_TOKENS tokens, figures, and one
+#         attention heatmap at 2L per twin.
 # Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models), OUT (assets/results/why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +24,13 @@ STRIDE=${STRIDE:-64}
 LOSS_TOKENS=${LOSS_TOKENS:-131073}
 mkdir -p "$out"
 models=(alibi sinusoidal rotary none)
+[ -f "$models_dir/alibi/config.json" ] || { echo "no $models_dir/alibi/config.json (ALIBI_MODELS)" >&2; exit 1; }
+L=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["train_len"])' "$models_dir/alibi/config.json")
+long=$((16 * L))
 
 if [[ $what == eval || $what == all ]]; then
   for pos in "${models[@]}"; do
-    common=(--model "$models_dir/$pos" --text "$text" --max-tokens "$EVAL_TOKENS" --device cpu --lengths 128..2048)
+    common=(--model "$models_dir/$pos" --text "$text" --max-tokens "$EVAL_TOKENS" --device cpu --lengths "$L..$long")
     "$bin" eval "${common[@]}" --protocol nonoverlap --json "$out/eval-nonoverlap-$pos.json" > "$out/eval-nonoverlap-$pos.txt"
     "$bin" eval "${common[@]}" --protocol sweep --json "$out/eval-sweep-$pos.json" > "$out/eval-sweep-$pos.txt"
     "$bin" eval "${common[@]}" --protocol sliding --stride "$STRIDE" --json "$out/eval-sliding$STRIDE-$pos.json" > "$out/eval-sliding$STRIDE-$pos.txt"
@@ -35,19 +38,19 @@ if [[ $what == eval || $what == all ]]; then
 fi
 
 if [[ $what == eval || $what == loss || $what == all ]]; then
-  # Loss by position: 64 windows of 2,048 tokens (the first $LOSS_TOKENS tokens), one pass each.
+  # Loss by position: windows of 16L tokens (the first $LOSS_TOKENS tokens), one pass each.
   for pos in "${models[@]}"; do
     "$bin" eval --model "$models_dir/$pos" --text "$text" --max-tokens "$LOSS_TOKENS" --device cpu \
-      --lengths 2048 --protocol sweep --json "$out/eval-sweep2048-$pos.json" > "$out/eval-sweep2048-$pos.txt"
+      --lengths "$long" --protocol sweep --json "$out/eval-sweep$long-$pos.json" > "$out/eval-sweep$long-$pos.txt"
   done
 fi
 
 if [[ $what == stats || $what == all ]]; then
   for pos in "${models[@]}"; do
     "$bin" stats --model "$models_dir/$pos" --text "$text" --max-tokens "$STATS_TOKENS" --device cpu \
-      --lengths 128..2048 --json "$out/stats-$pos.json" --csv "$out/stats-$pos.csv" \
+      --lengths "$L..$long" --json "$out/stats-$pos.json" --csv "$out/stats-$pos.csv" \
       --plot "$out/stats-$pos.png" > "$out/stats-$pos.txt"
-    "$bin" attention --model "$models_dir/$pos" --text "$text" --length 256 --layer 3 --head 0 \
+    "$bin" attention --model "$models_dir/$pos" --text "$text" --length $((2 * L)) --layer 3 --head 0 \
       --device cpu --png "$out/attention-$pos-l3h0.png" > "$out/attention-$pos-l3h0.txt"
   done
   # The figures of docs/findings.md, drawn from the reports with the library's figure writers.
@@ -55,9 +58,9 @@ if [[ $what == stats || $what == all ]]; then
 fi
 
 if [[ $what == tables || $what == all ]]; then
-  STRIDE=$STRIDE python3 - "$out" > "$out/tables.md" <<'PY'
+  STRIDE=$STRIDE python3 - "$out" "$L" > "$out/tables.md" <<'PY'
 import json, os, sys, statistics as st
-out = sys.argv[1]; stride = os.environ["STRIDE"]
+out, T = sys.argv[1], int(sys.argv[2]); stride = os.environ["STRIDE"]
 names = [("alibi", "ALiBi"), ("sinusoidal", "Sinusoidal"), ("rotary", "Rotary"), ("none", "No position")]
 load = lambda f: json.load(open(f"{out}/{f}.json"))
 print(f"### Perplexity: non-overlapping vs sliding windows (stride {stride})\n")
@@ -92,11 +95,11 @@ for h in a["heads"]:
           f"{p1['mean_distance']:.1f} ({p1['prior']['mean_distance']:.1f}) | {p1['mass90_distance']:.0f} ({p1['prior']['mass90_distance']:.0f}) | {p1['sink_mass']:.3f} |")
 rel = [abs(pt(h, hi)["mean_distance"] / pt(h, hi)["prior"]["mean_distance"] - 1) for h in a["heads"]]
 print(f"\nMedian |measured / prior − 1| of the mean distance at {hi}: {st.median(rel):.1%} (max {max(rel):.1%}).\n")
-sw = {k: load(f"eval-sweep2048-{k}") for k, _ in names}
+sw = {k: load(f"eval-sweep{16 * T}-{k}") for k, _ in names}
 L = len(sw["alibi"]["position_nll"]); windows = sw["alibi"]["points"][0]["tokens"] // L
-edges = [(0, 16), (16, 64), (64, 128), (128, 256), (256, 512), (512, 1024), (1024, 2048)]
+edges = [(0, 16), (16, 64), (64, T)] + [(T * 2 ** i, T * 2 ** (i + 1)) for i in range(4)]
 print(f"### Loss by position in {L}-token windows (nats per token; position p has p + 1 tokens of context)\n")
-print("| model | " + " | ".join(f"{a}–{b - 1}" for a, b in edges) + " | 64–127 → 1024–2047 |")
+print("| model | " + " | ".join(f"{a}–{b - 1}" for a, b in edges) + f" | 64–{T - 1} → {8 * T}–{16 * T - 1} |")
 print("|---|" + "---:|" * (len(edges) + 1))
 for k, n in names:
     pn = sw[k]["position_nll"]
