@@ -99,6 +99,20 @@ for suffix, text in texts:
         vl = tr[k]["valid_loss"]
         rows.append(f"| {n} | {text} | {L} | {vl:.3f} ({2.718281828 ** vl:.1f}) | {g(8)} | {g(L)} | {g(2 * L)} | {g(4 * L)} | {g(16 * L)} | {have[8] / have[L]:.2f} | {r(4 * L)} | {r(16 * L)} |")
 rows += ["", f"Token perplexity, nonoverlap, on the first {toks:,} tokens of each text; valid loss is the training run's final validation loss (nats). `–`: past {16 * T:,} tokens, not measured."]
+# The family's targets (issue #20), each with its measured value on books/test and whether it is met.
+import math, os
+bk = {k: {p["length"]: p["ppl"] for p in load(k)["points"]} for k, _ in names}
+mb = {k: os.path.getsize(f"{models}/{k}/model.safetensors") / 1e6 for k, _ in names}
+checks = [
+    ("ALiBi valid perplexity at train_len", "≤ 55", math.exp(tr["alibi"]["valid_loss"]), lambda v: v <= 55, "{:.1f}"),
+    ("ALiBi context use ppl@8 / ppl@L", "≥ 1.6", bk["alibi"][8] / bk["alibi"][T], lambda v: v >= 1.6, "{:.3f}"),
+    ("ALiBi ppl@16L / ppl@L", "≤ 1.0", bk["alibi"][16 * T] / bk["alibi"][T], lambda v: v <= 1.0, "{:.3f}"),
+    ("Sinusoidal ppl@4L / ppl@L", "≥ 3", bk["sinusoidal"][4 * T] / bk["sinusoidal"][T], lambda v: v >= 3, "{:.2f}"),
+    ("Largest model file (MB)", "≤ 12", max(mb.values()), lambda v: v <= 12, "{:.1f}"),
+]
+rows += ["", "| target (books/test) | asked | measured | met |", "|---|---:|---:|---|"]
+for name, asked, v, ok, fmt in checks:
+    rows.append(f"| {name} | {asked} | {fmt.format(v)} | {'yes' if ok(v) else '**no**'} |")
 open(f"{out}/targets.md", "w").write("\n".join(rows) + "\n")
 
 # headline.md: ALiBi@L at 2L against sinusoidal@2L at 2L; speed and memory from the side-by-side bench.
