@@ -554,7 +554,11 @@ fn max_tokens_limits_every_stream_and_the_chart() {
     }
     assert_eq!(app.token_text.len(), 1000);
     let (full, _) = prepare(&settings(None)).unwrap();
-    assert_eq!(full.lmax, 2048);
+    assert_eq!(
+        full.lmax,
+        alibi_explorer::tui::DEFAULT_EXTRAPOLATION * full.info.train_len,
+        "16 x train_len of the default model by default"
+    );
     let err = prepare(&settings(Some(5))).err().unwrap().to_string();
     assert!(err.contains("raise --max-tokens"), "{err}");
     let err = prepare(&settings(Some(1))).err().unwrap().to_string();
