@@ -116,7 +116,14 @@ fn the_shipped_tour_runs_step_by_step_in_tmux() {
     };
     for (i, step) in tour.steps.iter().enumerate() {
         let head = format!("Tour {}/{n}", i + 1);
-        let screen = wait_for(&socket, |s| s.contains(&head), 60);
+        // A capture can land between the frame that draws the new card and the one that moves
+        // the highlight or shows the task, so wait for the whole step, not for its title alone.
+        let complete = |s: &str| {
+            s.contains(&head)
+                && (step.state.focus.is_none() || s.contains("◆ tour"))
+                && (i != 1 || s.contains("▶ try:"))
+        };
+        let screen = wait_for(&socket, complete, 60);
         check(
             screen.contains(&head),
             &format!("step {} not reached", i + 1),
@@ -163,7 +170,7 @@ fn the_shipped_tour_runs_step_by_step_in_tmux() {
     tmux(&socket, &["send-keys", "-t", "e2e", "g"]);
     let screen = wait_for(
         &socket,
-        |s| !s.contains("Tour ") && s.contains("left the tour"),
+        |s| !s.contains("Tour ") && s.contains("left the tour") && s.contains("Slopes"),
         10,
     );
     check(

@@ -104,17 +104,19 @@ fn tui_runs_in_tmux() {
             &cmd,
         ],
     );
-    let screen = wait_for(&socket, |s| s.contains("sweep done"), 60);
-    let cleanup = || {
-        tmux(&socket, &["kill-server"]);
-    };
-    for panel in [
+    let panels = [
         "Perplexity vs input length",
         "Slopes",
         "ALiBi bias per head",
         "Attention · layer 0 head 0",
         "sweep done",
-    ] {
+    ];
+    // Wait for the whole screen: a capture can land between two frames.
+    let screen = wait_for(&socket, |s| panels.iter().all(|p| s.contains(p)), 60);
+    let cleanup = || {
+        tmux(&socket, &["kill-server"]);
+    };
+    for panel in panels {
         if !screen.contains(panel) {
             cleanup();
             panic!("missing '{panel}':\n{screen}");
@@ -130,7 +132,11 @@ fn tui_runs_in_tmux() {
     let ppl0 = status_field(&screen, "ppl");
     assert_eq!(len0, "16");
     tmux(&socket, &["send-keys", "-t", "e2e", "S-Right"]);
-    let screen = wait_for(&socket, |s| status_field(s, "length") != len0, 10);
+    let screen = wait_for(
+        &socket,
+        |s| status_field(s, "length") != len0 && status_field(s, "ppl") != ppl0,
+        10,
+    );
     let len1 = status_field(&screen, "length");
     let ppl1 = status_field(&screen, "ppl");
     assert_eq!(len1, "32", "{screen}");
