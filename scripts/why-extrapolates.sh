@@ -9,7 +9,9 @@
 #  loss:  the loss by position in 16L-token windows on the first $LOSS_TOKENS tokens (sweep).
 #  stats: attention statistics at L..16L on the first $STATS_TOKENS tokens, figures, and one
 #         attention heatmap at 2L per twin.
-# Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models), OUT (assets/results/why).
+# Environment: ALIBI_DATA (../shared/data), ALIBI_MODELS (assets/models), OUT (assets/results/why),
+# WHY_MODELS (default "alibi sinusoidal rotary none": measure only those, e.g. the twins already trained
+# while the last one trains; the figures are drawn once the stats of all four are in OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/alibi-explorer}
@@ -23,7 +25,11 @@ STATS_TOKENS=${STATS_TOKENS:-32769}
 STRIDE=${STRIDE:-64}
 LOSS_TOKENS=${LOSS_TOKENS:-131073}
 mkdir -p "$out"
-models=(alibi sinusoidal rotary none)
+twins=(alibi sinusoidal rotary none)
+read -r -a models <<< "${WHY_MODELS:-${twins[*]}}"
+for m in "${models[@]}"; do
+  case " ${twins[*]} " in *" $m "*) ;; *) echo "WHY_MODELS: unknown model '$m' (${twins[*]})" >&2; exit 2 ;; esac
+done
 [ -f "$models_dir/alibi/config.json" ] || { echo "no $models_dir/alibi/config.json (ALIBI_MODELS)" >&2; exit 1; }
 L=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["train_len"])' "$models_dir/alibi/config.json")
 long=$((16 * L))
@@ -54,7 +60,13 @@ if [[ $what == stats || $what == all ]]; then
       --device cpu --png "$out/attention-$pos-l3h0.png" > "$out/attention-$pos-l3h0.txt"
   done
   # The figures of docs/findings.md, drawn from the reports with the library's figure writers.
-  cargo run --release --quiet --example why_figures -- "$out"
+  have_all=1
+  for m in "${twins[@]}"; do [ -f "$out/stats-$m.json" ] || have_all=0; done
+  if [ $have_all = 1 ]; then
+    cargo run --release --quiet --example why_figures -- "$out"
+  else
+    echo "no figures yet: not every twin has $out/stats-*.json"
+  fi
 fi
 
 if [[ $what == tables || $what == all ]]; then
