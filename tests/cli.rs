@@ -545,6 +545,8 @@ fn bench_live_times_the_tui_on_a_model_and_refuses_token_ids() {
         "next layer (]): its attention map",
         "slope edit (* x1.25): its attention map",
         "the new curve's first numbers",
+        "the whole new curve (sweep done)",
+        "the worker's own timer",
         "Peak RSS",
     ] {
         assert!(report.contains(needle), "missing {needle}: {report}");

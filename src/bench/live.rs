@@ -1,8 +1,9 @@
 //! `bench --live`: how the TUI feels on a model, measured without a terminal. It loads the model
 //! and text exactly as the TUI does, starts the same worker with the same first jobs, and drives
 //! the same `App` with the user's actions while the sweep runs: seconds to the first attention
-//! map, the first progress, the first perplexity numbers, the cursor's number, and the answers to
-//! a layer, head, length and slope change. A big model's figures go in docs/tui.md.
+//! map, the first progress, the first perplexity numbers, the cursor's number, the answers to a
+//! layer, head, length and slope change, and the whole curve after that slope change (the
+//! status bar's `sweep done`). A big model's figures go in docs/tui.md.
 
 use crate::model::load::ModelSource;
 use crate::model::memory::peak_rss_mib;
@@ -234,6 +235,23 @@ pub fn run(model: &ModelSource, input: &Input, timeout_s: u64) -> Result<String>
         what: "slope edit: the new curve's first numbers".into(),
         secs: secs_curve,
         note: format!("lengths up to {}", covered(&run.app)),
+    });
+    // The whole curve, as the status bar's `sweep done in` reports it: a slope edit starts a fresh
+    // sweep over the same windows as the first one.
+    let secs_whole =
+        secs_curve + run.until_state("the whole new curve", |app| app.curves[0].done)?;
+    rows.push(Row {
+        what: "slope edit: the whole new curve (sweep done)".into(),
+        secs: secs_whole,
+        note: run.app.curves[0].secs.map_or_else(
+            || format!("lengths up to {}", run.app.lmax),
+            |s| {
+                format!(
+                    "lengths up to {}; the worker's own timer: {s:.1} s",
+                    run.app.lmax
+                )
+            },
+        ),
     });
     let eta = run.app.curves[0].live.as_ref().map(|p| {
         format!(
