@@ -767,6 +767,7 @@ fn bits_per_byte_of_an_emoji_text() {
     let nll = p["nll"].as_f64().unwrap();
     let bpb = p["bits_per_byte"].as_f64().unwrap();
     assert!((bpb - nll / std::f64::consts::LN_2).abs() < 1e-9, "{p}");
-    // Pinned to the shipped ALiBi model (the 2,000-step family): update it when the family changes.
-    assert!((bpb - 10.96).abs() < 0.01, "{p}");
+    // Pinned to the shipped ALiBi model (the 6,000-step family at train_len 256): update it when
+    // the family changes.
+    assert!((bpb - 13.015).abs() < 0.01, "{p}");
 }
