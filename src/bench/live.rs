@@ -243,15 +243,10 @@ pub fn run(model: &ModelSource, input: &Input, timeout_s: u64) -> Result<String>
     rows.push(Row {
         what: "slope edit: the whole new curve (sweep done)".into(),
         secs: secs_whole,
-        note: run.app.curves[0].secs.map_or_else(
-            || format!("lengths up to {}", run.app.lmax),
-            |s| {
-                format!(
-                    "lengths up to {}; the worker's own timer: {s:.1} s",
-                    run.app.lmax
-                )
-            },
-        ),
+        note: format!("lengths up to {}", run.app.lmax)
+            + &run.app.curves[0].secs.map_or_else(String::new, |s| {
+                format!("; the worker's own timer: {s:.1} s")
+            }),
     });
     let eta = run.app.curves[0].live.as_ref().map(|p| {
         format!(
