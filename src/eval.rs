@@ -13,6 +13,7 @@ pub mod kl;
 pub mod output;
 pub mod plot;
 mod point;
+pub mod reach;
 pub mod recipe;
 pub mod stats;
 pub mod stats_command;

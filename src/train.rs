@@ -3,41 +3,47 @@
 //! `TRAINING.md` record of how it was made; [`fit`] fits only the slopes of a frozen model.
 
 pub mod checkpoint;
+mod copy;
 pub mod corpus;
 pub mod fast;
 pub mod fit;
 pub mod optim;
 pub mod progress;
+pub mod record;
 pub mod settings;
 pub mod tokenizer;
 mod trainers;
+mod warm_start;
 
 use crate::alibi::SlopeSpec;
-use crate::model::config::{Config, Position};
-use crate::model::init::{Rng, init_params};
+use crate::eval::reach::{CopyCase, CopyScore, copy_cases, copy_test};
+use crate::model::config::Position;
+use crate::model::init::Rng;
 use candle_core::{Device, Tensor};
 use checkpoint::{
     CheckpointState, load_training_checkpoint, read_token_cache, save_training_checkpoint,
     write_token_cache,
 };
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+pub use copy::{
+    COPY_SAMPLES, COPY_SEED, RepeatMix, apply_repeat, copy_spec, default_copy_span,
+    default_repeat_span,
+};
+pub use optim::MIN_LR_RATIO;
 use optim::lr_at;
+use record::write_training_record;
+pub use record::{CHECKPOINT_DIR, LOSS_LOG, LOSS_LOG_HEADER, reproduce_command};
 pub use settings::{TrainSettings, TrainerKind};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 pub use trainers::MAX_VALID_WINDOWS;
-use trainers::Trainer;
+use trainers::{Trainer, validate};
+use warm_start::{initial_params, with_init_slopes};
 
-/// Name of the checkpoint folder inside the output folder.
-pub const CHECKPOINT_DIR: &str = "checkpoint";
-/// The loss log inside the output folder.
-pub const LOSS_LOG: &str = "loss.csv";
 /// Cached token ids of the training data.
 pub const TOKEN_CACHE: &str = "train-tokens.bin";
-/// Fraction of the peak learning rate the cosine decays to.
-pub const MIN_LR_RATIO: f64 = 0.1;
 
 /// Offsets of the `batch` windows used at `step`: a pure function of the seed and the step, so
 /// every position scheme sees the same data and a resumed run sees what it would have seen.
@@ -56,6 +62,8 @@ pub fn batch_offsets(
 struct Data {
     train: Vec<u32>,
     valid: Vec<u32>,
+    /// The copy test's cases, from the validation data (none when it is off).
+    copy_cases: Option<Vec<CopyCase>>,
     manifest: Vec<corpus::FileStats>,
     valid_manifest: Vec<corpus::FileStats>,
 }
@@ -97,8 +105,22 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
         crate::files::write_bytes(&manifest_file, &serde_json::to_vec_pretty(&manifest)?)
             .map_err(|e| eyre!(e))?;
     }
+    let copy_cases = (s.copy_span > 0)
+        .then(|| copy_cases(&v.ids, &copy_spec(s)))
+        .transpose()
+        .map_err(|e| eyre!("--copy-span {}: {e}", s.copy_span))?;
+    if s.copy_span > 0 && copy_spec(s).case_len() > s.model.train_len + 1 {
+        bail!(
+            "--copy-span {}: two copies take {} tokens, more than --train-len {} (hint: use --copy-span {} or less)",
+            s.copy_span,
+            2 * s.copy_span,
+            s.model.train_len,
+            s.model.train_len.div_ceil(2)
+        );
+    }
     Ok(Data {
         train,
+        copy_cases,
         valid: v.ids,
         manifest,
         valid_manifest: v.files,
@@ -176,7 +198,8 @@ pub fn run_until(
     device: &Device,
     stop_at: Option<usize>,
 ) -> Result<()> {
-    let s = settings;
+    let adopted = with_init_slopes(settings)?;
+    let s = &adopted;
     s.model
         .validate()
         .map_err(|e| eyre!("invalid model settings: {e}"))?;
@@ -245,6 +268,7 @@ pub fn run_until(
         tokens_seen: 0,
         last_train_loss: None,
         last_valid_loss: None,
+        last_copy: None,
         window_loss_sum: 0.0,
         window_steps: 0,
         processes: 0,
@@ -259,10 +283,29 @@ pub fn run_until(
         }
         let loaded = load_training_checkpoint(&ck_dir)?;
         let old = &loaded.state.settings;
-        if old.model != s.model || old.seed != s.seed || old.batch != s.batch {
+        let differs: Vec<&str> = [
+            ("the model", old.model != s.model),
+            ("--seed", old.seed != s.seed),
+            ("--batch", old.batch != s.batch),
+            ("--repeat-frac", old.repeat_frac != s.repeat_frac),
+            (
+                "--repeat-kind",
+                old.repeat_frac > 0.0 && old.repeat_kind != s.repeat_kind,
+            ),
+            (
+                "--repeat-span",
+                old.repeat_frac > 0.0 && old.repeat_span != s.repeat_span,
+            ),
+            ("--init", old.init != s.init),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| d.then_some(name))
+        .collect();
+        if !differs.is_empty() {
             bail!(
-                "--resume: the checkpoint in '{}' was made with other model/seed/batch settings",
-                s.out.display()
+                "--resume: the checkpoint in '{}' was made with another {} (hint: resume with the command that started it)",
+                s.out.display(),
+                differs.join(", ")
             );
         }
         trainer.restore(&loaded)?;
@@ -286,10 +329,7 @@ pub fn run_until(
         .open(&log_path)
         .wrap_err_with(|| format!("cannot write '{}'", log_path.display()))?;
     if new_log {
-        writeln!(
-            log,
-            "step,lr,train_loss,valid_loss,grad_norm,tokens_per_s,elapsed_s"
-        )?;
+        writeln!(log, "{LOSS_LOG_HEADER}")?;
     }
     let l = s.model.train_len;
     ck.processes += 1;
@@ -299,6 +339,8 @@ pub fn run_until(
     let mut window_start = Instant::now();
     let mut inputs = Vec::with_capacity(s.batch * l);
     let mut targets = Vec::with_capacity(s.batch * l);
+    let mut window = Vec::with_capacity(l + 1);
+    let mix = RepeatMix::of(s);
     let progress = progress::Progress::new(s.steps, ck.step);
     while ck.step < s.steps {
         if stop.load(Ordering::SeqCst) {
@@ -315,9 +357,12 @@ pub fn run_until(
         let offsets = batch_offsets(s.seed, step, s.batch, data.train.len(), l + 1);
         inputs.clear();
         targets.clear();
-        for &o in &offsets {
-            inputs.extend_from_slice(&data.train[o..o + l]);
-            targets.extend_from_slice(&data.train[o + 1..o + l + 1]);
+        for (w, &o) in offsets.iter().enumerate() {
+            window.clear();
+            window.extend_from_slice(&data.train[o..=o + l]);
+            apply_repeat(&mut window, s.seed, step, w, &mix);
+            inputs.extend_from_slice(&window[..l]);
+            targets.extend_from_slice(&window[1..]);
         }
         let lr = lr_at(step, s.steps, s.warmup, s.adamw.lr, MIN_LR_RATIO);
         let (loss_v, norm) = trainer.step(&inputs, &targets, lr, s.clip)?;
@@ -335,28 +380,39 @@ pub fn run_until(
         let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
         let done = ck.step == s.steps;
         let mut valid_loss = None;
+        let mut copy = None;
         if ck.step.is_multiple_of(s.valid_every) || done {
-            let v = trainer.validate(&data.valid)?;
+            let (model, slopes) = trainer.inference()?;
+            let v = validate(&model, &data.valid, slopes.as_ref())?;
             ck.last_valid_loss = Some(v);
             valid_loss = Some(v);
+            if let Some(cases) = &data.copy_cases {
+                let c = copy_test(&model, slopes.as_ref(), cases, true)?;
+                ck.last_copy = Some(CopyScore::of(&c));
+                copy = ck.last_copy;
+            }
         }
         if ck.step.is_multiple_of(10) || valid_loss.is_some() {
             let mean = ck.window_loss_sum / ck.window_steps.max(1) as f64;
+            let (gain, induction) = copy.map_or((String::new(), String::new()), |c| {
+                (format!("{:.4}", c.gain), format!("{:.4}", c.induction))
+            });
             writeln!(
                 log,
-                "{},{lr:.6e},{mean:.5},{},{norm:.4},{tps:.0},{elapsed:.1}",
+                "{},{lr:.6e},{mean:.5},{},{norm:.4},{tps:.0},{elapsed:.1},{gain},{induction},{}",
                 ck.step,
-                valid_loss.map_or(String::new(), |v| format!("{v:.5}"))
+                valid_loss.map_or(String::new(), |v| format!("{v:.5}")),
+                ck.tokens_seen
             )?;
             log.flush()?;
             let eta = (s.steps - ck.step) as f64 * s.batch as f64 * l as f64 / tps.max(1e-9);
-            progress.logged(ck.step, mean, valid_loss, lr, tps, elapsed, eta);
+            progress.logged(ck.step, mean, valid_loss, copy, lr, tps, elapsed, eta);
             ck.window_loss_sum = 0.0;
             ck.window_steps = 0;
             window_tokens = 0;
             window_start = Instant::now();
         }
-        progress.step(ck.step, loss_v, tps, ck.last_valid_loss);
+        progress.step(ck.step, loss_v, tps, ck.last_valid_loss, ck.last_copy);
         let pause = stop_at.is_some_and(|n| ck.step >= n) && !done;
         if ck.step.is_multiple_of(s.checkpoint_every) || done || pause {
             note_peak_rss(&mut ck);
@@ -426,7 +482,7 @@ fn make_trainer(
     let use_fast = uses_fast_trainer(s, device)?;
     let slopes_learned = s.learn_slopes && initial_slopes.is_some();
     if use_fast {
-        let params = init_params(&s.model, s.seed, &Device::Cpu)?;
+        let params = initial_params(s, &Device::Cpu)?;
         Ok(Box::new(trainers::Fast::new(
             &s.model,
             &params,
@@ -436,7 +492,7 @@ fn make_trainer(
             s.batch,
         )?))
     } else {
-        let params = init_params(&s.model, s.seed, device)?;
+        let params = initial_params(s, device)?;
         Ok(Box::new(trainers::Autograd::new(
             &s.model,
             params,
@@ -462,7 +518,12 @@ fn finish(
     }
     let dtype = crate::model::device::parse_dtype(&s.save_dtype).map_err(|e| eyre!(e))?;
     crate::model::weights::save_checkpoint(&s.out, &cfg, &params, dtype, Some(&s.tokenizer))?;
-    write_training_record(s, ck, data, &cfg)?;
+    write_training_record(
+        s,
+        ck,
+        (data.train.len(), &data.manifest, &data.valid_manifest),
+        &cfg,
+    )?;
     eprintln!(
         "saved {} ({}, {} steps, train loss {:.4}, valid loss {:.4})",
         s.out.display(),
@@ -479,125 +540,6 @@ fn note_peak_rss(ck: &mut CheckpointState) {
     if let Some(mib) = crate::model::memory::peak_rss_mib() {
         ck.peak_rss_mib = ck.peak_rss_mib.max(mib);
     }
-}
-
-/// The CPU's model name, its logical cores and the threads training used.
-fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    format!(
-        "{cpu}, {cores} logical cores, {} training threads ({})",
-        rayon::current_num_threads(),
-        std::env::consts::OS
-    )
-}
-
-fn write_training_record(
-    s: &TrainSettings,
-    ck: &CheckpointState,
-    data: &Data,
-    cfg: &Config,
-) -> Result<()> {
-    let mut md = String::new();
-    md.push_str(&format!(
-        "# How this model was trained\n\nPosition scheme: **{}**, training length {} tokens.\n\n",
-        cfg.position, cfg.train_len
-    ));
-    md.push_str("## Command\n\n```\n");
-    md.push_str(&reproduce_command(s));
-    md.push_str("\n```\n\n## Result\n\n");
-    md.push_str(&format!(
-        "| steps | batch | tokens seen | wall time | final train loss | final valid loss |\n|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {:.1} min | {:.4} | {:.4} |\n\n",
-        ck.step,
-        s.batch,
-        ck.tokens_seen,
-        ck.elapsed_s / 60.0,
-        ck.last_train_loss.unwrap_or(f64::NAN),
-        ck.last_valid_loss.unwrap_or(f64::NAN)
-    ));
-    md.push_str(&format!(
-        "Machine (the last process): {}. Throughput over the whole run: {:.0} tokens/s; {} process{} (1 + resumes); peak resident memory of any of them: {}.\n\n",
-        machine_line(),
-        ck.tokens_seen as f64 / ck.elapsed_s.max(1e-9),
-        ck.processes,
-        if ck.processes == 1 { "" } else { "es" },
-        if ck.peak_rss_mib > 0.0 {
-            format!("{:.0} MiB", ck.peak_rss_mib)
-        } else {
-            "not measured".to_string()
-        }
-    ));
-    md.push_str(&format!(
-        "Train loss is the loss of the final step's batch (the logged means are in the loss log); valid loss is the mean next-token NLL (nats) over up to {MAX_VALID_WINDOWS} non-overlapping {}-token windows of the validation data. The full curve is in `{LOSS_LOG}` of the training output folder.\n\n",
-        cfg.train_len
-    ));
-    md.push_str(&format!(
-        "## Model\n\nd_model {}, {} layers, {} heads, d_ff {}, vocab {}, {} parameters; weights saved as {}.\n\n",
-        cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.vocab_size, crate::model::init::param_count(cfg), s.save_dtype
-    ));
-    md.push_str(&format!(
-        "AdamW lr {} (warm-up {} steps, cosine to {}x), betas ({}, {}), weight decay {}, clip {}, seed {}.\n\n",
-        s.adamw.lr, s.warmup, MIN_LR_RATIO, s.adamw.beta1, s.adamw.beta2, s.adamw.weight_decay, s.clip, s.seed
-    ));
-    md.push_str(&format!("## Data\n\nTraining: `{}` ({} tokens in total)\n\n| file | bytes | tokens |\n|---|---:|---:|\n", s.data.display(), data.train.len()));
-    for f in &data.manifest {
-        md.push_str(&format!("| {} | {} | {} |\n", f.file, f.bytes, f.tokens));
-    }
-    md.push_str(&format!(
-        "\nValidation: `{}`\n\n| file | bytes | tokens |\n|---|---:|---:|\n",
-        s.valid.display()
-    ));
-    for f in &data.valid_manifest {
-        md.push_str(&format!("| {} | {} | {} |\n", f.file, f.bytes, f.tokens));
-    }
-    md.push_str(&format!(
-        "\n## Resuming\n\nA stopped run (Ctrl-C, SIGTERM, a closed session) saved a checkpoint in `{}/{CHECKPOINT_DIR}/` (the weights, AdamW's moments and the step, data order and schedule: about 3 x 4 bytes per parameter, {:.0} MB here). Run the command above again with `--resume` (or `scripts/train-shipped.sh start`): it continues with the same data order, learning-rate schedule and optimiser state, on this machine or a fresh one that has the checkpoint folder, the data and the tokenizer. Keep the folder until the run has finished.\n",
-        s.out.display(),
-        (crate::model::init::param_count(cfg) * 12) as f64 / 1e6
-    ));
-    crate::files::write_bytes(&s.out.join("TRAINING.md"), md.as_bytes()).map_err(|e| eyre!(e))?;
-    Ok(())
-}
-
-/// The `train` command line that reproduces `s`.
-pub fn reproduce_command(s: &TrainSettings) -> String {
-    let m = &s.model;
-    let mut cmd = format!(
-        "alibi-explorer train --data {} --valid {} --tokenizer {} --position {} --train-len {} \\\n  --d-model {} --layers {} --heads {} --d-ff {} --vocab-size {} \\\n  --steps {} --batch {} --lr {} --warmup {} --clip {} --weight-decay {} --seed {} \\\n  --valid-every {} --checkpoint-every {} --save-dtype {} --out {}",
-        s.data.display(),
-        s.valid.display(),
-        s.tokenizer.display(),
-        m.position,
-        m.train_len,
-        m.d_model,
-        m.n_layers,
-        m.n_heads,
-        m.d_ff,
-        m.vocab_size,
-        s.steps,
-        s.batch,
-        s.adamw.lr,
-        s.warmup,
-        s.clip,
-        s.adamw.weight_decay,
-        s.seed,
-        s.valid_every,
-        s.checkpoint_every,
-        s.save_dtype,
-        s.out.display()
-    );
-    if s.learn_slopes {
-        cmd.push_str(" --learn-slopes");
-    }
-    cmd
 }
 
 /// The initial slopes of a training run from a preset (ALiBi models only).

@@ -471,3 +471,92 @@ fn refinement_windows_make_short_lengths_exactly_nonoverlap() {
     close(acc.point(12).nll, fine[2].nll, 1e-12);
     assert_eq!(acc.position_nll().len(), 32);
 }
+
+/// The ALiBi prior's probability from query `i` to key `j` (`j <= i`) of a head with slope `m`:
+/// what attention is when queries and keys carry nothing.
+fn prior(m: f64, i: usize, j: usize) -> f64 {
+    let z: f64 = (0..=i).map(|t| (-m * t as f64).exp()).sum();
+    (-m * (i - j) as f64).exp() / z
+}
+
+#[test]
+fn copy_test_head_scores_are_the_alibi_prior_when_queries_and_keys_are_zero() {
+    use alibi_explorer::eval::reach::{CopySpec, SpanKind, copy_cases, copy_test};
+    let cfg = Config::ours(41, 16, 2, 4, 32, Position::Alibi, 64);
+    let mut params = init_params(&cfg, 5, &Device::Cpu).unwrap();
+    for l in 0..cfg.n_layers {
+        let name = format!("blocks.{l}.attn.qkv.weight");
+        let w = params[&name].to_vec2::<f32>().unwrap();
+        let zeroed: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .flat_map(|(r, row)| row.iter().map(move |&x| if r < 2 * 16 { 0.0 } else { x }))
+            .collect();
+        params.insert(
+            name,
+            Tensor::from_vec(zeroed, (48, 16), &Device::Cpu).unwrap(),
+        );
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
+    let model = alibi_explorer::model::Transformer::new(&cfg, vb).unwrap();
+    let text: Vec<u32> = (0..600).map(|i| (i * 17 + i / 5) % 41).collect();
+    let spec = CopySpec {
+        span: 9,
+        gap: 4,
+        samples: 3,
+        seed: 1,
+        kind: SpanKind::Text,
+    };
+    let cases = copy_cases(&text, &spec).unwrap();
+    let r = copy_test(&model, None, &cases, true).unwrap();
+    let h = r.heads.unwrap();
+    let slopes = cfg.default_slopes();
+    for l in 0..2 {
+        for (head, &m) in slopes.iter().enumerate() {
+            let (mut ind, mut dup, mut prev) = (0.0, 0.0, 0.0);
+            for j in 0..8 {
+                let i = 13 + j;
+                ind += prior(m, i, j + 1) / 8.0;
+                dup += prior(m, i, j) / 8.0;
+                prev += prior(m, i, i - 1) / 8.0;
+            }
+            let k = l * 4 + head;
+            close(h.induction[k], ind, 1e-4);
+            close(h.duplicate[k], dup, 1e-4);
+            close(h.previous[k], prev, 1e-4);
+        }
+    }
+    assert_eq!(r.distance, 13);
+    assert_eq!(r.samples, 3);
+}
+
+#[test]
+fn a_model_that_sees_only_the_current_token_gains_nothing_from_a_copy() {
+    use alibi_explorer::eval::reach::{CopySpec, SpanKind, copy_cases, copy_test};
+    // Attention's output projection zeroed: a bigram model, so both occurrences score alike.
+    let cfg = Config::ours(41, 16, 2, 4, 32, Position::Alibi, 64);
+    let mut params = init_params(&cfg, 9, &Device::Cpu).unwrap();
+    for l in 0..cfg.n_layers {
+        params.insert(
+            format!("blocks.{l}.attn.out.weight"),
+            Tensor::zeros((16, 16), DType::F32, &Device::Cpu).unwrap(),
+        );
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(params, DType::F32, &Device::Cpu);
+    let model = alibi_explorer::model::Transformer::new(&cfg, vb).unwrap();
+    let text: Vec<u32> = (0..900).map(|i| (i * 13 + i / 3) % 41).collect();
+    for kind in [SpanKind::Text, SpanKind::Random] {
+        let spec = CopySpec {
+            span: 12,
+            gap: 0,
+            samples: 6,
+            seed: 3,
+            kind,
+        };
+        let r = copy_test(&model, None, &copy_cases(&text, &spec).unwrap(), false).unwrap();
+        assert!(r.copy_gain.mean.abs() < 1e-5, "{:?}", r.copy_gain);
+        assert!(r.first_nll.mean > 1.0);
+        close(r.first_nll.mean, r.second_nll.mean, 1e-5);
+        assert!(r.heads.is_none());
+    }
+}

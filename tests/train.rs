@@ -54,6 +54,13 @@ fn settings(dir: &Path, position: Position, steps: usize, out: &str) -> TrainSet
         out: dir.join(out),
         save_dtype: "f32".to_string(),
         trainer: alibi_explorer::train::TrainerKind::Auto,
+        // The copy test and the copy mix are on, so the exact-resume tests cover them too.
+        copy_span: 6,
+        copy_samples: 4,
+        repeat_frac: 0.25,
+        repeat_span: (2, 8),
+        repeat_kind: alibi_explorer::eval::reach::SpanKind::Text,
+        init: None,
     }
 }
 
@@ -264,7 +271,12 @@ fn logged_losses(out: &Path) -> Vec<String> {
     std::fs::read_to_string(out.join("loss.csv"))
         .unwrap()
         .lines()
-        .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
+        .map(|l| {
+            // Every column but tokens_per_s and elapsed_s (the 6th and 7th).
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 10, "{l}");
+            [&f[..5], &f[7..]].concat().join(",")
+        })
         .collect()
 }
 
@@ -410,4 +422,135 @@ fn sigterm_saves_a_checkpoint_and_resume_continues_the_same_log() {
         logged_losses(&dir.path().join("straight")),
         logged_losses(&dir.path().join("stopped"))
     );
+}
+
+/// The validation losses a run logged, in order.
+fn valid_losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(3).and_then(|v| v.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn init_starts_from_a_finished_model_with_its_slopes_and_a_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    // The base learns its slopes, which live in config.json, not among the weights.
+    let base = settings(dir.path(), Position::Alibi, 9, "base");
+    run(&base, false, &Device::Cpu).unwrap();
+    let base_valid = *valid_losses(&base.out).last().unwrap();
+    let mut s = settings(dir.path(), Position::Alibi, 1, "cont");
+    s.learn_slopes = false;
+    s.init = Some(base.out.clone());
+    s.adamw.lr = 1e-12;
+    s.warmup = 0;
+    run(&s, false, &Device::Cpu).unwrap();
+    let cont = valid_losses(&s.out);
+    assert!(
+        (cont[0] - base_valid).abs() < 1e-4,
+        "{cont:?} vs {base_valid}"
+    );
+    let slopes = |d: &Path| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(d.join("config.json")).unwrap(),
+        )
+        .unwrap()["slopes"]
+            .clone()
+    };
+    assert!(slopes(&base.out).is_array());
+    assert_eq!(
+        slopes(&s.out),
+        slopes(&base.out),
+        "the starting model's slopes carry over"
+    );
+    let record = std::fs::read_to_string(s.out.join("TRAINING.md")).unwrap();
+    assert!(
+        record.contains("--init") && record.contains("Started from the weights"),
+        "{record}"
+    );
+    // A fresh run of the same step is far from the trained base.
+    let mut fresh = settings(dir.path(), Position::Alibi, 1, "fresh");
+    fresh.learn_slopes = false;
+    run(&fresh, false, &Device::Cpu).unwrap();
+    let fresh_valid = valid_losses(&fresh.out)[0];
+    assert!(
+        fresh_valid > base_valid + 0.1,
+        "{fresh_valid} vs {base_valid}"
+    );
+    // Another shape or scheme is refused by name, before any output.
+    for (model, what) in [
+        (
+            Config::ours(300, 16, 2, 2, 32, Position::Alibi, 16),
+            "2 heads",
+        ),
+        (
+            Config::ours(300, 16, 2, 4, 32, Position::Rotary, 16),
+            "rotary",
+        ),
+    ] {
+        let mut bad = settings(dir.path(), Position::Alibi, 2, "bad");
+        bad.model = model;
+        bad.learn_slopes = false;
+        bad.init = Some(base.out.clone());
+        let e = format!("{:#}", run(&bad, false, &Device::Cpu).unwrap_err());
+        assert!(e.contains("--init") && e.contains(what), "{e}");
+        assert!(!dir.path().join("bad/loss.csv").exists());
+    }
+    let mut missing = settings(dir.path(), Position::Alibi, 2, "bad");
+    missing.init = Some(dir.path().join("nowhere"));
+    let e = format!("{:#}", run(&missing, false, &Device::Cpu).unwrap_err());
+    assert!(e.contains("--init") && e.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn a_resume_with_another_copy_mix_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let s = settings(dir.path(), Position::Alibi, 8, "mix");
+    alibi_explorer::train::run_until(&s, false, &Device::Cpu, Some(4)).unwrap();
+    let mut other = s.clone();
+    other.repeat_frac = 0.5;
+    other.seed = 8;
+    let e = format!("{:#}", run(&other, true, &Device::Cpu).unwrap_err());
+    assert!(e.contains("--repeat-frac") && e.contains("--seed"), "{e}");
+    let mut kind = s.clone();
+    kind.repeat_kind = alibi_explorer::eval::reach::SpanKind::Random;
+    let e = format!("{:#}", run(&kind, true, &Device::Cpu).unwrap_err());
+    assert!(e.contains("--repeat-kind") && !e.contains("--seed"), "{e}");
+    // The copy test is a measurement, not the data: changing it resumes.
+    let mut measured = s.clone();
+    measured.copy_samples = 2;
+    run(&measured, true, &Device::Cpu).unwrap();
+    let log = std::fs::read_to_string(s.out.join("loss.csv")).unwrap();
+    assert!(
+        log.lines()
+            .next()
+            .unwrap()
+            .ends_with("copy_gain,induction,tokens")
+    );
+    // Every validation line has a copy gain and an induction score.
+    let valid_lines: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter(|l| !l.split(',').nth(3).unwrap().is_empty())
+        .collect();
+    assert!(!valid_lines.is_empty());
+    for l in valid_lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let (gain, ind): (f64, f64) = (f[7].parse().unwrap(), f[8].parse().unwrap());
+        assert!(gain.is_finite() && (0.0..=1.0).contains(&ind), "{l}");
+    }
+}
+
+#[test]
+fn a_copy_span_longer_than_half_the_window_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let mut s = settings(dir.path(), Position::Alibi, 2, "long");
+    s.copy_span = 12;
+    let e = format!("{:#}", run(&s, false, &Device::Cpu).unwrap_err());
+    assert!(e.contains("--copy-span 12") && e.contains("hint"), "{e}");
 }

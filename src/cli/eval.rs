@@ -166,7 +166,8 @@ impl BenchArgs {
 /// Arguments of `plot`.
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// An `eval --json` file; repeat for several curves.
+    /// An `eval --json` file, or a `train` run's loss.csv (or its folder) for the training figure
+    /// (loss, copy gain and induction score against tokens seen); repeat for several curves.
     #[arg(long = "input", required = true)]
     pub inputs: Vec<PathBuf>,
     /// Labels for the curves, in order (default: each file's model name).
@@ -176,7 +177,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The figure's title.
-    #[arg(long, default_value = "Perplexity vs input length")]
+    #[arg(long, default_value = crate::eval::command::DEFAULT_PLOT_TITLE)]
     pub title: String,
 }
 

@@ -117,6 +117,29 @@ pub struct TrainArgs {
     /// auto | cpu | cuda[:N] | metal.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceSpec,
+    /// Copy test at every validation: spans of this many validation tokens, each repeated right
+    /// after itself; copy gain and the best head's induction score go to loss.csv (default:
+    /// train_len / 2 - 2; 0: off).
+    #[arg(long)]
+    pub copy_span: Option<usize>,
+    /// Spans of the copy test.
+    #[arg(long, default_value_t = crate::train::COPY_SAMPLES, value_parser = copy_samples)]
+    pub copy_samples: usize,
+    /// The copy mix: the fraction of training windows (0 to 1) in which a span of the window
+    /// recurs later in it.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub repeat_frac: f64,
+    /// Shortest and longest repeated span of the copy mix, MIN..MAX tokens (default 8..train_len/2).
+    #[arg(long, value_parser = parse_span_range)]
+    pub repeat_span: Option<(usize, usize)>,
+    /// What the copy mix repeats: `text` (a span of the window) or `random` (random tokens of the
+    /// window, so only copying predicts the repeat).
+    #[arg(long, default_value = "text")]
+    pub repeat_kind: crate::eval::reach::SpanKind,
+    /// Start from this model folder's weights (same shape and position scheme, e.g. a shipped
+    /// model) instead of a random initialisation; the optimiser starts afresh.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
 /// Runs `tokenizer train`.
@@ -185,8 +208,61 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         out: a.out.clone(),
         save_dtype: a.save_dtype.clone(),
         trainer: a.trainer,
+        copy_span: a
+            .copy_span
+            .unwrap_or_else(|| crate::train::default_copy_span(a.train_len)),
+        copy_samples: a.copy_samples,
+        repeat_frac: a.repeat_frac,
+        repeat_span: repeat_span(a)?,
+        repeat_kind: a.repeat_kind,
+        init: a.init.clone(),
     };
     let device = choose_device(a.device)?;
     crate::train::check(&settings, a.resume)?;
     crate::train::run(&settings, a.resume, &device.device)
+}
+
+/// `--repeat-frac`: a fraction in 0..=1.
+fn fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction from 0 to 1")),
+    }
+}
+
+/// `--repeat-span MIN..MAX`.
+fn parse_span_range(s: &str) -> std::result::Result<(usize, usize), String> {
+    let err = || format!("'{s}' is not a span range MIN..MAX of tokens (e.g. 8..128)");
+    let (a, b) = s.split_once("..").ok_or_else(err)?;
+    let (a, b) = (
+        a.trim().parse::<usize>().map_err(|_| err())?,
+        b.trim().parse::<usize>().map_err(|_| err())?,
+    );
+    if a == 0 || a > b {
+        return Err(format!("'{s}': need 1 <= MIN <= MAX"));
+    }
+    Ok((a, b))
+}
+
+/// The copy mix's span range, checked against the window.
+fn repeat_span(a: &TrainArgs) -> Result<(usize, usize)> {
+    let (min, max) = a
+        .repeat_span
+        .unwrap_or_else(|| crate::train::default_repeat_span(a.train_len));
+    if 2 * max > a.train_len + 1 {
+        bail!(
+            "--repeat-span {min}..{max}: two copies of {max} tokens do not fit a {}-token window (hint: keep MAX at most {})",
+            a.train_len + 1,
+            a.train_len.div_ceil(2)
+        );
+    }
+    Ok((min, max))
+}
+
+/// `--copy-samples`: 1 to 1,000 spans.
+fn copy_samples(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1..=1000).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of spans from 1 to 1000")),
+    }
 }

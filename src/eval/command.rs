@@ -281,7 +281,52 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     Ok(())
 }
 
-/// Runs `plot`: several `eval --json` files in one figure.
+/// `plot`'s default title (the perplexity figure's; a training figure gets its own).
+pub const DEFAULT_PLOT_TITLE: &str = "Perplexity vs input length";
+
+/// The inputs as loss logs when they are `train` runs' `loss.csv` files (all of them or none;
+/// a folder stands for its `loss.csv`), labelled by `--label` or the run's folder name.
+fn loss_logs(a: &PlotSettings) -> Result<Option<Vec<plot::loss_log::LossLog>>> {
+    let mut logs = Vec::new();
+    for (i, given) in a.inputs.iter().enumerate() {
+        let path = if given.is_dir() {
+            given.join("loss.csv")
+        } else {
+            given.clone()
+        };
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if !is_csv {
+            if logs.is_empty() {
+                return Ok(None);
+            }
+            bail!(
+                "--input '{}': plot draws `eval --json` files or loss logs, not both in one figure",
+                given.display()
+            );
+        }
+        if i > 0 && logs.is_empty() {
+            bail!(
+                "--input '{}': plot draws `eval --json` files or loss logs, not both in one figure",
+                given.display()
+            );
+        }
+        let text =
+            crate::files::read_limited_string(&path, crate::files::MAX_TEXT_BYTES, "a loss log")
+                .map_err(|e| eyre!(e))?;
+        let rows = plot::loss_log::parse(&text, &path).map_err(|e| eyre!(e))?;
+        let label = a.labels.get(i).cloned().unwrap_or_else(|| {
+            path.parent()
+                .and_then(|d| d.file_name())
+                .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned())
+        });
+        logs.push(plot::loss_log::LossLog { label, rows });
+    }
+    Ok(Some(logs))
+}
+
+/// Runs `plot`: several `eval --json` files in one figure, or several runs' loss logs.
 pub fn plot(a: &PlotSettings) -> Result<()> {
     plot::check_extension(&a.out).map_err(|e| eyre!(e))?;
     let mut plan = OutputPlan::new();
@@ -289,6 +334,16 @@ pub fn plot(a: &PlotSettings) -> Result<()> {
         plan.input("--input", p);
     }
     plan.output("--out", &a.out).check().map_err(|e| eyre!(e))?;
+    if let Some(logs) = loss_logs(a)? {
+        let title = if a.title == DEFAULT_PLOT_TITLE {
+            "Training: loss and in-context copying"
+        } else {
+            &a.title
+        };
+        plot::loss_log::draw(&a.out, title, &logs).map_err(|e| eyre!(e))?;
+        writeln!(std::io::stdout(), "wrote {}", a.out.display())?;
+        return Ok(());
+    }
     let mut series = Vec::new();
     let mut train_len = None;
     for (i, path) in a.inputs.iter().enumerate() {

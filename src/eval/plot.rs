@@ -1,6 +1,8 @@
 //! The perplexity-vs-length figure for slides and papers (plotters; SVG or PNG by extension):
 //! log-scale length axis, training length marked, the extrapolation region shaded and labelled.
 
+pub mod loss_log;
+
 use super::Point;
 use plotters::prelude::*;
 use std::path::Path;
@@ -18,7 +20,7 @@ const FONT_CANDIDATES: &[&str] = &[
     "/System/Library/Fonts/Supplemental/Arial.ttf",
     "C:\\Windows\\Fonts\\arial.ttf",
 ];
-const COLORS: [RGBColor; 6] = [
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -90,7 +92,7 @@ pub fn draw(path: &Path, title: &str, train_len: usize, series: &[Series]) -> Re
 }
 
 /// The figure drawn in memory (SVG text or PNG bytes); a drawing error names the figure's path.
-fn drawn(path: &Path, bytes: Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+pub(crate) fn drawn(path: &Path, bytes: Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
     bytes.map_err(|e| {
         format!(
             "cannot draw '{}': {}",

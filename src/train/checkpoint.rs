@@ -25,6 +25,9 @@ pub struct CheckpointState {
     pub last_train_loss: Option<f64>,
     /// The latest validation loss (nats/token).
     pub last_valid_loss: Option<f64>,
+    /// The latest copy test (runs with one).
+    #[serde(default)]
+    pub last_copy: Option<crate::eval::reach::CopyScore>,
     /// Sum of the training losses since the last line of the loss log, so a resumed run logs
     /// the same means as an uninterrupted one.
     #[serde(default)]

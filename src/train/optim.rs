@@ -6,6 +6,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use rayon::prelude::*;
 
+/// Fraction of the peak learning rate the cosine decays to.
+pub const MIN_LR_RATIO: f64 = 0.1;
+
 /// One trainable parameter with its moment estimates.
 #[derive(Debug)]
 pub struct Param {

@@ -1,6 +1,7 @@
 //! Training progress on stderr: an indicatif bar (steps, tokens/s, loss, ETA) when stderr is a
 //! terminal, one plain line per loss-log line otherwise (logs, pipes, CI).
 
+use crate::eval::reach::CopyScore;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -34,12 +35,20 @@ impl Progress {
     }
 
     /// After each step: the bar moves (plain output waits for [`Self::logged`]).
-    pub fn step(&self, step: usize, loss: f64, tokens_per_s: f64, valid: Option<f64>) {
+    pub fn step(
+        &self,
+        step: usize,
+        loss: f64,
+        tokens_per_s: f64,
+        valid: Option<f64>,
+        copy: Option<CopyScore>,
+    ) {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
             bar.set_message(format!(
-                "{tokens_per_s:.0} tokens/s  loss {loss:.4}  valid {}",
-                valid.map_or("-".to_string(), |v| format!("{v:.4}"))
+                "{tokens_per_s:.0} tokens/s  loss {loss:.4}  valid {}{}",
+                valid.map_or("-".to_string(), |v| format!("{v:.4}")),
+                copy_text(copy)
             ));
         }
     }
@@ -51,6 +60,7 @@ impl Progress {
         step: usize,
         mean_loss: f64,
         valid: Option<f64>,
+        copy: Option<CopyScore>,
         lr: f64,
         tokens_per_s: f64,
         elapsed_s: f64,
@@ -58,9 +68,10 @@ impl Progress {
     ) {
         if self.bar.is_none() {
             eprintln!(
-                "step {step}/{} loss {mean_loss:.4} valid {} lr {lr:.2e} {tokens_per_s:.0} tokens/s elapsed {elapsed_s:.0}s ETA {eta_s:.0}s",
+                "step {step}/{} loss {mean_loss:.4} valid {}{} lr {lr:.2e} {tokens_per_s:.0} tokens/s elapsed {elapsed_s:.0}s ETA {eta_s:.0}s",
                 self.total,
                 valid.map_or("-".to_string(), |v| format!("{v:.4}")),
+                copy_text(copy)
             );
         }
     }
@@ -79,4 +90,14 @@ impl Progress {
             bar.abandon();
         }
     }
+}
+
+/// The copy test on the progress line: ` copy GAIN±SE ind SCORE@LAYER.HEAD` (nothing without one).
+pub fn copy_text(copy: Option<CopyScore>) -> String {
+    copy.map_or(String::new(), |c| {
+        format!(
+            " copy {:.2}±{:.2} ind {:.2}@{}.{}",
+            c.gain, c.gain_stderr, c.induction, c.induction_head.0, c.induction_head.1
+        )
+    })
 }

@@ -42,6 +42,26 @@ pub struct TrainSettings {
     /// same for both).
     #[serde(default)]
     pub trainer: TrainerKind,
+    /// Tokens of each span of the copy test run at every validation (0: no copy test).
+    #[serde(default)]
+    pub copy_span: usize,
+    /// Spans of the copy test (held-out text, repeated right after themselves).
+    #[serde(default)]
+    pub copy_samples: usize,
+    /// The copy mix: the fraction of training windows in which a span of the window recurs
+    /// later in it (0: plain text). Part of the data, so a resume must match it.
+    #[serde(default)]
+    pub repeat_frac: f64,
+    /// Shortest and longest repeated span of the copy mix, in tokens.
+    #[serde(default)]
+    pub repeat_span: (usize, usize),
+    /// Whether the copy mix repeats spans of the text or of random tokens.
+    #[serde(default)]
+    pub repeat_kind: crate::eval::reach::SpanKind,
+    /// A model folder whose weights the run starts from instead of a random initialisation (same
+    /// shape and position scheme; the optimiser starts afresh).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// Which trainer runs the steps.

@@ -24,8 +24,9 @@ pub(super) trait Trainer {
     /// One optimiser step on a batch at learning rate `lr`, clipping the gradient's global norm
     /// to `clip` (0: no clipping); returns the loss and the norm before clipping.
     fn step(&mut self, inputs: &[u32], targets: &[u32], lr: f64, clip: f64) -> Result<(f64, f64)>;
-    /// Mean NLL over up to [`MAX_VALID_WINDOWS`] windows of `valid`.
-    fn validate(&self, valid: &[u32]) -> Result<f64>;
+    /// The model as inference sees it now and the slopes its attention takes (validation and
+    /// the copy test run on it).
+    fn inference(&self) -> Result<(Transformer, Option<Tensor>)>;
     /// Parameters and AdamW moments as checkpoints store them.
     fn checkpoint(&self) -> Result<HashMap<String, Tensor>>;
     /// Takes parameters and moments from a checkpoint.
@@ -35,7 +36,7 @@ pub(super) trait Trainer {
 }
 
 /// Mean NLL over up to [`MAX_VALID_WINDOWS`] non-overlapping validation windows.
-fn validate(model: &Transformer, valid: &[u32], slopes: Option<&Tensor>) -> Result<f64> {
+pub(super) fn validate(model: &Transformer, valid: &[u32], slopes: Option<&Tensor>) -> Result<f64> {
     let train_len = model.config().train_len;
     let n = ((valid.len() - 1) / train_len).min(MAX_VALID_WINDOWS);
     let mut inputs = Vec::with_capacity(n * train_len);
@@ -134,8 +135,9 @@ impl Trainer for Autograd {
         Ok((loss_v, norm))
     }
 
-    fn validate(&self, valid: &[u32]) -> Result<f64> {
-        validate(&self.model, valid, self.slopes.as_ref())
+    fn inference(&self) -> Result<(Transformer, Option<Tensor>)> {
+        // The model shares storage with the `Var`s: a clone sees the current weights.
+        Ok((self.model.clone(), self.slopes.clone()))
     }
 
     fn checkpoint(&self) -> Result<HashMap<String, Tensor>> {
@@ -234,7 +236,7 @@ impl Trainer for Fast {
         Ok((loss, norm))
     }
 
-    fn validate(&self, valid: &[u32]) -> Result<f64> {
+    fn inference(&self) -> Result<(Transformer, Option<Tensor>)> {
         let (params, _) = self.weights()?;
         let dev = Device::Cpu;
         let model = Transformer::new(
@@ -246,7 +248,7 @@ impl Trainer for Fast {
             .slopes()
             .map(|s| Tensor::from_vec(s, self.cfg.n_heads, &dev))
             .transpose()?;
-        validate(&model, valid, slopes.as_ref())
+        Ok((model, slopes))
     }
 
     fn checkpoint(&self) -> Result<HashMap<String, Tensor>> {
