@@ -29,6 +29,13 @@
 # ALIBI_TRAIN_LEN (256), ALIBI_STEPS (6000), ALIBI_RUNS (../runs/family-L<L>-s<steps>: each schedule its own
 # folder, since a run resumes only with the schedule it started with), ALIBI_THREADS (1 per run for start,
 # every core for queue). The previous shipped family was ALIBI_TRAIN_LEN=128 ALIBI_STEPS=2000.
+#
+# The copy stage (ALIBI_STAGE=copy, issue 32): each model of the 256-token family continues from its own
+# stage-1 weights (the family as promoted in commit ALIBI_STAGE1_REF, taken from git into ALIBI_RUNS/stage1/)
+# for ALIBI_COPY_STEPS (2000) steps of the copy mix (--repeat-frac ALIBI_COPY_FRAC of the windows repeat a
+# span of L/4..L/2 tokens), lr ALIBI_COPY_LR with 100 warm-up steps and the cosine, the same seed and data.
+# Its runs go to ../runs/copy-L<L>-s<steps> unless ALIBI_RUNS says otherwise; start/queue/keep/promote work
+# as for stage 1.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -38,6 +45,16 @@ train_len=${ALIBI_TRAIN_LEN:-256}
 steps=${ALIBI_STEPS:-6000}
 runs=${ALIBI_RUNS:-../runs/family-L$train_len-s$steps}
 threads=${ALIBI_THREADS:-}
+stage=${ALIBI_STAGE:-base}
+stage1_ref=${ALIBI_STAGE1_REF:-b43a113}
+copy_steps=${ALIBI_COPY_STEPS:-2000}
+copy_frac=${ALIBI_COPY_FRAC:-0.5}
+copy_lr=${ALIBI_COPY_LR:-0.0005}
+case "$stage" in
+  base) ;;
+  copy) runs=${ALIBI_RUNS:-../runs/copy-L$train_len-s$copy_steps} ;;
+  *) echo "ALIBI_STAGE must be base or copy, not '$stage'" >&2; exit 2 ;;
+esac
 action=${1:-status}
 shift || true
 models=("$@")
@@ -70,6 +87,26 @@ train_args() {
   # shellcheck disable=SC2206
   targs=(--data "$data/books/train" --valid "$data/books/valid"
     --tokenizer assets/tokenizer/tokenizer.json $extra "${common[@]}")
+  if [ "$stage" = copy ]; then
+    # shellcheck disable=SC2206
+    targs=(--data "$data/books/train" --valid "$data/books/valid"
+      --tokenizer assets/tokenizer/tokenizer.json $extra
+      --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
+      --steps "$copy_steps" --lr "$copy_lr" --warmup 100 --clip 1.0 --weight-decay 0.1 --seed 1234
+      --valid-every 100 --checkpoint-every 100 --save-dtype f16
+      --repeat-frac "$copy_frac" --repeat-span "$((train_len / 4))..$((train_len / 2))" --repeat-kind text
+      --copy-span "$((train_len / 2 - 2))" --init "$runs/stage1/$1")
+  fi
+}
+
+# stage1 MODEL: MODEL's stage-1 weights from git (commit $stage1_ref) into $runs/stage1/MODEL.
+stage1() {
+  local dir=$runs/stage1/$1 f
+  [ -f "$dir/model.safetensors" ] && return 0
+  mkdir -p "$dir"
+  for f in config.json model.safetensors tokenizer.json TRAINING.md; do
+    git show "$stage1_ref:assets/models/$1/$f" > "$dir/$f"
+  done
 }
 
 # train MODEL THREADS: the training command for MODEL, in the foreground, appending to its log.
@@ -78,6 +115,7 @@ train() {
   train_args "$1"
   mkdir -p "$runs"
   [ -d "$out/checkpoint" ] && resume=(--resume)
+  [ "$stage" = copy ] && stage1 "$1"
   RAYON_NUM_THREADS=$2 nice -n 10 "$bin" train "${targs[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
 }
 

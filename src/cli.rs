@@ -21,6 +21,7 @@ pub mod eval;
 pub mod family;
 pub mod fit;
 pub mod inspect;
+pub mod reach;
 pub mod slopes;
 pub mod stats;
 pub mod tour;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Per-head sensitivity: the change in perplexity when each head's slope is set to 0, halved
     /// or doubled, or (--knockout) each (layer, head)'s output zeroed.
     Ablate(Box<ablate::AblateArgs>),
+    /// What a model can retrieve, and from how far back: the copy test at doubling distances
+    /// past train_len (copy gain, top-1, per-head induction scores), for several models.
+    Reach(Box<reach::ReachArgs>),
     /// Draw several `eval --json` results into one perplexity-vs-length figure.
     Plot(PlotArgs),
     /// Attention statistics of every head vs input length, with the ALiBi prior (bias alone).
@@ -98,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(a)) => train::train(&a),
         Some(Command::Eval(a)) => crate::eval::command::eval(&a.settings()?),
         Some(Command::Ablate(a)) => crate::eval::ablate::command(&a.settings()?),
+        Some(Command::Reach(a)) => reach::run(&a),
         Some(Command::Plot(a)) => crate::eval::command::plot(&a.settings()),
         Some(Command::Stats(a)) => crate::eval::stats_command::stats(&a.settings()?),
         Some(Command::Attention(a)) => crate::eval::stats_command::attention(&a.settings()?),

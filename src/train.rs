@@ -16,7 +16,7 @@ mod trainers;
 mod warm_start;
 
 use crate::alibi::SlopeSpec;
-use crate::eval::reach::{CopyCase, CopyScore, copy_cases, copy_test};
+use crate::eval::reach::{CopyCase, CopyOptions, CopyScore, copy_cases, copy_test};
 use crate::model::config::Position;
 use crate::model::init::Rng;
 use candle_core::{Device, Tensor};
@@ -387,7 +387,11 @@ pub fn run_until(
             ck.last_valid_loss = Some(v);
             valid_loss = Some(v);
             if let Some(cases) = &data.copy_cases {
-                let c = copy_test(&model, slopes.as_ref(), cases, true)?;
+                let opts = CopyOptions {
+                    heads: true,
+                    ..CopyOptions::default()
+                };
+                let c = copy_test(&model, slopes.as_ref(), cases, &opts)?;
                 ck.last_copy = Some(CopyScore::of(&c));
                 copy = ck.last_copy;
             }

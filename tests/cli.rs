@@ -771,3 +771,117 @@ fn bits_per_byte_of_an_emoji_text() {
     // the family changes.
     assert!((bpb - 13.015).abs() < 0.01, "{p}");
 }
+
+#[test]
+fn reach_measures_copy_gain_by_distance_for_several_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let alibi = tiny_model(dir.path(), Position::Alibi);
+    let rotary = tiny_model(dir.path(), Position::Rotary);
+    let text = dir.path().join("held-out.txt");
+    std::fs::write(&text, PROSE.repeat(30)).unwrap();
+    let (json, csv) = (dir.path().join("r.json"), dir.path().join("r.csv"));
+    let o = run(&[
+        "reach",
+        "--model",
+        alibi.to_str().unwrap(),
+        "--compare",
+        rotary.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--span",
+        "8",
+        "--distances",
+        "8..32",
+        "--samples",
+        "4",
+        "--heads",
+        "--json",
+        json.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // Both models, every distance, the ones past train_len (16) starred, the heads table.
+    assert!(out.contains("model-alibi (alibi, train_len 16)"), "{out}");
+    assert!(out.contains("model-rotary (rotary, train_len 16)"), "{out}");
+    assert!(out.contains("      32*"), "{out}");
+    assert!(
+        out.contains("induction score by head and distance"),
+        "{out}"
+    );
+    assert!(out.contains("    1.5 "), "6 heads in layer 1: {out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let points = models[0]["points"].as_array().unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["distance"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![8, 16, 32]
+    );
+    for p in points {
+        let gain = p["copy_gain"].as_f64().unwrap();
+        let (a, b) = (
+            p["first_nll"].as_f64().unwrap(),
+            p["second_nll"].as_f64().unwrap(),
+        );
+        assert!(
+            (gain - (a - b)).abs() < 1e-9,
+            "the gain is the paired mean difference"
+        );
+        assert_eq!(p["heads"].as_array().unwrap().len(), 12);
+        assert_eq!(
+            p["past_train_len"].as_bool().unwrap(),
+            p["distance"].as_u64().unwrap() > 16
+        );
+    }
+    assert_eq!(models[0]["slopes"].as_array().unwrap().len(), 6);
+    assert!(models[1]["slopes"].is_null());
+    let lines: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 1 + 2 * 3);
+    assert!(lines[0].starts_with("model,distance,first_nll"));
+}
+
+#[test]
+fn reach_refuses_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let alibi = tiny_model(dir.path(), Position::Alibi);
+    let rotary = tiny_model(dir.path(), Position::Rotary);
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, PROSE.repeat(3)).unwrap();
+    let (m, r, t) = (
+        alibi.to_str().unwrap(),
+        rotary.to_str().unwrap(),
+        text.to_str().unwrap(),
+    );
+    let reach = |args: &[&str]| run(&[&["reach", "--text", t][..], args].concat());
+    fails_with(
+        &reach(&["--model", m, "--span", "16", "--distances", "8,32"]),
+        "shorter than --span 16",
+    );
+    fails_with(&reach(&["--model", m, "--samples", "0"]), "--samples 0");
+    fails_with(&reach(&["--model", m, "--span", "1"]), "--span 1");
+    fails_with(&reach(&["--model", r, "--slopes", "equal"]), "ALiBi");
+    fails_with(
+        &reach(&["--model", m, "--span", "8", "--distances", "4096"]),
+        "a copy case needs",
+    );
+    fails_with(
+        &reach(&["--model", m, "--span-kind", "noise"]),
+        "text or random",
+    );
+    // An output over an input is refused before any work.
+    fails_with(
+        &reach(&["--model", m, "--span", "8", "--distances", "8", "--json", t]),
+        "--json",
+    );
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), PROSE.repeat(3));
+}

@@ -481,7 +481,7 @@ fn prior(m: f64, i: usize, j: usize) -> f64 {
 
 #[test]
 fn copy_test_head_scores_are_the_alibi_prior_when_queries_and_keys_are_zero() {
-    use alibi_explorer::eval::reach::{CopySpec, SpanKind, copy_cases, copy_test};
+    use alibi_explorer::eval::reach::{CopyOptions, CopySpec, SpanKind, copy_cases, copy_test};
     let cfg = Config::ours(41, 16, 2, 4, 32, Position::Alibi, 64);
     let mut params = init_params(&cfg, 5, &Device::Cpu).unwrap();
     for l in 0..cfg.n_layers {
@@ -508,7 +508,18 @@ fn copy_test_head_scores_are_the_alibi_prior_when_queries_and_keys_are_zero() {
         kind: SpanKind::Text,
     };
     let cases = copy_cases(&text, &spec).unwrap();
-    let r = copy_test(&model, None, &cases, true).unwrap();
+    let opts = CopyOptions {
+        heads: true,
+        ..CopyOptions::default()
+    };
+    let r = copy_test(&model, None, &cases, &opts).unwrap();
+    // One layer a forward (what long inputs use) gives the same scores.
+    let per_layer = CopyOptions {
+        capture_bytes: Some(1),
+        ..opts.clone()
+    };
+    let r1 = copy_test(&model, None, &cases, &per_layer).unwrap();
+    assert_eq!(r1.heads, r.heads);
     let h = r.heads.unwrap();
     let slopes = cfg.default_slopes();
     for l in 0..2 {
@@ -532,7 +543,7 @@ fn copy_test_head_scores_are_the_alibi_prior_when_queries_and_keys_are_zero() {
 
 #[test]
 fn a_model_that_sees_only_the_current_token_gains_nothing_from_a_copy() {
-    use alibi_explorer::eval::reach::{CopySpec, SpanKind, copy_cases, copy_test};
+    use alibi_explorer::eval::reach::{CopyOptions, CopySpec, SpanKind, copy_cases, copy_test};
     // Attention's output projection zeroed: a bigram model, so both occurrences score alike.
     let cfg = Config::ours(41, 16, 2, 4, 32, Position::Alibi, 64);
     let mut params = init_params(&cfg, 9, &Device::Cpu).unwrap();
@@ -553,7 +564,13 @@ fn a_model_that_sees_only_the_current_token_gains_nothing_from_a_copy() {
             seed: 3,
             kind,
         };
-        let r = copy_test(&model, None, &copy_cases(&text, &spec).unwrap(), false).unwrap();
+        let r = copy_test(
+            &model,
+            None,
+            &copy_cases(&text, &spec).unwrap(),
+            &CopyOptions::default(),
+        )
+        .unwrap();
         assert!(r.copy_gain.mean.abs() < 1e-5, "{:?}", r.copy_gain);
         assert!(r.first_nll.mean > 1.0);
         close(r.first_nll.mean, r.second_nll.mean, 1e-5);

@@ -18,6 +18,8 @@
 use crate::model::init::Rng;
 use crate::model::transformer::{ForwardOptions, Transformer};
 use candle_core::{D, DType, Result, Tensor};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Cases of one forward are batched until a batch holds this many tokens.
 const BATCH_TOKENS: usize = 4096;
@@ -271,15 +273,31 @@ impl CopyScore {
     }
 }
 
+/// How [`copy_test`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Per-head pattern scores too.
+    pub heads: bool,
+    /// Checked between layers: when set, the test stops with an error.
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// The bytes of attention maps one forward may keep (default [`CAPTURE_BYTES`]).
+    pub capture_bytes: Option<usize>,
+}
+
+/// Attention maps of one forward are kept to this many bytes: past it, per-head scores capture
+/// one layer at a time (`(len, len)` f32 per head: 64 MiB a head at 4,096 tokens).
+const CAPTURE_BYTES: usize = 512 << 20;
+
 /// Runs `cases` through `model` (with `slopes` replacing its own, if given) and measures the
-/// copy gain, the top-1 copy accuracy and, with `heads`, every head's pattern scores. Cases of
-/// one length are batched up to [`BATCH_TOKENS`] tokens (one at a time with `heads`, whose
-/// attention maps are `(len, len)` per head).
+/// copy gain, the top-1 copy accuracy and, with `opts.heads`, every head's pattern scores.
+/// Cases are batched up to [`BATCH_TOKENS`] tokens; attention maps for the head scores come
+/// from a forward of one case at a time, one layer at a time when all of them would exceed
+/// [`CAPTURE_BYTES`].
 pub fn copy_test(
     model: &Transformer,
     slopes: Option<&Tensor>,
     cases: &[CopyCase],
-    heads: bool,
+    opts: &CopyOptions,
 ) -> Result<CopyResult> {
     let Some(first) = cases.first() else {
         candle_core::bail!("no copy cases");
@@ -287,32 +305,31 @@ pub fn copy_test(
     let len = first.tokens.len();
     if cases
         .iter()
-        .any(|c| c.tokens.len() != len || c.span < MIN_SPAN_TOKENS)
+        .any(|c| c.tokens.len() != len || c.span < MIN_SPAN_TOKENS || c.second != first.second)
     {
-        candle_core::bail!("copy cases of different lengths");
+        candle_core::bail!("copy cases of different shapes");
     }
     let cfg = model.config();
     let (n_layers, n_heads) = (cfg.n_layers, cfg.n_heads);
-    let capture: Vec<(usize, usize)> = if heads {
-        (0..n_layers)
-            .flat_map(|l| (0..n_heads).map(move |h| (l, h)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let per_batch = if heads {
-        1
-    } else {
-        (BATCH_TOKENS / len).max(1)
+    let forward = |tokens: Tensor, capture: Vec<(usize, usize)>, capture_only: bool| {
+        model.forward_hidden(
+            &tokens,
+            &ForwardOptions {
+                slopes: slopes.cloned(),
+                capture,
+                capture_only,
+                interrupt: opts.interrupt.clone(),
+                ..Default::default()
+            },
+        )
     };
     let mut first_nll = Vec::with_capacity(cases.len());
     let mut second_nll = Vec::with_capacity(cases.len());
     let mut gains = Vec::with_capacity(cases.len());
     let (mut hits, mut scored) = (0usize, 0usize);
-    let mut sums = vec![[0f64; 3]; n_layers * n_heads];
-    let mut queries = 0usize;
     let dev = model.device();
-    for batch in cases.chunks(per_batch) {
+    let (second, span) = (first.second, first.span);
+    for batch in cases.chunks((BATCH_TOKENS / len).max(1)) {
         let b = batch.len();
         let inputs: Vec<u32> = batch
             .iter()
@@ -322,30 +339,27 @@ pub fn copy_test(
             .iter()
             .flat_map(|c| c.tokens[1..].iter().copied())
             .collect();
-        let x = Tensor::from_vec(inputs, (b, len - 1), dev)?;
+        let out = forward(
+            Tensor::from_vec(inputs, (b, len - 1), dev)?,
+            Vec::new(),
+            false,
+        )?;
         let y = Tensor::from_vec(targets, (b, len - 1), dev)?;
-        let opts = ForwardOptions {
-            slopes: slopes.cloned(),
-            capture: capture.clone(),
-            ..Default::default()
-        };
-        let out = model.forward_hidden(&x, &opts)?;
         let nll = model.nll(&out.hidden, &y)?.to_vec2::<f32>()?; // (b, len - 1)
-        for (c, row) in batch.iter().zip(&nll) {
+        for row in &nll {
             // Target index t (token t predicted at position t - 1).
             let mean = |from: usize| {
-                (from + 1..from + c.span)
+                (from + 1..from + span)
                     .map(|t| f64::from(row[t - 1]))
                     .sum::<f64>()
-                    / (c.span - 1) as f64
+                    / (span - 1) as f64
             };
-            let (a, s) = (mean(0), mean(c.second));
+            let (a, s) = (mean(0), mean(second));
             first_nll.push(a);
             second_nll.push(s);
             gains.push(a - s);
         }
         // Top-1 on the second occurrence: predictions at positions second..second+span-2.
-        let (second, span) = (first.second, first.span);
         let logits = model.logits(&out.hidden.narrow(1, second, span - 1)?)?; // (b, span-1, vocab)
         let argmax = logits
             .argmax(D::Minus1)?
@@ -357,41 +371,58 @@ pub fn copy_test(
                 scored += 1;
             }
         }
-        for cap in &out.captured {
-            let probs = cap.probs.to_dtype(DType::F32)?.to_vec3::<f32>()?; // (b, q, k)
-            let slot = &mut sums[cap.layer * n_heads + cap.head];
-            for (c, p) in batch.iter().zip(&probs) {
-                for j in 0..c.span - 1 {
-                    let i = c.second + j;
-                    slot[0] += f64::from(p[i][j + 1]);
-                    slot[1] += f64::from(p[i][j]);
-                    slot[2] += f64::from(p[i][i - 1]);
+    }
+    let heads = if opts.heads {
+        // All layers in one forward when their maps fit, else one layer per forward.
+        let all = n_layers * n_heads * (len - 1) * (len - 1) * 4
+            <= opts.capture_bytes.unwrap_or(CAPTURE_BYTES);
+        let groups: Vec<Vec<usize>> = if all {
+            vec![(0..n_layers).collect()]
+        } else {
+            (0..n_layers).map(|l| vec![l]).collect()
+        };
+        let mut sums = vec![[0f64; 3]; n_layers * n_heads];
+        for c in cases {
+            for layers in &groups {
+                let capture: Vec<(usize, usize)> = layers
+                    .iter()
+                    .flat_map(|&l| (0..n_heads).map(move |h| (l, h)))
+                    .collect();
+                let x = Tensor::from_slice(&c.tokens[..len - 1], (1, len - 1), dev)?;
+                let out = forward(x, capture, true)?;
+                for cap in &out.captured {
+                    let probs = cap.probs.to_dtype(DType::F32)?.squeeze(0)?; // (q, k)
+                    let slot = &mut sums[cap.layer * n_heads + cap.head];
+                    for j in 0..span - 1 {
+                        let i = second + j;
+                        let row = probs.get(i)?.to_vec1::<f32>()?;
+                        slot[0] += f64::from(row[j + 1]);
+                        slot[1] += f64::from(row[j]);
+                        slot[2] += f64::from(row[i - 1]);
+                    }
                 }
             }
         }
-        if heads {
-            queries += batch.iter().map(|c| c.span - 1).sum::<usize>();
-        }
-    }
-    let head_scores = heads.then(|| {
-        let q = queries.max(1) as f64;
+        let q = (cases.len() * (span - 1)) as f64;
         let col = |k: usize| sums.iter().map(|s| s[k] / q).collect();
-        HeadScores {
+        Some(HeadScores {
             n_layers,
             n_heads,
             induction: col(0),
             duplicate: col(1),
             previous: col(2),
-        }
-    });
+        })
+    } else {
+        None
+    };
     Ok(CopyResult {
         samples: cases.len(),
-        distance: first.second,
+        distance: second,
         first_nll: MeanErr::of(&first_nll),
         second_nll: MeanErr::of(&second_nll),
         copy_gain: MeanErr::of(&gains),
         top1_accuracy: hits as f64 / scored.max(1) as f64,
-        heads: head_scores,
+        heads,
     })
 }
 

@@ -213,7 +213,7 @@ where
             Vec::new(),
         ));
     }
-    for (panel, (y_desc, main, thin)) in panels.iter().zip(&specs) {
+    for (k, (panel, (y_desc, main, thin))) in panels.iter().zip(&specs).enumerate() {
         let ys = main
             .iter()
             .chain(thin)
@@ -261,7 +261,12 @@ where
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            // Loss falls to the right, the copy scores rise there: keep the legend off the curves.
+            .position(if k == 0 {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
             .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
