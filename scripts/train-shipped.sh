@@ -32,8 +32,8 @@
 #
 # The copy stage (ALIBI_STAGE=copy, issue 32): each model of the 256-token family continues from its own
 # stage-1 weights (the family as promoted in commit ALIBI_STAGE1_REF, taken from git into ALIBI_RUNS/stage1/)
-# for ALIBI_COPY_STEPS (2000) steps of the copy mix (--repeat-frac ALIBI_COPY_FRAC of the windows repeat a
-# span of L/4..L/2 tokens), lr ALIBI_COPY_LR with 100 warm-up steps and the cosine, the same seed and data.
+# for ALIBI_COPY_STEPS (2000) steps of the copy mix (--repeat-frac ALIBI_COPY_FRAC, default 1: every window repeats a
+# span of L/8..L/2 tokens), lr ALIBI_COPY_LR (0.001) with 100 warm-up steps and the cosine, the same seed and data.
 # Its runs go to ../runs/copy-L<L>-s<steps> unless ALIBI_RUNS says otherwise; start/queue/keep/promote work
 # as for stage 1.
 set -euo pipefail
@@ -48,8 +48,8 @@ threads=${ALIBI_THREADS:-}
 stage=${ALIBI_STAGE:-base}
 stage1_ref=${ALIBI_STAGE1_REF:-b43a113}
 copy_steps=${ALIBI_COPY_STEPS:-2000}
-copy_frac=${ALIBI_COPY_FRAC:-0.5}
-copy_lr=${ALIBI_COPY_LR:-0.0005}
+copy_frac=${ALIBI_COPY_FRAC:-1}
+copy_lr=${ALIBI_COPY_LR:-0.001}
 case "$stage" in
   base) ;;
   copy) runs=${ALIBI_RUNS:-../runs/copy-L$train_len-s$copy_steps} ;;
@@ -94,7 +94,7 @@ train_args() {
       --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
       --steps "$copy_steps" --lr "$copy_lr" --warmup 100 --clip 1.0 --weight-decay 0.1 --seed 1234
       --valid-every 100 --checkpoint-every 100 --save-dtype f16
-      --repeat-frac "$copy_frac" --repeat-span "$((train_len / 4))..$((train_len / 2))" --repeat-kind text
+      --repeat-frac "$copy_frac" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
       --copy-span "$((train_len / 2 - 2))" --init "$runs/stage1/$1")
   fi
 }

@@ -16,6 +16,8 @@
 //! Pure `std`; the lowest layer, so every other layer (model checkpoints, slopes files,
 //! figures, reports, the TUI's exports) writes through it.
 
+pub mod lock;
+
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -60,6 +60,8 @@ pub fn batch_offsets(
 }
 
 struct Data {
+    /// One writer per output folder, for the whole run.
+    _lock: crate::files::lock::FolderLock,
     train: Vec<u32>,
     valid: Vec<u32>,
     /// The copy test's cases, from the validation data (none when it is off).
@@ -100,6 +102,7 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
     }
     std::fs::create_dir_all(&s.out)
         .wrap_err_with(|| format!("cannot create '{}'", s.out.display()))?;
+    let lock = crate::files::lock::lock_folder("--out", &s.out).map_err(|e| eyre!(e))?;
     if fresh {
         write_token_cache(&cache, &train)?;
         crate::files::write_bytes(&manifest_file, &serde_json::to_vec_pretty(&manifest)?)
@@ -119,6 +122,7 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
         );
     }
     Ok(Data {
+        _lock: lock,
         train,
         copy_cases,
         valid: v.ids,
@@ -169,6 +173,7 @@ fn check_out_dir(s: &TrainSettings, resume: bool) -> Result<()> {
             );
         }
     }
+    crate::files::lock::check_unlocked("--out", &s.out).map_err(|e| eyre!(e))?;
     let ck_dir = s.out.join(CHECKPOINT_DIR);
     if resume && !ck_dir.exists() {
         bail!(
@@ -181,6 +186,30 @@ fn check_out_dir(s: &TrainSettings, resume: bool) -> Result<()> {
             "'{}' already has a checkpoint (hint: add --resume to continue it, or choose another --out)",
             s.out.display()
         );
+    }
+    if !resume && let Ok(entries) = std::fs::read_dir(&s.out) {
+        // A folder that holds anything but what a run wrote before its first checkpoint (the
+        // token cache and the loss log) holds someone's work: a model, its record, other files.
+        let run_files = [
+            TOKEN_CACHE,
+            "train-manifest.json",
+            LOSS_LOG,
+            crate::files::lock::LOCK_FILE,
+        ];
+        let mut other: Vec<String> = entries
+            .filter_map(std::result::Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !run_files.contains(&n.as_str()))
+            .collect();
+        other.sort();
+        if let Some(first) = other.first() {
+            bail!(
+                "--out '{}' already holds {} ('{first}'{}) (hint: choose a new or empty folder; only --resume writes into a run's own folder)",
+                s.out.display(),
+                crate::text::count(other.len(), "file"),
+                if other.len() > 1 { ", ..." } else { "" }
+            );
+        }
     }
     Ok(())
 }
@@ -297,6 +326,11 @@ pub fn run_until(
                 old.repeat_frac > 0.0 && old.repeat_span != s.repeat_span,
             ),
             ("--init", old.init != s.init),
+            ("--steps", old.steps != s.steps),
+            ("--lr/--weight-decay", old.adamw != s.adamw),
+            ("--warmup", old.warmup != s.warmup),
+            ("--clip", old.clip != s.clip),
+            ("--learn-slopes", old.learn_slopes != s.learn_slopes),
         ]
         .into_iter()
         .filter_map(|(name, d)| d.then_some(name))

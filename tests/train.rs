@@ -554,3 +554,59 @@ fn a_copy_span_longer_than_half_the_window_is_refused() {
     let e = format!("{:#}", run(&s, false, &Device::Cpu).unwrap_err());
     assert!(e.contains("--copy-span 12") && e.contains("hint"), "{e}");
 }
+
+#[test]
+fn out_folders_with_other_work_or_another_writer_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    // A folder holding a model (any file a run did not write before its first checkpoint).
+    let s = settings(dir.path(), Position::Alibi, 2, "model");
+    std::fs::create_dir_all(&s.out).unwrap();
+    std::fs::write(s.out.join("config.json"), "{}").unwrap();
+    let e = format!("{:#}", run(&s, false, &Device::Cpu).unwrap_err());
+    assert!(
+        e.contains("already holds 1 file ('config.json')") && e.contains("hint"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.out.join("config.json")).unwrap(),
+        "{}"
+    );
+    // A folder another live process writes: refused naming it, resume or not.
+    let s = settings(dir.path(), Position::Alibi, 4, "busy");
+    alibi_explorer::train::run_until(&s, false, &Device::Cpu, Some(2)).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(s.out.join("write.lock"), format!("{}\n", child.id())).unwrap();
+    let e = format!("{:#}", run(&s, true, &Device::Cpu).unwrap_err());
+    assert!(e.contains(&format!("pid {}", child.id())), "{e}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Its process gone, the lock is stale: the resume goes on and removes it at the end.
+    run(&s, true, &Device::Cpu).unwrap();
+    assert!(!s.out.join("write.lock").exists());
+    // What a run leaves before its first checkpoint does not block a fresh start.
+    let s = settings(dir.path(), Position::Alibi, 2, "early");
+    std::fs::create_dir_all(&s.out).unwrap();
+    std::fs::write(s.out.join("loss.csv"), "step\n").unwrap();
+    run(&s, false, &Device::Cpu).unwrap();
+}
+
+#[test]
+fn a_resume_with_another_schedule_is_refused_naming_each_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let s = settings(dir.path(), Position::Alibi, 8, "sched");
+    alibi_explorer::train::run_until(&s, false, &Device::Cpu, Some(4)).unwrap();
+    let mut other = s.clone();
+    other.steps = 2;
+    other.adamw.lr = 0.5;
+    other.warmup = 9;
+    let e = format!("{:#}", run(&other, true, &Device::Cpu).unwrap_err());
+    for name in ["--steps", "--lr", "--warmup"] {
+        assert!(e.contains(name), "{name}: {e}");
+    }
+    assert!(!e.contains("--seed"), "{e}");
+}
