@@ -177,6 +177,16 @@ for m in "${models[@]}"; do
       dest=assets/models/next/$m
       mkdir -p "$dest"
       for f in "${kept_files[@]}"; do cp "$out/$f" "$dest/"; done
+      if [ "$stage" = copy ]; then
+        # The record of the copy stage names its starting weights; say where they come from and add
+        # their own record, so the folder tells the whole recipe after they are replaced.
+        {
+          printf '\n## Stage 1: the weights `--init` names\n\n'
+          printf 'The 256-token family'"'"'s %s model as promoted in commit %s (`git show %s:assets/models/%s/model.safetensors`;\n' "$m" "$stage1_ref" "$stage1_ref" "$m"
+          printf '`ALIBI_STAGE=copy scripts/train-shipped.sh queue %s` takes it from git into the run folder). Its own record:\n\n' "$m"
+          git show "$stage1_ref:assets/models/$m/TRAINING.md" | sed -e 's/^## /### /' -e 's/^# .*/(stage 1)/'
+        } >> "$dest/TRAINING.md"
+      fi
       echo "$m: kept in $dest (commit it; \`promote\` takes it from there)"
       ;;
     promote)
