@@ -30,12 +30,17 @@
 # folder, since a run resumes only with the schedule it started with), ALIBI_THREADS (1 per run for start,
 # every core for queue). The previous shipped family was ALIBI_TRAIN_LEN=128 ALIBI_STEPS=2000.
 #
-# The copy stage (ALIBI_STAGE=copy, issue 32): each model of the 256-token family continues from its own
-# stage-1 weights (the family as promoted in commit ALIBI_STAGE1_REF, taken from git into ALIBI_RUNS/stage1/)
-# for ALIBI_COPY_STEPS (2000) steps of the copy mix (--repeat-frac ALIBI_COPY_FRAC, default 1: every window repeats a
-# span of L/8..L/2 tokens), lr ALIBI_COPY_LR (0.001) with 100 warm-up steps and the cosine, the same seed and data.
-# Its runs go to ../runs/copy-L<L>-s<steps> unless ALIBI_RUNS says otherwise; start/queue/keep/promote work
-# as for stage 1.
+# The copy recipe (ALIBI_STAGE=copy, issue 32) gives each model of the 256-token family induction heads in two
+# phases, the same for every twin (seed, data and schedule):
+#   mix:  from its own stage-1 weights (the family as promoted in commit ALIBI_STAGE1_REF, taken from git into
+#         ALIBI_RUNS/stage1/), ALIBI_COPY_STEPS (2000) steps in which every window repeats a span of L/8..L/2
+#         tokens (--repeat-frac ALIBI_COPY_FRAC, 1), lr ALIBI_COPY_LR (0.001), 100 warm-up steps, the cosine;
+#         the run folder is ALIBI_RUNS/MODEL;
+#   hold: from the mix phase's weights, ALIBI_HOLD_STEPS (1000) steps in which a quarter of the windows repeat a
+#         span (ALIBI_HOLD_FRAC, 0.25), lr ALIBI_HOLD_LR (0.0003), 50 warm-up steps: the text loss comes back
+#         and the heads stay; the run folder is ALIBI_RUNS/hold/MODEL, the model that is kept.
+# Its runs go to ../runs/copy-L<L>-s<copy steps> unless ALIBI_RUNS says otherwise; start/queue/status/stop/
+# keep/promote work as for stage 1 (a model is finished when its hold phase is).
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -50,6 +55,9 @@ stage1_ref=${ALIBI_STAGE1_REF:-b43a113}
 copy_steps=${ALIBI_COPY_STEPS:-2000}
 copy_frac=${ALIBI_COPY_FRAC:-1}
 copy_lr=${ALIBI_COPY_LR:-0.001}
+hold_steps=${ALIBI_HOLD_STEPS:-1000}
+hold_frac=${ALIBI_HOLD_FRAC:-0.25}
+hold_lr=${ALIBI_HOLD_LR:-0.0003}
 case "$stage" in
   base) ;;
   copy) runs=${ALIBI_RUNS:-../runs/copy-L$train_len-s$copy_steps} ;;
@@ -80,7 +88,13 @@ args_for() {
 finished() { [ -f "$1/model.safetensors" ] && [ -f "$1/TRAINING.md" ]; }
 running() { pgrep -f -- "--out $1( |\$)" > /dev/null; }
 
-# train_args MODEL: MODEL's whole `train` argument list but --out, into the array `targs`.
+# final_dir MODEL: the run folder of MODEL's finished model (the hold phase's in the copy recipe).
+final_dir() {
+  if [ "$stage" = copy ]; then echo "$runs/hold/$1"; else echo "$runs/$1"; fi
+}
+
+# train_args MODEL [PHASE]: MODEL's whole `train` argument list but --out, into the array `targs`
+# (PHASE, for the copy recipe: mix, or hold, the default).
 train_args() {
   local extra
   extra=$(args_for "$1")
@@ -96,6 +110,16 @@ train_args() {
       --valid-every 100 --checkpoint-every 100 --save-dtype f16
       --repeat-frac "$copy_frac" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
       --copy-span "$((train_len / 2 - 2))" --init "$runs/stage1/$1")
+    if [ "${2:-hold}" = hold ]; then
+      # shellcheck disable=SC2206
+      targs=(--data "$data/books/train" --valid "$data/books/valid"
+        --tokenizer assets/tokenizer/tokenizer.json $extra
+        --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
+        --steps "$hold_steps" --lr "$hold_lr" --warmup 50 --clip 1.0 --weight-decay 0.1 --seed 1234
+        --valid-every 100 --checkpoint-every 100 --save-dtype f16
+        --repeat-frac "$hold_frac" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
+        --copy-span "$((train_len / 2 - 2))" --init "$runs/$1")
+    fi
   fi
 }
 
@@ -109,19 +133,29 @@ stage1() {
   done
 }
 
-# train MODEL THREADS: the training command for MODEL, in the foreground, appending to its log.
-train() {
-  local out=$runs/$1 resume=() targs
-  train_args "$1"
-  mkdir -p "$runs"
+# run_phase MODEL THREADS OUT [PHASE]: one `train` run into OUT, in the foreground, appending to OUT.log.
+run_phase() {
+  local out=$3 resume=() targs
+  train_args "$1" "${4:-}"
+  mkdir -p "$(dirname "$out")"
   [ -d "$out/checkpoint" ] && resume=(--resume)
-  [ "$stage" = copy ] && stage1 "$1"
   RAYON_NUM_THREADS=$2 nice -n 10 "$bin" train "${targs[@]}" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
+}
+
+# train MODEL THREADS: MODEL's training (both phases of the copy recipe, each skipped once finished).
+train() {
+  if [ "$stage" = copy ]; then
+    stage1 "$1"
+    finished "$runs/$1" || run_phase "$1" "$2" "$runs/$1" mix || return 1
+    run_phase "$1" "$2" "$runs/hold/$1" hold
+  else
+    run_phase "$1" "$2" "$runs/$1"
+  fi
 }
 
 if [ "$action" = args ]; then
   [ ${#models[@]} -eq 1 ] || { echo "args takes one MODEL" >&2; exit 2; }
-  train_args "${models[0]}"
+  train_args "${models[0]}" "${ALIBI_PHASE:-hold}"
   printf '%s\n' "${targs[@]}"
   exit 0
 fi
@@ -129,7 +163,7 @@ fi
 # The queue's worker: each model in turn, kept as soon as it has finished.
 if [ "$action" = _queue ]; then
   for m in "${models[@]}"; do
-    if ! finished "$runs/$m"; then
+    if ! finished "$(final_dir "$m")"; then
       echo "$(date -u +%FT%TZ) $m: training with $threads threads"
       train "$m" "$threads" || { echo "$(date -u +%FT%TZ) $m: stopped before the end (resume: queue again)"; exit 1; }
     fi
@@ -141,7 +175,7 @@ fi
 if [ "$action" = queue ]; then
   for m in "${models[@]}"; do
     args_for "$m" > /dev/null || exit 2
-    if running "$runs/$m"; then echo "$m: already running; stop it first" >&2; exit 1; fi
+    if running "$runs/$m" || running "$runs/hold/$m"; then echo "$m: already running; stop it first" >&2; exit 1; fi
   done
   mkdir -p "$runs"
   threads=${threads:-$(nproc)}
@@ -153,7 +187,7 @@ kept_files=(config.json model.safetensors tokenizer.json TRAINING.md loss.csv)
 
 for m in "${models[@]}"; do
   args_for "$m" > /dev/null
-  out=$runs/$m
+  out=$(final_dir "$m")
   case "$action" in
     start)
       if finished "$out"; then echo "$m: finished ($out)"; continue; fi
@@ -170,7 +204,7 @@ for m in "${models[@]}"; do
       fi
       ;;
     stop)
-      pkill -TERM -f -- "--out $out( |\$)" && echo "$m: stopping (checkpoint first)" || echo "$m: not running"
+      pkill -TERM -f -- "--out ($runs/$m|$out)( |\$)" && echo "$m: stopping (checkpoint first)" || echo "$m: not running"
       ;;
     keep)
       if ! finished "$out"; then echo "$m: not finished, not kept" >&2; continue; fi
@@ -178,10 +212,14 @@ for m in "${models[@]}"; do
       mkdir -p "$dest"
       for f in "${kept_files[@]}"; do cp "$out/$f" "$dest/"; done
       if [ "$stage" = copy ]; then
+        cp "$runs/$m/loss.csv" "$dest/loss-mix.csv"
         # The record of the copy stage names its starting weights; say where they come from and add
         # their own record, so the folder tells the whole recipe after they are replaced.
         {
-          printf '\n## Stage 1: the weights `--init` names\n\n'
+          printf '\n## The mix phase: the weights `--init` names\n\n'
+          printf 'The copy recipe'"'"'s first phase (docs/models.md), trained into `%s`. Its own record:\n\n' "$runs/$m"
+          sed -e 's/^## /### /' -e 's/^# .*/(the mix phase)/' "$runs/$m/TRAINING.md"
+          printf '\n## Stage 1: the weights the mix phase started from\n\n'
           printf 'The 256-token family'"'"'s %s model as promoted in commit %s (`git show %s:assets/models/%s/model.safetensors`;\n' "$m" "$stage1_ref" "$stage1_ref" "$m"
           printf '`ALIBI_STAGE=copy scripts/train-shipped.sh queue %s` takes it from git into the run folder). Its own record:\n\n' "$m"
           git show "$stage1_ref:assets/models/$m/TRAINING.md" | sed -e 's/^## /### /' -e 's/^# .*/(stage 1)/'

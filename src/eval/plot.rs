@@ -66,29 +66,33 @@ pub fn draw(path: &Path, title: &str, train_len: usize, series: &[Series]) -> Re
     let size = (960, 600);
     let bytes = drawn(
         path,
-        (|| {
-            if ext == "svg" {
-                let mut svg = String::new();
-                render(
-                    &SVGBackend::with_string(&mut svg, size).into_drawing_area(),
-                    title,
-                    train_len,
-                    series,
-                )?;
-                Ok(svg.into_bytes())
-            } else {
-                let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
-                render(
-                    &BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
-                    title,
-                    train_len,
-                    series,
-                )?;
-                encode_png(&rgb, size)
-            }
-        })(),
+        draw_in_memory(
+            ext,
+            size,
+            |a| render(a, title, train_len, series),
+            |a| render(a, title, train_len, series),
+        ),
     )?;
     crate::files::write_bytes(path, &bytes)
+}
+
+/// A figure of `size` drawn in memory as `ext` (`svg`: SVG text; else PNG bytes) by one of two
+/// renderers, the same drawing on each backend.
+pub(crate) fn draw_in_memory(
+    ext: &str,
+    size: (u32, u32),
+    svg: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+    png: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    if ext == "svg" {
+        let mut text = String::new();
+        svg(&SVGBackend::with_string(&mut text, size).into_drawing_area())?;
+        Ok(text.into_bytes())
+    } else {
+        let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+        png(&BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())?;
+        encode_png(&rgb, size)
+    }
 }
 
 /// The figure drawn in memory (SVG text or PNG bytes); a drawing error names the figure's path.

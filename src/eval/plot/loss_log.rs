@@ -2,7 +2,7 @@
 //! copy gain and the best head's induction score against training tokens seen, one curve per run,
 //! so the induction bump (Olsson et al. 2022: the loss bends as the copy gain jumps) is seen.
 
-use super::{COLORS, check_extension, drawn, encode_png, register_font};
+use super::{COLORS, check_extension, draw_in_memory, drawn, register_font};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -121,27 +121,12 @@ pub fn draw(path: &Path, title: &str, logs: &[LossLog]) -> Result<(), String> {
     let size = (960, if copy { 960 } else { 560 });
     let bytes = drawn(
         path,
-        (|| {
-            if ext == "svg" {
-                let mut svg = String::new();
-                render(
-                    &SVGBackend::with_string(&mut svg, size).into_drawing_area(),
-                    title,
-                    logs,
-                    copy,
-                )?;
-                Ok(svg.into_bytes())
-            } else {
-                let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
-                render(
-                    &BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area(),
-                    title,
-                    logs,
-                    copy,
-                )?;
-                encode_png(&rgb, size)
-            }
-        })(),
+        draw_in_memory(
+            ext,
+            size,
+            |a| render(a, title, logs, copy),
+            |a| render(a, title, logs, copy),
+        ),
     )?;
     crate::files::write_bytes(path, &bytes)
 }
@@ -161,6 +146,32 @@ fn curves(logs: &[LossLog], tokens: bool, field: impl Fn(&LogRow) -> Option<f64>
             (l.label.clone(), COLORS[i % COLORS.len()], pts)
         })
         .collect()
+}
+
+/// The legend corner whose quarter of the plot holds the fewest of the curves' points.
+fn emptiest_corner<'a>(
+    curves: impl Iterator<Item = &'a (String, RGBColor, Vec<(f64, f64)>)>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let (xm, ym) = (f64::midpoint(x0, x1), f64::midpoint(y0, y1));
+    // upper left, upper right, lower left, lower right
+    let mut counts = [0usize; 4];
+    for (_, _, pts) in curves {
+        for &(x, y) in pts {
+            counts[usize::from(x > xm) + 2 * usize::from(y <= ym)] += 1;
+        }
+    }
+    let corners = [
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerLeft,
+        SeriesLabelPosition::LowerRight,
+    ];
+    // Ties go to the upper right, then the upper left.
+    let order = [1, 0, 3, 2];
+    let best = order.into_iter().min_by_key(|&i| counts[i]).unwrap_or(1);
+    corners[best].clone()
 }
 
 fn render<DB: DrawingBackend>(
@@ -213,7 +224,7 @@ where
             Vec::new(),
         ));
     }
-    for (k, (panel, (y_desc, main, thin))) in panels.iter().zip(&specs).enumerate() {
+    for (panel, (y_desc, main, thin)) in panels.iter().zip(&specs) {
         let ys = main
             .iter()
             .chain(thin)
@@ -261,12 +272,13 @@ where
         }
         chart
             .configure_series_labels()
-            // Loss falls to the right, the copy scores rise there: keep the legend off the curves.
-            .position(if k == 0 {
-                SeriesLabelPosition::UpperRight
-            } else {
-                SeriesLabelPosition::UpperLeft
-            })
+            // The corner whose quarter of the panel holds the fewest points keeps the legend off
+            // the curves.
+            .position(emptiest_corner(
+                main.iter().chain(thin),
+                (0.0, xmax * 1.02),
+                (lo, hi),
+            ))
             .label_font(("sans-serif", 15))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
