@@ -885,3 +885,69 @@ fn reach_refuses_bad_input_in_one_line() {
     );
     assert_eq!(std::fs::read_to_string(&text).unwrap(), PROSE.repeat(3));
 }
+
+#[test]
+fn plot_draws_training_logs_and_refuses_a_mix_of_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let log = "step,lr,train_loss,valid_loss,grad_norm,tokens_per_s,elapsed_s,copy_gain,induction,tokens\n\
+10,1e-3,5.5,,0.9,100,1.0,,,40960\n20,1e-3,5.1,5.2,0.8,100,2.0,0.0300,0.0500,81920\n\
+30,1e-3,4.9,5.0,0.8,100,3.0,1.2000,0.4000,122880\n";
+    std::fs::write(run_dir.join("loss.csv"), log).unwrap();
+    let png = dir.path().join("t.png");
+    // A run folder stands for its loss.csv.
+    let o = run(&[
+        "plot",
+        "--input",
+        run_dir.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let svg = dir.path().join("t.svg");
+    let csv = run_dir.join("loss.csv");
+    let o = run(&[
+        "plot",
+        "--input",
+        csv.to_str().unwrap(),
+        "--label",
+        "mix",
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("copy gain") && text.contains("mix"),
+        "the copy panels and the label"
+    );
+    // An `eval --json` file and a loss log in one figure are refused.
+    let json = dir.path().join("e.json");
+    std::fs::write(&json, r#"{"train_len": 16, "points": []}"#).unwrap();
+    fails_with(
+        &run(&[
+            "plot",
+            "--input",
+            csv.to_str().unwrap(),
+            "--input",
+            json.to_str().unwrap(),
+            "--out",
+            svg.to_str().unwrap(),
+        ]),
+        "not both",
+    );
+    // A log with a bad cell names its line.
+    std::fs::write(run_dir.join("loss.csv"), "step,train_loss\n10,abc\n").unwrap();
+    fails_with(
+        &run(&[
+            "plot",
+            "--input",
+            csv.to_str().unwrap(),
+            "--out",
+            svg.to_str().unwrap(),
+        ]),
+        "line 2",
+    );
+}
