@@ -200,8 +200,15 @@ pub fn run(a: &ReachArgs) -> Result<()> {
         if tty {
             eprint!("\r\x1b[K");
         }
+        // Two folders of one name (assets/models/alibi and assets/models/next/alibi) are told
+        // apart by the path given.
+        let clash = models.iter().filter(|m| m.name == loaded.name).count() > 1;
         measured.push(Measured {
-            name: loaded.name.clone(),
+            name: if clash {
+                sources[i].path.display().to_string()
+            } else {
+                loaded.name.clone()
+            },
             position: cfg.position.to_string(),
             train_len: cfg.train_len,
             slopes: (cfg.position == crate::model::Position::Alibi)
