@@ -93,6 +93,18 @@ final_dir() {
   if [ "$stage" = copy ]; then echo "$runs/hold/$1"; else echo "$runs/$1"; fi
 }
 
+# copy_phase_args EXTRA STEPS LR WARMUP FRAC INIT: one phase of the copy recipe, into `targs`.
+copy_phase_args() {
+  # shellcheck disable=SC2206
+  targs=(--data "$data/books/train" --valid "$data/books/valid"
+    --tokenizer assets/tokenizer/tokenizer.json $1
+    --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
+    --steps "$2" --lr "$3" --warmup "$4" --clip 1.0 --weight-decay 0.1 --seed 1234
+    --valid-every 100 --checkpoint-every 100 --save-dtype f16
+    --repeat-frac "$5" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
+    --copy-span "$((train_len / 2 - 2))" --init "$6")
+}
+
 # train_args MODEL [PHASE]: MODEL's whole `train` argument list but --out, into the array `targs`
 # (PHASE, for the copy recipe: mix, or hold, the default).
 train_args() {
@@ -102,23 +114,10 @@ train_args() {
   targs=(--data "$data/books/train" --valid "$data/books/valid"
     --tokenizer assets/tokenizer/tokenizer.json $extra "${common[@]}")
   if [ "$stage" = copy ]; then
-    # shellcheck disable=SC2206
-    targs=(--data "$data/books/train" --valid "$data/books/valid"
-      --tokenizer assets/tokenizer/tokenizer.json $extra
-      --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
-      --steps "$copy_steps" --lr "$copy_lr" --warmup 100 --clip 1.0 --weight-decay 0.1 --seed 1234
-      --valid-every 100 --checkpoint-every 100 --save-dtype f16
-      --repeat-frac "$copy_frac" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
-      --copy-span "$((train_len / 2 - 2))" --init "$runs/stage1/$1")
     if [ "${2:-hold}" = hold ]; then
-      # shellcheck disable=SC2206
-      targs=(--data "$data/books/train" --valid "$data/books/valid"
-        --tokenizer assets/tokenizer/tokenizer.json $extra
-        --d-model 256 --layers 4 --heads 8 --d-ff 1024 --vocab-size 4096
-        --steps "$hold_steps" --lr "$hold_lr" --warmup 50 --clip 1.0 --weight-decay 0.1 --seed 1234
-        --valid-every 100 --checkpoint-every 100 --save-dtype f16
-        --repeat-frac "$hold_frac" --repeat-span "$((train_len / 8))..$((train_len / 2))" --repeat-kind text
-        --copy-span "$((train_len / 2 - 2))" --init "$runs/$1")
+      copy_phase_args "$extra" "$hold_steps" "$hold_lr" 50 "$hold_frac" "$runs/$1"
+    else
+      copy_phase_args "$extra" "$copy_steps" "$copy_lr" 100 "$copy_frac" "$runs/stage1/$1"
     fi
   fi
 }

@@ -44,6 +44,8 @@ use warm_start::{initial_params, with_init_slopes};
 
 /// Cached token ids of the training data.
 pub const TOKEN_CACHE: &str = "train-tokens.bin";
+/// The files the token cache was made from (so a resumed run's record lists them).
+pub const TOKEN_MANIFEST: &str = "train-manifest.json";
 
 /// Offsets of the `batch` windows used at `step`: a pure function of the seed and the step, so
 /// every position scheme sees the same data and a resumed run sees what it would have seen.
@@ -72,7 +74,7 @@ struct Data {
 
 fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
     let cache = s.out.join(TOKEN_CACHE);
-    let manifest_file = s.out.join("train-manifest.json");
+    let manifest_file = s.out.join(TOKEN_MANIFEST);
     let train = match (read_token_cache(&cache), std::fs::read(&manifest_file)) {
         (Some(ids), Ok(m)) => {
             let manifest: Vec<corpus::FileStats> = serde_json::from_slice(&m).unwrap_or_default();
@@ -100,19 +102,10 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
             crate::text::count(v.ids.len(), "token")
         );
     }
-    std::fs::create_dir_all(&s.out)
-        .wrap_err_with(|| format!("cannot create '{}'", s.out.display()))?;
-    let lock = crate::files::lock::lock_folder("--out", &s.out).map_err(|e| eyre!(e))?;
-    if fresh {
-        write_token_cache(&cache, &train)?;
-        crate::files::write_bytes(&manifest_file, &serde_json::to_vec_pretty(&manifest)?)
-            .map_err(|e| eyre!(e))?;
-    }
-    let copy_cases = (s.copy_span > 0)
-        .then(|| copy_cases(&v.ids, &copy_spec(s)))
-        .transpose()
-        .map_err(|e| eyre!("--copy-span {}: {e}", s.copy_span))?;
-    if s.copy_span > 0 && copy_spec(s).case_len() > s.model.train_len + 1 {
+    // The copy test's cases come from the validation data; refused here, before the output
+    // folder exists, like every other input check.
+    let spec = copy_spec(s);
+    if s.copy_span > 0 && spec.case_len() > s.model.train_len + 1 {
         bail!(
             "--copy-span {}: two copies take {} tokens, more than --train-len {} (hint: use --copy-span {} or less)",
             s.copy_span,
@@ -120,6 +113,18 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
             s.model.train_len,
             s.model.train_len.div_ceil(2)
         );
+    }
+    let copy_cases = (s.copy_span > 0)
+        .then(|| copy_cases(&v.ids, &spec))
+        .transpose()
+        .map_err(|e| eyre!("--copy-span {}: {e}", s.copy_span))?;
+    std::fs::create_dir_all(&s.out)
+        .wrap_err_with(|| format!("cannot create '{}'", s.out.display()))?;
+    let lock = crate::files::lock::lock_folder("--out", &s.out).map_err(|e| eyre!(e))?;
+    if fresh {
+        write_token_cache(&cache, &train)?;
+        crate::files::write_bytes(&manifest_file, &serde_json::to_vec_pretty(&manifest)?)
+            .map_err(|e| eyre!(e))?;
     }
     Ok(Data {
         _lock: lock,
@@ -192,7 +197,7 @@ fn check_out_dir(s: &TrainSettings, resume: bool) -> Result<()> {
         // token cache and the loss log) holds someone's work: a model, its record, other files.
         let run_files = [
             TOKEN_CACHE,
-            "train-manifest.json",
+            TOKEN_MANIFEST,
             LOSS_LOG,
             crate::files::lock::LOCK_FILE,
         ];

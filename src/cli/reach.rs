@@ -154,7 +154,12 @@ pub fn run(a: &ReachArgs) -> Result<()> {
                 longest - 1
             );
         }
-        crate::eval::command::check_memory(model, longest - 1, 1, "use smaller --distances")?;
+        crate::eval::command::check_memory(
+            model,
+            longest - 1,
+            crate::eval::reach::cases_per_batch(longest),
+            "use smaller --distances",
+        )?;
         let tensor = slopes
             .as_ref()
             .map(|s| slopes_tensor(s, model.device()))

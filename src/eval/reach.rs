@@ -273,6 +273,11 @@ impl CopyScore {
     }
 }
 
+/// Cases of `len` tokens one forward of [`copy_test`] takes (the memory a caller checks).
+pub fn cases_per_batch(len: usize) -> usize {
+    (BATCH_TOKENS / len.max(1)).max(1)
+}
+
 /// How [`copy_test`] runs.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -329,7 +334,7 @@ pub fn copy_test(
     let (mut hits, mut scored) = (0usize, 0usize);
     let dev = model.device();
     let (second, span) = (first.second, first.span);
-    for batch in cases.chunks((BATCH_TOKENS / len).max(1)) {
+    for batch in cases.chunks(cases_per_batch(len)) {
         let b = batch.len();
         let inputs: Vec<u32> = batch
             .iter()
