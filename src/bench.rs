@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use color_eyre::eyre::{Result, bail, eyre};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub mod live;
 
@@ -195,9 +195,13 @@ pub fn run(a: &BenchSettings) -> Result<()> {
             ])
             .arg(&ids_file)
             .args(["--lengths", &a.long_length.to_string(), "--report-peak-rss"])
-            .output()?;
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(wait_unless_stopped);
         let secs = t.elapsed().as_secs_f64();
         let _ = std::fs::remove_file(&ids_file);
+        let out = out?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         let rss = stderr
             .lines()
@@ -238,6 +242,25 @@ pub fn run(a: &BenchSettings) -> Result<()> {
         )?;
     }
     finish(a, &report)
+}
+
+/// Waits for `child`, polling every 50 ms; a stop request ([`crate::files::stop`]) ends it
+/// (SIGKILL: it writes nothing) and is returned as an error, so the benchmark stops too.
+fn wait_unless_stopped(mut child: std::process::Child) -> std::io::Result<std::process::Output> {
+    loop {
+        if crate::files::stop::should_stop() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "stopped by a signal",
+            ));
+        }
+        if child.try_wait()?.is_some() {
+            return child.wait_with_output();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Writes the report to `--out` (if given) and standard output.

@@ -94,6 +94,24 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.command.is_some() {
         crate::tui::inject_fault()?;
     }
+    // The long headless commands stop on SIGINT/SIGTERM/SIGHUP between blocks of work and exit
+    // with 128 + signal (see `files::stop`); the TUI and `tour` turn them into events of their own.
+    let long = match &cli.command {
+        Some(
+            Command::Train(_)
+            | Command::Eval(_)
+            | Command::Ablate(_)
+            | Command::Reach(_)
+            | Command::Stats(_)
+            | Command::Attention(_)
+            | Command::Bench(_),
+        ) => true,
+        Some(Command::Slopes(a)) => matches!(a.command, Some(slopes::SlopesCommand::Fit(_))),
+        _ => false,
+    };
+    if long {
+        crate::files::stop::flag();
+    }
     match cli.command {
         Some(Command::Slopes(a)) => slopes::run(&a),
         Some(Command::Family(a)) => family::run(&a),

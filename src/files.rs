@@ -17,6 +17,7 @@
 //! figures, reports, the TUI's exports) writes through it.
 
 pub mod lock;
+pub mod stop;
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};

@@ -69,6 +69,16 @@ fn main() {
         }) {
             std::process::exit(0);
         }
+        // A signal stopped the work: say which, and what was left behind.
+        if alibi_explorer::files::stop::received().is_some() {
+            use alibi_explorer::files::stop;
+            let left = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<stop::Stopped>())
+                .map_or(stop::NOTHING_WRITTEN.to_string(), |s| s.left.clone());
+            eprintln!("{}", stop::message(&left));
+            std::process::exit(stop::exit_code());
+        }
         eprintln!(
             "error: {}",
             alibi_explorer::model::error::one_line(format!("{e:#}"))

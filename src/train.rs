@@ -387,10 +387,14 @@ pub fn run_until(
             eprintln!("interrupted: saving a checkpoint at step {}", ck.step);
             note_peak_rss(&mut ck);
             save_training_checkpoint(&ck_dir, &trainer.checkpoint()?, &ck)?;
-            bail!(
-                "training interrupted at step {} (resume with --resume)",
-                ck.step
-            );
+            return Err(crate::files::stop::Stopped {
+                left: format!(
+                    "a checkpoint at step {} in '{}' (resume with --resume)",
+                    ck.step,
+                    ck_dir.display()
+                ),
+            }
+            .into());
         }
         let step = ck.step;
         let offsets = batch_offsets(s.seed, step, s.batch, data.train.len(), l + 1);
@@ -420,7 +424,9 @@ pub fn run_until(
         let done = ck.step == s.steps;
         let mut valid_loss = None;
         let mut copy = None;
+        // A step taken is validated before a stop takes effect, so its row of loss.csv is whole.
         if ck.step.is_multiple_of(s.valid_every) || done {
+            let _shield = crate::files::stop::Shield::new();
             let (model, slopes) = trainer.inference()?;
             let v = validate(&model, &data.valid, slopes.as_ref())?;
             ck.last_valid_loss = Some(v);

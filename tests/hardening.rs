@@ -534,3 +534,216 @@ fn the_tui_refuses_to_draw_into_a_file() {
     fails_with(&o, "standard output is not a terminal");
     assert_eq!(std::fs::read(&out).unwrap().len(), 0);
 }
+
+/// Starts the binary with `args`, lets it work for `after`, sends `sig` (`TERM`, `INT`, `HUP`)
+/// and returns its output and the seconds from the signal to its exit. Fails if it had already
+/// finished: the case must give it more work than `after`.
+fn signalled(args: &[&str], sig: &str, after: Duration) -> (Output, f64) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{args:?} finished before the signal: give it more work"
+    );
+    let sent = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    (out, sent.elapsed().as_secs_f64())
+}
+
+/// Every long command stops soon after SIGINT, SIGTERM or SIGHUP, exits with 128 + signal, says
+/// which signal on its last line, and leaves no output (train: its checkpoint, and says where).
+#[test]
+fn a_signal_stops_every_long_command_at_once_and_leaves_nothing() {
+    let f = fixture();
+    let long = f.root.join("long.txt");
+    std::fs::write(&long, PROSE.repeat(2000)).unwrap();
+    let (m, t) = (s(&f.model), s(&long));
+    let out = |name: &str| f.root.join(name);
+    let tok = f.root.join("tokenizer.json");
+    let cases: Vec<(&str, Vec<String>, PathBuf)> = vec![
+        (
+            "TERM",
+            vec![
+                "eval",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--lengths",
+                "16384",
+                "--json",
+            ],
+            out("eval.json"),
+        ),
+        (
+            "INT",
+            vec![
+                "eval",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--lengths",
+                "4096",
+                "--kl",
+                "--recipe",
+                "sinks:4+12",
+                "--batch",
+                "1",
+                "--csv",
+            ],
+            out("kl.csv"),
+        ),
+        (
+            "HUP",
+            vec![
+                "stats",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--lengths",
+                "16384",
+                "--json",
+            ],
+            out("stats.json"),
+        ),
+        (
+            "TERM",
+            vec![
+                "ablate",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--lengths",
+                "8192",
+                "--knockout",
+                "--json",
+            ],
+            out("ablate.json"),
+        ),
+        (
+            "INT",
+            vec![
+                "reach",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--distances",
+                "4096..16384",
+                "--json",
+            ],
+            out("reach.json"),
+        ),
+        (
+            "TERM",
+            vec![
+                "slopes", "fit", "--model", m, "--text", t, "--length", "1024", "--steps",
+                "100000", "--out",
+            ],
+            out("fit.json"),
+        ),
+        (
+            "TERM",
+            vec![
+                "bench",
+                "--model",
+                m,
+                "--text",
+                t,
+                "--min-length",
+                "16384",
+                "--max-length",
+                "16384",
+                "--out",
+            ],
+            out("bench.md"),
+        ),
+        (
+            "INT",
+            vec!["tour", "--model", m, "--text", t, "--export"],
+            out("lecture"),
+        ),
+        (
+            "TERM",
+            vec![
+                "train",
+                "--data",
+                s(&f.data),
+                "--valid",
+                s(&f.data),
+                "--tokenizer",
+                s(&tok),
+                "--position",
+                "alibi",
+                "--train-len",
+                "16",
+                "--d-model",
+                "32",
+                "--layers",
+                "2",
+                "--heads",
+                "2",
+                "--steps",
+                "1000000",
+                "--copy-span",
+                "0",
+                "--out",
+            ],
+            out("run"),
+        ),
+    ]
+    .into_iter()
+    .map(|(sig, args, path)| {
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.push(s(&path).to_string());
+        (sig, args, path)
+    })
+    .collect();
+    for (sig, args, path) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (o, secs) = signalled(&args, sig, Duration::from_millis(2500));
+        let e = stderr(&o);
+        let code = match *sig {
+            "INT" => 130,
+            "TERM" => 143,
+            _ => 129,
+        };
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
+        let last = e.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!("interrupted by SIG{sig}: ")),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+        // Generous for a shared machine: the work stops between blocks of queries, not at the end.
+        assert!(secs < 10.0, "{args:?} took {secs:.1} s to stop");
+        if args[0] == "train" {
+            assert!(last.contains("a checkpoint at step"), "{e}");
+            assert!(path.join("checkpoint").is_dir());
+            assert!(!path.join("model.safetensors").exists());
+        } else {
+            assert!(last.ends_with("no output files were written"), "{e}");
+            assert!(!path.exists(), "{args:?} left {}", path.display());
+        }
+        // No temporary file beside the outputs either.
+        let stray: Vec<_> = std::fs::read_dir(&f.root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|d| d.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(stray.is_empty(), "{args:?} left {stray:?}");
+    }
+}

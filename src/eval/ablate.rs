@@ -490,10 +490,6 @@ pub fn command(a: &AblateSettings) -> color_eyre::eyre::Result<()> {
     }
     let rows = match result {
         Ok(r) => r,
-        Err(e) if e.to_string().contains(CANCELLED) => {
-            eprintln!("interrupted: no output files were written");
-            std::process::exit(super::command::EXIT_INTERRUPTED);
-        }
         Err(e) => bail!("ablation failed: {}", crate::model::error::one_line(e)),
     };
     if let Some(p) = &a.json {

@@ -17,9 +17,6 @@ use color_eyre::eyre::{Result, bail, eyre};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-/// Exit code after Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: i32 = 130;
-
 /// Parses the protocol and stride arguments.
 pub fn resolve_protocol(name: &str, stride: Option<usize>) -> Result<Protocol> {
     match (name, stride) {
@@ -232,10 +229,6 @@ pub fn eval(a: &EvalSettings) -> Result<()> {
     }
     let evaluation = match result {
         Ok(e) => e,
-        Err(e) if e.to_string().contains(super::CANCELLED) => {
-            eprintln!("interrupted: no output files were written");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
         Err(e) => bail!("evaluation failed: {}", one_line(e)),
     };
     let protocol = super::recipe::protocol_for(&modification, protocol);

@@ -4,15 +4,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-/// A flag set by Ctrl-C / SIGTERM (once installed for the process; later calls share nothing, so
-/// each command installs it once).
+/// The process's stop flag, set by Ctrl-C, SIGTERM or SIGHUP ([`crate::files::stop::flag`]:
+/// installed once, shared by every caller).
 pub fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = flag.clone();
-    let _ = ctrlc::set_handler(move || set.store(true, Ordering::SeqCst));
-    flag
+    crate::files::stop::flag()
 }
 
 /// A progress callback printing `\r<what>: done/total windows` on stderr when it is a terminal.

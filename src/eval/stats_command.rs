@@ -1,11 +1,11 @@
 //! The `stats` and `attention` commands: resolve arguments, read the input, run the statistics
 //! engine (`stats`) or capture one head's attention (`attention`), write every output atomically.
 
-use super::command::{EXIT_INTERRUPTED, check_memory, check_outputs, override_slopes};
+use super::Control;
+use super::command::{check_memory, check_outputs, override_slopes};
 use super::figures::maps::AttentionHeatmap;
 use super::figures::{self, figure_extension, report::overview_figure};
 use super::stats::StatsReport;
-use super::{CANCELLED, Control};
 use crate::alibi::prior::{SINK_MIN_QUERY, SINK_TOKENS};
 use crate::files::OutputFile;
 use crate::model::attention_stats::HeadSums;
@@ -132,10 +132,6 @@ pub fn stats(a: &StatsSettings) -> Result<()> {
     }
     let report = match result {
         Ok(r) => r,
-        Err(e) if e.to_string().contains(CANCELLED) => {
-            eprintln!("interrupted: no output files were written");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
         Err(e) => bail!("statistics failed: {}", one_line(e)),
     };
     let info = StatsInfo {

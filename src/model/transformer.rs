@@ -21,7 +21,7 @@ use attention::{Attention, Ctx};
 pub use attention::{LayerCache, MIN_QUERY_BLOCK, SCORE_BLOCK_ELEMENTS, query_block};
 use layers::Mlp;
 pub use layers::{LM_HEAD_CHUNK_TOKENS, LayerNorm};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// What one forward pass should do besides computing hidden states.
 #[derive(Debug, Clone, Default)]
@@ -52,8 +52,8 @@ pub struct ForwardOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
-/// The error message of a forward stopped by [`ForwardOptions::interrupt`].
-pub const INTERRUPTED: &str = "interrupted by a more urgent job";
+pub(crate) use attention::check_interrupt;
+pub use attention::{INTERRUPTED, STOPPED};
 
 /// Whether `e` is a forward stopped by [`ForwardOptions::interrupt`].
 pub fn is_interrupted(e: &candle_core::Error) -> bool {
@@ -226,13 +226,7 @@ impl Transformer {
             _ => self.cfg.n_layers.saturating_sub(1),
         };
         for layer in 0..=last {
-            if opts
-                .interrupt
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Relaxed))
-            {
-                candle_core::bail!("{INTERRUPTED}");
-            }
+            check_interrupt(opts.interrupt.as_deref())?;
             let heads: Vec<usize> = opts
                 .capture
                 .iter()
@@ -351,6 +345,7 @@ impl Transformer {
             bias_form: self.cfg.bias_form(),
             rotary: pos.rotary.as_ref(),
             key_mask: opts.key_mask,
+            interrupt: opts.interrupt.as_deref(),
         };
         block.forward(x, &ctx, capture, stats, cache)
     }

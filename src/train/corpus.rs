@@ -26,6 +26,36 @@ pub struct Corpus {
     pub files: Vec<FileStats>,
 }
 
+/// Encodes `text` on a thread of its own while this one watches for a stop request
+/// ([`crate::files::stop`]): a book takes seconds to encode, and a signal ends the command at
+/// once (the encoding thread is left to the process's exit). The outer error is the stop; the
+/// inner one the tokenizer's.
+fn encode_unless_stopped(
+    tokenizer: &Tokenizer,
+    text: String,
+) -> Result<std::result::Result<tokenizers::Encoding, String>> {
+    let tok = tokenizer.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(tok.encode(text.as_str(), false).map_err(|e| e.to_string()));
+    });
+    loop {
+        if crate::files::stop::should_stop() {
+            return Err(crate::files::stop::Stopped {
+                left: crate::files::stop::NOTHING_WRITTEN.to_string(),
+            }
+            .into());
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => return Ok(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the tokenizer stopped without an answer")
+            }
+        }
+    }
+}
+
 /// Tokenizes every `.txt` file of `dir` in name order.
 pub fn load_corpus(dir: &Path, tokenizer: &Tokenizer) -> Result<Corpus> {
     let eot = tokenizer.token_to_id(END_OF_TEXT);
@@ -33,8 +63,8 @@ pub fn load_corpus(dir: &Path, tokenizer: &Tokenizer) -> Result<Corpus> {
     let mut files = Vec::new();
     for path in text_files(dir)? {
         let text = read_text(&path)?;
-        let enc = tokenizer
-            .encode(text.as_str(), false)
+        let bytes = text.len();
+        let enc = encode_unless_stopped(tokenizer, text)?
             .map_err(|e| eyre!("cannot tokenize '{}': {e}", path.display()))?;
         if !ids.is_empty()
             && let Some(eot) = eot
@@ -47,7 +77,7 @@ pub fn load_corpus(dir: &Path, tokenizer: &Tokenizer) -> Result<Corpus> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            bytes: text.len(),
+            bytes,
             tokens: enc.len(),
         });
     }

@@ -144,6 +144,15 @@ pub fn fit_slopes(
     let nll_before = mean_fit_nll(&before)?;
     let mut losses = Vec::with_capacity(s.steps);
     for step in 0..s.steps {
+        if crate::files::stop::should_stop() {
+            return Err(crate::files::stop::Stopped {
+                left: format!(
+                    "no output files were written (fitting stopped at step {step} of {})",
+                    s.steps
+                ),
+            }
+            .into());
+        }
         let slopes = theta.as_tensor().exp()?;
         let mut total: Option<Tensor> = None;
         for &len in &s.lengths {

@@ -9,6 +9,7 @@ use super::super::position::{BiasForm, alibi_bias, apply_rotary};
 use super::layers::{LayerNorm, linear, linear_forward};
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Upper bound on the elements of one block of attention scores (`batch*heads*q_block*keys`).
 pub const SCORE_BLOCK_ELEMENTS: usize = 1 << 23;
@@ -58,6 +59,24 @@ impl LayerCache {
     }
 }
 
+/// The error message of a forward stopped by [`super::ForwardOptions::interrupt`].
+pub const INTERRUPTED: &str = "interrupted by a more urgent job";
+
+/// The error message of a forward stopped by a signal ([`crate::files::stop`]).
+pub const STOPPED: &str = "stopped by a signal";
+
+/// Fails with [`INTERRUPTED`] when `interrupt` is set, or with [`STOPPED`] when a signal asked
+/// the process to stop: checked between layers and between blocks of queries.
+pub(crate) fn check_interrupt(interrupt: Option<&AtomicBool>) -> Result<()> {
+    if interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+        candle_core::bail!("{INTERRUPTED}");
+    }
+    if crate::files::stop::should_stop() {
+        candle_core::bail!("{STOPPED}");
+    }
+    Ok(())
+}
+
 pub(super) struct Ctx<'a> {
     /// `(1, heads, 1, 1)` multipliers for this layer's head outputs (0 = knocked out).
     pub(super) head_mask: Option<Tensor>,
@@ -71,6 +90,8 @@ pub(super) struct Ctx<'a> {
     pub(super) rotary: Option<&'a (Tensor, Tensor)>,
     /// A window or sinks recipe's key mask.
     pub(super) key_mask: Option<crate::alibi::recipe::KeyMask>,
+    /// Checked between blocks of queries ([`check_interrupt`]).
+    pub(super) interrupt: Option<&'a AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +254,7 @@ impl Attention {
         let mut captured: Vec<Vec<Tensor>> = vec![Vec::new(); capture.len()];
         let mut start = 0;
         while start < t {
+            check_interrupt(ctx.interrupt)?;
             let len = block.min(t - start);
             let keys = offset + start + len;
             let q_blk = q.narrow(2, start, len)?; // (b, h, len, hd)

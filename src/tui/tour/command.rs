@@ -119,6 +119,8 @@ pub fn run(s: &TourSettings) -> Result<()> {
     if let Some(dir) = &s.export {
         crate::files::check_output_dir("--export", dir).map_err(|e| eyre!(e))?;
         super::lecture::check_fresh(dir).map_err(|e| eyre!(e))?;
+        // Writing the lecture is headless work: a signal stops it (the TUI handles its own).
+        crate::files::stop::flag();
     }
     let settings = resolve(s, &tour, &src)?;
     let (app, slots) = crate::tui::prepare(&settings)?;

@@ -13,7 +13,7 @@ use crate::tui::views::AttnView;
 use crate::tui::worker::{self, JobSender, ModelSlot};
 use color_eyre::eyre::{Result, bail, eyre};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -104,13 +104,21 @@ impl Headless {
     fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let start = Instant::now();
         while !self.ready() {
+            if crate::files::stop::requested() {
+                return Err(crate::files::stop::Stopped {
+                    left: crate::files::stop::NOTHING_WRITTEN.to_string(),
+                }
+                .into());
+            }
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return Ok(false);
             }
             match self.rx.recv_timeout(left.min(Duration::from_millis(500))) {
                 Ok(Event::Worker(msg)) => {
-                    if let worker::WorkerMsg::Error { msg, .. } = &msg {
+                    if let worker::WorkerMsg::Error { msg, .. } = &msg
+                        && !crate::files::stop::requested()
+                    {
                         bail!("the worker failed: {msg}");
                     }
                     self.app.on_worker(msg);
@@ -129,13 +137,36 @@ impl Headless {
 }
 
 /// Writes the lecture of `tour` into `dir` (checked beforehand with [`check_fresh`] and
-/// `files::check_output_dir`).
+/// `files::check_output_dir`). A lecture that fails or is stopped by a signal
+/// ([`crate::files::stop`]) takes back what it wrote: the folder is left as it was found.
 pub fn export(
+    app: App,
+    slots: Vec<ModelSlot>,
+    tour: Tour,
+    dir: &Path,
+    step_timeout_s: u64,
+) -> Result<()> {
+    let created = !dir.exists();
+    let mut written = Vec::new();
+    let result = write_lecture(app, slots, tour, dir, step_timeout_s, &mut written);
+    if result.is_err() {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        if created {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+fn write_lecture(
     mut app: App,
     slots: Vec<ModelSlot>,
     tour: Tour,
     dir: &Path,
     step_timeout_s: u64,
+    written: &mut Vec<PathBuf>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| eyre!("--export: cannot create '{}': {e}", dir.display()))?;
@@ -167,6 +198,8 @@ pub fn export(
         let figure = match app.export() {
             Ok(Effect::Export(mut e)) => {
                 e.stem.clone_from(&stem);
+                let stem_path = |ext: &str| dir.join(format!("{}.{ext}", e.stem));
+                written.extend(["svg", "png", "json"].map(stem_path));
                 write_export(dir, &e).map_err(|e| eyre!("--export: {e}"))?;
                 Some(stem)
             }
@@ -208,6 +241,7 @@ pub fn export(
         .flatten()
         .collect();
         let _ = writeln!(md, "{}", nav.join(" · "));
+        written.push(dir.join(card_file(i)));
         crate::files::write_bytes(&dir.join(card_file(i)), md.as_bytes())
             .map_err(|e| eyre!("--export: {e}"))?;
         let _ = writeln!(index, "{}. [{title}]({})", i + 1, card_file(i));
@@ -221,6 +255,7 @@ pub fn export(
             t0.elapsed().as_secs_f64()
         );
     }
+    written.push(dir.join("index.md"));
     crate::files::write_bytes(&dir.join("index.md"), index.as_bytes())
         .map_err(|e| eyre!("--export: {e}"))?;
     println!("wrote {} slides and index.md to {}", n, dir.display());
