@@ -298,6 +298,29 @@ pub fn fmt_slope(m: f64) -> String {
     }
 }
 
+/// A number in at most `width` columns, for table cells: `decimals` fixed decimals when that fits
+/// (fewer when the number is large), scientific notation when even no decimals are too wide or
+/// the number would round to zero (`2.90e37`, `1.0e-9`).
+pub fn fmt_fixed(v: f64, decimals: usize, width: usize) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let rounds_to_zero = v != 0.0 && v.abs() < 0.5 * 10f64.powi(-(decimals as i32));
+    if !rounds_to_zero {
+        for d in (0..=decimals).rev() {
+            let s = format!("{v:.d$}");
+            if s.chars().count() <= width {
+                return s;
+            }
+        }
+    }
+    (0..=3)
+        .rev()
+        .map(|d| format!("{v:.d$e}"))
+        .find(|s| s.chars().count() <= width)
+        .unwrap_or_else(|| format!("{v:.0e}"))
+}
+
 /// Checks a head count: at least 1, at most [`MAX_HEADS`].
 pub fn check_heads(heads: usize) -> Result<(), SlopeError> {
     match heads {
@@ -368,6 +391,25 @@ pub fn softmax(row: &[f64]) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fixed_numbers_keep_to_their_width() {
+        assert_eq!(fmt_fixed(0.5, 6, 10), "0.500000");
+        assert_eq!(fmt_fixed(123_456.5, 6, 10), "123456.500");
+        assert_eq!(fmt_fixed(2.9e37, 6, 10), "2.900e37");
+        assert_eq!(fmt_fixed(1e-9, 4, 7), "1.00e-9");
+        assert_eq!(fmt_fixed(0.0, 4, 7), "0.0000");
+        for v in [2.9e37, -1e300, 1e-300, 7.5e12, 0.001_234] {
+            for w in [7, 10] {
+                assert!(
+                    fmt_fixed(v, 4, w).chars().count() <= w,
+                    "{v} in {w}: {}",
+                    fmt_fixed(v, 4, w)
+                );
+            }
+        }
+    }
+
     use super::*;
 
     fn close(a: &[f64], b: &[f64]) {

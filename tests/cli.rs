@@ -691,10 +691,10 @@ fn slopes_are_checked_wherever_they_enter() {
             needle,
         );
     }
-    // Preset x scale.
+    // Preset x scale: the factor itself has a range.
     fails_with(
         &run(&["slopes", "--heads", "8", "--scale", "1e308"]),
-        "finite in f32",
+        "out of range: it must be at least 0 and at most 1000",
     );
     // A model's own config.
     let cfg_path = m.join("config.json");

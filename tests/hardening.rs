@@ -747,3 +747,54 @@ fn a_signal_stops_every_long_command_at_once_and_leaves_nothing() {
         assert!(stray.is_empty(), "{args:?} left {stray:?}");
     }
 }
+
+/// Numbers that make no sense are refused with their range or field named: float options past
+/// any meaningful size, and config.json fields out of range (read by every command).
+#[test]
+fn absurd_numbers_are_refused_with_the_range_named() {
+    for (args, needle) in [
+        (&["family", "--slope", "1e300"][..], "at most 1000"),
+        (&["family", "--kerple-log-p", "5e9"], "at most 1000"),
+        (
+            &["family", "--rotary-base", "1e40"],
+            "at most 1000000000000",
+        ),
+        (
+            &["slopes", "--heads", "8", "--max-bias", "1e30"],
+            "at most 1000",
+        ),
+        (&["slopes", "--heads", "8", "--scale", "-2"], "at least 0"),
+    ] {
+        fails_with(&run(args), needle);
+    }
+    // The family table keeps every number inside its column.
+    let o = run(&["family", "--slope", "999", "--length", "1048576"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let longest = table
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest <= 8, "a number overflows its column:\n{table}");
+    let f = fixture();
+    let cfg_path = f.model.join("config.json");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    for (field, value, needle) in [
+        (
+            "layer_norm_eps",
+            serde_json::json!(-1),
+            "layer_norm_eps must be in (0, 1]",
+        ),
+        ("layer_norm_eps", serde_json::json!(0), "layer_norm_eps"),
+        ("rotary_base", serde_json::json!(0.5), "rotary_base"),
+        ("train_len", serde_json::json!(1u64 << 40), "train_len"),
+        ("embed_scale", serde_json::json!(-3), "embed_scale"),
+    ] {
+        let mut cfg: serde_json::Value = serde_json::from_str(&good).unwrap();
+        cfg[field] = value;
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        fails_with(&f.eval(&[]), needle);
+        fails_with(&run(&["inspect", "--model", s(&f.model)]), needle);
+    }
+}

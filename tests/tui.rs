@@ -1111,3 +1111,48 @@ fn the_bias_panel_names_its_white_line_only_past_train_len() {
     let (s, _) = screen(&b, 200, 60);
     assert!(!s.contains("white:"), "{s}");
 }
+
+/// Slopes scaled far past any real model (repeated `*`) keep to their columns: the slope, its
+/// reach and the label stay short, and the label carries one factor, not one per key press.
+#[test]
+fn huge_slopes_keep_to_their_columns_and_one_factor() {
+    let mut a = app(Position::Alibi);
+    a.focus = Focus::Slopes;
+    for _ in 0..300 {
+        a.update(Action::ScaleAll(1.25));
+    }
+    assert_eq!(
+        a.slopes_label.matches(" x").count(),
+        1,
+        "{}",
+        a.slopes_label
+    );
+    assert!(a.slopes_label.chars().count() <= 20, "{}", a.slopes_label);
+    for _ in 0..600 {
+        a.update(Action::ScaleAll(0.8));
+    }
+    assert_eq!(
+        a.slopes_label.matches(" x").count(),
+        1,
+        "{}",
+        a.slopes_label
+    );
+    for (w, h) in [(120, 40), (200, 50)] {
+        let (text, _) = screen(&a, w, h);
+        // No number runs into its neighbour: no run of 12 or more digits anywhere.
+        let longest = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest < 12, "a {longest}-digit number at {w}x{h}:\n{text}");
+    }
+    assert_eq!(
+        alibi_explorer::tui::app::scaled_label("model x1.25", 1.25),
+        "model x1.5625"
+    );
+    assert_eq!(
+        alibi_explorer::tui::app::scaled_label("preset geometric", 2.0),
+        "preset geometric x2"
+    );
+}

@@ -278,6 +278,22 @@ impl Family {
                 return Err(format!("{what} must be a finite number {need} (got {v})"));
             }
         }
+        for (what, v) in [
+            ("--slope", self.alibi_slope),
+            ("--kerple-log-p", self.kerple_log_p),
+            ("--kerple-log-a", self.kerple_log_a),
+            ("--kerple-power-a", self.kerple_power_a),
+        ] {
+            if v > MAX_PARAM {
+                return Err(format!("{what} must be at most {MAX_PARAM} (got {v})"));
+            }
+        }
+        if self.rotary_base > MAX_ROTARY_BASE {
+            return Err(format!(
+                "--rotary-base must be at most {MAX_ROTARY_BASE:e} (got {})",
+                self.rotary_base
+            ));
+        }
         if self.kerple_power_p > KERPLE_MAX_POWER {
             return Err(format!(
                 "--kerple-power-p must be at most 2 (got {}): KERPLE's power kernel needs 0 < p <= 2",
@@ -438,8 +454,30 @@ impl Family {
     }
 }
 
-/// A parameter for display: whole numbers without decimals, others with four significant digits.
+/// The largest slope or KERPLE parameter (per token of distance; the paper's slopes are at most 1/2).
+pub const MAX_PARAM: f64 = 1000.0;
+/// The largest rotary base.
+pub const MAX_ROTARY_BASE: f64 = 1e12;
+
+/// The widest [`fmt_param`] text: a number wider than this is written in scientific notation.
+pub const PARAM_WIDTH: usize = 7;
+
+/// A parameter for display: whole numbers without decimals, others with four significant digits;
+/// at most [`PARAM_WIDTH`] characters (scientific notation past that: `-1.02e6`).
 pub fn fmt_param(v: f64) -> String {
+    let plain = fmt_param_plain(v);
+    if plain.chars().count() <= PARAM_WIDTH || !v.is_finite() {
+        plain
+    } else {
+        (0..=2)
+            .rev()
+            .map(|digits| format!("{v:.digits$e}"))
+            .find(|s| s.chars().count() <= PARAM_WIDTH)
+            .unwrap_or_else(|| format!("{v:.0e}"))
+    }
+}
+
+fn fmt_param_plain(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e9 {
         format!("{v:.0}")
     } else if v.abs() >= 0.01 {
@@ -455,6 +493,20 @@ pub fn fmt_param(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_keep_to_their_column() {
+        assert_eq!(fmt_param(-999.0), "-999");
+        assert_eq!(fmt_param(1.6094), "1.6094");
+        assert_eq!(fmt_param(-1_022_976.0), "-1.02e6");
+        for v in [-1e300, 1e300, -1.0e-300, 123_456_789.123, -0.000_123_456] {
+            assert!(
+                fmt_param(v).chars().count() <= PARAM_WIDTH,
+                "{v}: {}",
+                fmt_param(v)
+            );
+        }
+    }
 
     #[test]
     fn steps_stay_in_range_and_refuse_what_would_leave_it() {
@@ -483,7 +535,7 @@ mod tests {
         assert_eq!(fmt_param(32.0), "32");
         assert_eq!(fmt_param(0.0625), "0.0625");
         assert_eq!(fmt_param(1.25), "1.25");
-        assert_eq!(fmt_param(0.001), "1.000e-3");
+        assert_eq!(fmt_param(0.001), "1.00e-3");
         let f = Family::default();
         assert_eq!(f.params_text(Scheme::KerpleLog), "p = 1, a = 1");
         assert_eq!(f.params_text(Scheme::NoPe), "no parameters");

@@ -60,6 +60,66 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite number in the range `lo..=hi` (above `lo` when `open_lo`), refused outside it with
+/// the range named.
+fn within(s: &str, lo: f64, hi: f64, open_lo: bool) -> Result<f64, String> {
+    let v = finite(s)?;
+    let above = if open_lo { v > lo } else { v >= lo };
+    if above && v <= hi {
+        Ok(v)
+    } else {
+        let low = if open_lo { "above" } else { "at least" };
+        Err(format!(
+            "'{s}' is out of range: it must be {low} {lo} and at most {hi}"
+        ))
+    }
+}
+
+/// An ALiBi slope per token of distance: 0 to 1,000 (the paper's are at most 1/2).
+pub fn slope(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1000.0, false)
+}
+
+/// A positive kernel parameter (KERPLE's r1, r2 and a): above 0, at most 1,000.
+pub fn kernel_param(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1000.0, true)
+}
+
+/// KERPLE's power p: above 0, at most 2 (the kernel is conditionally positive definite there).
+pub fn kernel_power(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 2.0, true)
+}
+
+/// A rotary base: above 1 (a base of 1 or less makes every frequency 1 or grow), at most 1e12.
+pub fn rotary_base(s: &str) -> Result<f64, String> {
+    within(s, 1.0, 1e12, true)
+}
+
+/// A learning rate: above 0, at most 10.
+pub fn learning_rate(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 10.0, true)
+}
+
+/// The geometric sequence's maximum bias: above 0, at most 1,000 (the paper uses 8).
+pub fn max_bias(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1000.0, true)
+}
+
+/// A factor applied to every slope: 0 to 1,000.
+pub fn slope_scale(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1000.0, false)
+}
+
+/// A gradient-norm clip: 0 (off) to 1e6.
+pub fn clip(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1e6, false)
+}
+
+/// AdamW's decoupled weight decay: 0 to 10.
+pub fn weight_decay(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 10.0, false)
+}
+
 /// A fraction strictly between 0 and 1.
 pub fn fraction(s: &str) -> Result<f64, String> {
     let v = finite(s)?;

@@ -22,19 +22,19 @@ pub struct FamilyArgs {
     #[arg(long, default_value_t = 1024, value_name = "L")]
     pub length: usize,
     /// ALiBi's slope m (bias −m·d) [default: 1/16, a middle head of 8].
-    #[arg(long, default_value_t = crate::alibi::family::DEFAULT_ALIBI_SLOPE, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = crate::alibi::family::DEFAULT_ALIBI_SLOPE, allow_negative_numbers = true, value_parser = super::common::slope)]
     pub slope: f64,
     /// KERPLE log's p (bias −p·ln(1 + a·d); the paper's r1).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::kernel_param)]
     pub kerple_log_p: f64,
     /// KERPLE log's a (the paper's r2).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::kernel_param)]
     pub kerple_log_a: f64,
     /// KERPLE power's a (bias −a·d^p; the paper's r1).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::kernel_param)]
     pub kerple_power_a: f64,
     /// KERPLE power's exponent p, 0 < p <= 2 (the paper's r2).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = super::common::kernel_power)]
     pub kerple_power_p: f64,
     /// T5's number of buckets (even; half of them exact distances).
     #[arg(long, default_value_t = crate::alibi::family::T5_BUCKETS)]
@@ -46,7 +46,7 @@ pub struct FamilyArgs {
     #[arg(long, default_value_t = crate::alibi::family::ROTARY_DIM, value_name = "D")]
     pub rotary_dim: usize,
     /// Rotary's base (θ_k = base^(−2k/D)).
-    #[arg(long, default_value_t = crate::alibi::family::ROTARY_BASE, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = crate::alibi::family::ROTARY_BASE, allow_negative_numbers = true, value_parser = super::common::rotary_base)]
     pub rotary_base: f64,
     /// Also write the table as JSON to FILE.
     #[arg(long, value_name = "FILE")]

@@ -26,7 +26,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
     /// Peak learning rate of Adam on log(slope) (cosine decay to 10%).
-    #[arg(long, default_value_t = 0.05, value_parser = super::common::positive)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = super::common::learning_rate)]
     pub lr: f64,
     /// Fraction of the tokens (the tail) held out for the before/after perplexity.
     #[arg(long, default_value_t = 0.2, value_parser = super::common::fraction)]

@@ -20,10 +20,10 @@ pub struct SlopesTableArgs {
     #[arg(long, default_value = "geometric")]
     pub preset: Preset,
     /// Maximum bias of the geometric sequence (the paper uses 8: slopes start at 2^(-8/n)).
-    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = alibi::PAPER_MAX_BIAS, allow_negative_numbers = true, value_parser = super::common::max_bias)]
     pub max_bias: f64,
     /// Multiply every slope by this.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::finite)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::slope_scale)]
     pub scale: f64,
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -58,7 +58,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub heads: Option<usize>,
     /// MPT's alibi_bias_max to accept besides 8 [default: from the model's config].
-    #[arg(long, value_name = "B", value_parser = super::common::positive)]
+    #[arg(long, value_name = "B", allow_negative_numbers = true, value_parser = super::common::max_bias)]
     pub max_bias: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long)]

@@ -1,6 +1,6 @@
 //! `tokenizer train` and `train`: arguments resolved into training settings.
 
-use super::common::{non_negative, parse_device, positive};
+use super::common::parse_device;
 use crate::alibi::{Preset, SlopeSpec};
 use crate::model::Position;
 use crate::model::device::{DeviceSpec, choose_device, parse_dtype};
@@ -81,16 +81,16 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = positive)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::common::learning_rate)]
     pub lr: f64,
     /// Warm-up steps.
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
     /// Gradient clipping norm (0 disables).
-    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::clip)]
     pub clip: f64,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = super::common::weight_decay)]
     pub weight_decay: f64,
     /// Seed for initialisation and data order.
     #[arg(long, default_value_t = 1234)]

@@ -103,10 +103,10 @@ pub fn to_config(raw: &RawBloomConfig) -> std::result::Result<Config, String> {
     cfg.tie_embeddings = raw.tie_word_embeddings;
     cfg.activation = Activation::GeluTanh;
     // Checked before the slopes are built: their length is n_head.
-    cfg.validate()?;
+    cfg.validate_hf()?;
     cfg.slopes = Some(crate::alibi::bloom_slopes(raw.n_head));
     cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
-    cfg.validate()?;
+    cfg.validate_hf()?;
     Ok(cfg)
 }
 

@@ -232,6 +232,15 @@ pub struct Config {
     pub saved_dtype: Option<String>,
 }
 
+/// The largest vocabulary a config may declare (2^24 ids; BLOOM has 250,880).
+pub const MAX_VOCAB: usize = 1 << 24;
+/// The largest `d_model` (2^17; BLOOM-176B has 14,336); `d_ff` may be four times this.
+pub const MAX_WIDTH: usize = 1 << 17;
+/// The most layers (2^12; BLOOM-176B has 70).
+pub const MAX_LAYERS: usize = 1 << 12;
+/// The longest `train_len` or `max_len` (2^24 tokens: positions stay exact in f32).
+pub const MAX_CONTEXT: usize = 1 << 24;
+
 impl Config {
     /// A config for our own architecture with the given sizes.
     pub fn ours(
@@ -295,6 +304,50 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        // Sizes past these are no model anyone has (BLOOM-176B: d_model 14,336, 70 layers,
+        // vocabulary 250,880); a corrupt or hand-edited config is refused before any allocation.
+        let limits = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("d_model", self.d_model, MAX_WIDTH),
+            ("d_ff", self.d_ff, 4 * MAX_WIDTH),
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("train_len", self.train_len, MAX_CONTEXT),
+            ("max_len", self.max_len.unwrap_or(1), MAX_CONTEXT),
+        ];
+        for (name, v, max) in limits {
+            if v > max {
+                return Err(format!(
+                    "{name} is {v}, more than {max} (is config.json corrupt?)"
+                ));
+            }
+        }
+        if self.max_len == Some(0) {
+            return Err("max_len must be at least 1".to_string());
+        }
+        // Floats: each in the range where the model computes numbers at all.
+        let eps = self.layer_norm_eps;
+        if !(eps.is_finite() && eps > 0.0 && eps <= 1.0) {
+            return Err(format!(
+                "layer_norm_eps must be in (0, 1] (got {eps}; models use 1e-5 to 1e-12)"
+            ));
+        }
+        let scale = self.embed_scale;
+        if !(scale.is_finite() && scale > 0.0 && scale <= 1e6) {
+            return Err(format!("embed_scale must be in (0, 1e6] (got {scale})"));
+        }
+        let base = self.rotary_base;
+        if !(base.is_finite() && base > 1.0 && base <= 1e12) {
+            return Err(format!(
+                "rotary_base must be in (1, 1e12] (got {base}; the usual base is 10000)"
+            ));
+        }
+        if let Some(c) = self.clip_qkv
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(format!(
+                "clip_qkv must be a positive, finite number or absent (got {c})"
+            ));
+        }
         if self.n_heads > MAX_HEADS {
             return Err(format!(
                 "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads (is config.json corrupt?)",
@@ -317,6 +370,16 @@ impl Config {
             crate::alibi::check_slopes(s, self.n_heads).map_err(|e| format!("slopes: {e}"))?;
         }
         Ok(())
+    }
+
+    /// [`Self::validate`] for a config converted from a Hugging Face `config.json`: the error
+    /// names the field as that file spells it (`layer_norm_epsilon`).
+    pub fn validate_hf(&self) -> Result<(), String> {
+        self.validate()
+            .map_err(|e| match e.strip_prefix("layer_norm_eps ") {
+                Some(rest) => format!("layer_norm_epsilon {rest}"),
+                None => e,
+            })
     }
 
     /// The slopes the model uses by default: stored ones, else the architecture's formula.
@@ -360,5 +423,29 @@ mod tests {
         cfg.slopes = None;
         cfg.n_heads = 0;
         assert!(cfg.validate().unwrap_err().contains("n_heads"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_field() {
+        type Spoil = fn(&mut Config);
+        let ok = Config::ours(100, 16, 2, 4, 32, Position::Alibi, 8);
+        assert!(ok.validate().is_ok());
+        let cases: [(&str, Spoil); 9] = [
+            ("layer_norm_eps", |c| c.layer_norm_eps = -1.0),
+            ("layer_norm_eps", |c| c.layer_norm_eps = f64::NAN),
+            ("layer_norm_eps", |c| c.layer_norm_eps = 0.0),
+            ("rotary_base", |c| c.rotary_base = 1.0),
+            ("embed_scale", |c| c.embed_scale = f64::INFINITY),
+            ("clip_qkv", |c| c.clip_qkv = Some(-3.0)),
+            ("train_len", |c| c.train_len = MAX_CONTEXT + 1),
+            ("max_len", |c| c.max_len = Some(0)),
+            ("vocab_size", |c| c.vocab_size = MAX_VOCAB * 2),
+        ];
+        for (field, spoil) in cases {
+            let mut c = ok.clone();
+            spoil(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
     }
 }

@@ -161,7 +161,7 @@ pub fn to_config(raw: &RawFalconConfig) -> std::result::Result<Config, String> {
             .unwrap_or(FALCON_RW_TRAIN_LEN_TOKENS),
     );
     // Checked before the slopes are built: their length is the head count.
-    cfg.validate()?;
+    cfg.validate_hf()?;
     cfg.arch = Arch::Falcon;
     cfg.layer_norm_eps = raw.layer_norm_epsilon.unwrap_or(1e-5);
     cfg.linear_bias = raw.bias;
@@ -173,7 +173,7 @@ pub fn to_config(raw: &RawFalconConfig) -> std::result::Result<Config, String> {
     cfg.slopes = Some(logit_slopes(raw.num_attention_heads, cfg.head_dim()));
     cfg.alibi_form = AlibiForm::FalconBf16;
     cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
-    cfg.validate()?;
+    cfg.validate_hf()?;
     Ok(cfg)
 }
 

@@ -228,7 +228,7 @@ pub fn to_config(raw: &RawMptConfig) -> std::result::Result<Config, String> {
         Position::Alibi,
         raw.max_seq_len,
     );
-    cfg.validate()?;
+    cfg.validate_hf()?;
     if let Some(scale) = a.softmax_scale {
         let ours = 1.0 / (cfg.head_dim() as f64).sqrt();
         if !scale.is_finite() || (scale - ours).abs() > SOFTMAX_SCALE_REL_TOL * ours {
@@ -250,7 +250,7 @@ pub fn to_config(raw: &RawMptConfig) -> std::result::Result<Config, String> {
     cfg.clip_qkv = a.clip_qkv;
     cfg.qk_norm = a.qk_ln;
     cfg.saved_dtype = raw.dtype.as_deref().and_then(super::family::hf_dtype_name);
-    cfg.validate()?;
+    cfg.validate_hf()?;
     Ok(cfg)
 }
 

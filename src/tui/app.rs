@@ -445,7 +445,7 @@ impl App {
             }
             Action::ScaleAll(f) => {
                 let s: Vec<f64> = self.slopes.iter().map(|m| m * f).collect();
-                let label = format!("{} x{f:.2}", self.slopes_label);
+                let label = scaled_label(&self.slopes_label, f);
                 return self.set_slopes(s, label);
             }
             Action::ScaleHead(f) => {
@@ -601,4 +601,25 @@ impl App {
         idx.truncate(k);
         idx
     }
+}
+
+/// The slopes label after scaling every slope by `f`: one factor, the product of every scaling
+/// since the label's origin (`model x1.25`, then `model x1.563`, not `model x1.25 x1.25`).
+pub fn scaled_label(label: &str, f: f64) -> String {
+    let (base, factor) = match label.rsplit_once(" x") {
+        Some((base, old)) => match old.parse::<f64>() {
+            Ok(old) if old.is_finite() => (base, old * f),
+            _ => (label, f),
+        },
+        None => (label, f),
+    };
+    let text = if (1e-3..1e6).contains(&factor.abs()) {
+        format!("{factor:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{factor:.3e}")
+    };
+    format!("{base} x{text}")
 }

@@ -42,14 +42,19 @@ pub fn first_fitting(candidates: &[String], width: usize) -> &str {
         .map_or("", String::as_str)
 }
 
-/// Formats a reach in tokens (`inf` for zero slopes).
+/// Formats a reach in tokens in at most 7 columns (`inf` for zero slopes): `850`, `12k`,
+/// `3400k`, `12M`, `9999M`, then scientific (`1.3e21`).
 pub fn fmt_reach(r: f64) -> String {
     if !r.is_finite() {
         "inf".to_string()
-    } else if r >= 10_000.0 {
-        format!("{:.0}k", r / 1000.0)
-    } else {
+    } else if r < 10_000.0 {
         format!("{r:.0}")
+    } else if r < 1e7 {
+        format!("{:.0}k", r / 1e3)
+    } else if r < 1e10 {
+        format!("{:.0}M", r / 1e6)
+    } else {
+        crate::alibi::fmt_fixed(r, 0, 7)
     }
 }
 

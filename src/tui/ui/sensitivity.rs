@@ -57,15 +57,21 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             if x + col_w > inner.right() {
                 continue;
             }
+            // One column of space between headers: the longest label form that leaves it.
+            let name = variant.name();
+            let initial = &name[..1];
+            let forms = [
+                format!("{name} @{len}"),
+                format!("{name}@{len}"),
+                format!("{initial}@{len}"),
+                format!("{initial}{len}"),
+            ];
+            let text = super::common::first_fitting(&forms, (col_w as usize).saturating_sub(1));
             buf.set_stringn(
                 x,
                 inner.y,
-                format!(
-                    "{:^w$}",
-                    format!("{} @{len}", variant.name()),
-                    w = col_w as usize
-                ),
-                col_w as usize,
+                format!("{text:^w$}", w = col_w as usize - 1),
+                col_w as usize - 1,
                 Style::new().gray(),
             );
         }
@@ -107,7 +113,10 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
         buf.set_stringn(
             inner.x,
             y,
-            format!("h{head:<3} {:<7.4}", s.slopes[head]),
+            format!(
+                "h{head:<3} {:<7}",
+                crate::alibi::fmt_fixed(s.slopes[head], 4, 7)
+            ),
             HEAD_W as usize,
             label,
         );

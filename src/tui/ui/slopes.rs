@@ -85,7 +85,14 @@ pub(super) fn render(app: &App, area: Rect, buf: &mut Buffer, focused: bool) {
             Style::new()
         };
         lines.push(Line::from(vec![
-            Span::styled(format!("{h:>3} {m:>10.6} {:>7}  ", fmt_reach(r)), style),
+            Span::styled(
+                format!(
+                    "{h:>3} {:>10} {:>7}  ",
+                    crate::alibi::fmt_fixed(m, 6, 10),
+                    fmt_reach(r)
+                ),
+                style,
+            ),
             Span::styled(
                 "█".repeat(filled),
                 Style::new().fg(if changed {
