@@ -47,6 +47,29 @@ pub fn fmt_bytes(n: u64) -> String {
     }
 }
 
+/// The message for `path` when this user may not read it (a file without read permission, a
+/// folder that cannot be listed, or a folder above it that cannot be searched); `None` when the
+/// path is readable or missing (missing is the caller's own message).
+pub fn permission_problem(path: &Path) -> Option<String> {
+    let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied;
+    let what = match std::fs::metadata(path) {
+        Err(e) if denied(&e) => "a folder above it cannot be searched",
+        Err(_) => return None,
+        Ok(m) if m.is_dir() => match std::fs::read_dir(path) {
+            Err(e) if denied(&e) => "the folder cannot be listed",
+            _ => return None,
+        },
+        Ok(_) => match File::open(path) {
+            Err(e) if denied(&e) => "the file cannot be read",
+            _ => return None,
+        },
+    };
+    Some(format!(
+        "cannot read '{}': permission denied ({what}) (hint: check its permissions and owner, e.g. `ls -l`, `chmod a+r`)",
+        path.display()
+    ))
+}
+
 /// Reads at most `limit` bytes of `path`; a longer file (or an endless device such as
 /// `/dev/zero`) is an error naming the file, the limit and `what` it was read as.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
@@ -55,7 +78,7 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Stri
         && m.is_dir()
     {
         return Err(format!(
-            "cannot read '{}': it is a folder (hint: give the {what} file)",
+            "cannot read '{}': it is a folder, not {what} (hint: give the path of a file)",
             path.display()
         ));
     }

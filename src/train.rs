@@ -82,12 +82,12 @@ fn load_data(s: &TrainSettings, tok: &tokenizers::Tokenizer) -> Result<Data> {
         }
         _ => {
             eprintln!("tokenizing {} ...", s.data.display());
-            let c = corpus::load_corpus(&s.data, tok)?;
+            let c = corpus::load_corpus(&s.data, "--data", tok)?;
             (c.ids, c.files, true)
         }
     };
     let (train, manifest, fresh) = (train.0, train.1, train.2);
-    let v = corpus::load_corpus(&s.valid, tok)?;
+    let v = corpus::load_corpus(&s.valid, "--valid", tok)?;
     let window = s.model.train_len + 1;
     if train.len() <= window {
         bail!(

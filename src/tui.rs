@@ -176,7 +176,26 @@ pub fn prepare(s: &TuiSettings) -> Result<(App, Vec<ModelSlot>)> {
         }
     }
     app.message.clear();
+    app.inputs = slots
+        .iter()
+        .map(|slot| ("--model".to_string(), slot.loaded.folder.clone()))
+        .chain(std::iter::once(("--text".to_string(), s.text.clone())))
+        .collect();
     Ok((app, slots))
+}
+
+/// Checks that every one of `outputs` can be written and replaces none of `inputs` (by any path
+/// or link): the rule of every headless writer ([`crate::files::OutputPlan`]), for the TUI's
+/// saves and exports, checked again at each write since links can change while it runs.
+pub fn check_writes(inputs: &[(String, PathBuf)], outputs: &[(&str, &Path)]) -> Result<(), String> {
+    let mut plan = crate::files::OutputPlan::new();
+    for (what, p) in inputs {
+        plan.input(what, p);
+    }
+    for (what, p) in outputs {
+        plan.output(what, p);
+    }
+    plan.check()
 }
 
 fn set_mouse(on: bool) {
@@ -229,17 +248,29 @@ fn apply(app: &mut App, effects: Vec<Effect>, jobs: &JobSender) {
                 let _ = jobs.send(job);
             }
             Effect::SetMouse(on) => set_mouse(on),
-            Effect::Export(export) => app.exported(export::write_export(Path::new("."), &export)),
-            Effect::SaveSlopes(path, slopes) => match write_slopes(&path, &slopes) {
-                Ok(()) => {
-                    app.message = format!(
-                        "saved {} to {}",
-                        crate::text::count(slopes.len(), "slope"),
-                        path.display()
-                    );
+            Effect::Export(export) => {
+                let here = Path::new(".");
+                let files = export::export_files(here, &export);
+                let outputs: Vec<(&str, &Path)> =
+                    files.iter().map(|f| ("w export", f.as_path())).collect();
+                let result = check_writes(&app.inputs, &outputs)
+                    .and_then(|()| export::write_export(here, &export));
+                app.exported(result);
+            }
+            Effect::SaveSlopes(path, slopes) => {
+                match check_writes(&app.inputs, &[("S (the slopes file)", &path)])
+                    .and_then(|()| write_slopes(&path, &slopes))
+                {
+                    Ok(()) => {
+                        app.message = format!(
+                            "saved {} to {}",
+                            crate::text::count(slopes.len(), "slope"),
+                            path.display()
+                        );
+                    }
+                    Err(e) => app.error = Some(e),
                 }
-                Err(e) => app.error = Some(e),
-            },
+            }
             Effect::LoadSlopes(path) => {
                 let more = app.slopes_loaded(read_slopes(&path));
                 queue.extend(more);

@@ -798,3 +798,157 @@ fn absurd_numbers_are_refused_with_the_range_named() {
         fails_with(&run(&["inspect", "--model", s(&f.model)]), needle);
     }
 }
+
+/// Runs the binary as an unprivileged user: as itself when it is one, through `setpriv` as
+/// nobody when it is root (root reads every file, so permissions would test nothing); `None`
+/// when neither is possible here.
+fn run_unprivileged(args: &[&str]) -> Option<Output> {
+    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+    if !root {
+        return Some(run(args));
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_alibi-explorer"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    // setpriv itself failed, or nobody cannot reach the binary: nothing learned.
+    let e = stderr(&o);
+    (!e.starts_with("setpriv:") && o.status.code() != Some(126)).then_some(o)
+}
+
+/// Messages name the option the user gave and the real cause: an empty --text/--valid folder is
+/// blamed on that option, a folder where a file belongs says so plainly, and files this user may
+/// not read are called permission problems, not missing or corrupt.
+#[test]
+fn messages_blame_the_option_and_the_cause_given() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let empty = f.root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        s(&f.model),
+        "--text",
+        s(&empty),
+        "--lengths",
+        "8",
+    ]);
+    fails_with(&o, "point --text at a folder");
+    assert!(!stderr(&o).contains("--data"), "{}", stderr(&o));
+    let o = run(&[
+        "stats",
+        "--model",
+        s(&f.model),
+        "--text",
+        s(&empty),
+        "--lengths",
+        "8",
+    ]);
+    fails_with(&o, "--text folder");
+    let out = f.root.join("run");
+    let tok = f.root.join("tokenizer.json");
+    let train = |data: &Path, valid: &Path, tok: &Path| {
+        run(&[
+            "train",
+            "--data",
+            s(data),
+            "--valid",
+            s(valid),
+            "--tokenizer",
+            s(tok),
+            "--position",
+            "alibi",
+            "--train-len",
+            "8",
+            "--out",
+            s(&out),
+        ])
+    };
+    // (train prints its progress first: the error is the last line)
+    let last_line = |o: &Output, needle: &str| {
+        let e = stderr(o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(
+            e.trim_end()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .contains(needle),
+            "{e}"
+        );
+    };
+    let o = train(&f.data, &empty, &tok);
+    last_line(&o, "point --valid at a folder");
+    assert!(!stderr(&o).contains("--data"), "{}", stderr(&o));
+    // A folder given where a file belongs.
+    let o = train(&f.data, &f.data, &f.root);
+    last_line(&o, "is a folder, not a JSON file");
+    assert!(!stderr(&o).contains("file file"), "{}", stderr(&o));
+    let o = run(&[
+        "tour",
+        "--tour",
+        s(&f.root),
+        "--model",
+        s(&f.model),
+        "--text",
+        s(&f.text),
+    ]);
+    fails_with(&o, "is a folder, not a tour file");
+    assert!(!out.exists());
+    // Permission problems, as an unprivileged user.
+    std::fs::set_permissions(&f.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&f.text, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let locked = f.root.join("locked");
+    copy_dir(&f.model, &locked);
+    for entry in std::fs::read_dir(&locked).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let eval = |model: &Path| {
+        run_unprivileged(&[
+            "eval",
+            "--model",
+            s(model),
+            "--text",
+            s(&f.text),
+            "--lengths",
+            "8",
+        ])
+    };
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(o) = eval(&locked) else {
+        eprintln!("skipped: no unprivileged user to run as");
+        return;
+    };
+    assert!(
+        o.status.success(),
+        "a readable model must load: {}",
+        stderr(&o)
+    );
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = eval(&locked).unwrap();
+    fails_with(&o, "permission denied");
+    assert!(!stderr(&o).contains("not found"), "{}", stderr(&o));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let weights = locked.join("model.safetensors");
+    std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = eval(&locked).unwrap();
+    fails_with(&o, "permission denied");
+    assert!(!stderr(&o).contains("corrupt"), "{}", stderr(&o));
+    std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&f.text, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = eval(&locked).unwrap();
+    fails_with(&o, "ermission denied");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}

@@ -1156,3 +1156,41 @@ fn huge_slopes_keep_to_their_columns_and_one_factor() {
         "preset geometric x2"
     );
 }
+
+/// The TUI's writers (`S` slopes, `w` exports) follow the output rule of every command: a file
+/// of a model folder or the text is never replaced, by its own path or through a link.
+#[test]
+fn tui_writes_never_replace_an_input() {
+    use alibi_explorer::tui::check_writes;
+    use std::path::PathBuf;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "some text").unwrap();
+    let inputs: Vec<(String, PathBuf)> = vec![
+        ("--model".into(), model.clone()),
+        ("--text".into(), text.clone()),
+    ];
+    let link = dir.path().join("figure.json");
+    std::os::unix::fs::symlink(model.join("tokenizer.json"), &link).unwrap();
+    let relative = dir.path().join("model/../model/./config.json");
+    for out in [
+        model.join("config.json"),
+        link.clone(),
+        text.clone(),
+        relative,
+    ] {
+        let e = check_writes(&inputs, &[("S (the slopes file)", &out)]).unwrap_err();
+        assert!(e.contains("input"), "{}: {e}", out.display());
+    }
+    // A new file, even inside the model folder, is fine; so is an ordinary file elsewhere.
+    check_writes(&inputs, &[("S", &model.join("my-slopes.json"))]).unwrap();
+    check_writes(&inputs, &[("w export", &dir.path().join("fig.svg"))]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(model.join("config.json")).unwrap(),
+        "{}"
+    );
+}

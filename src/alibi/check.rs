@@ -307,7 +307,11 @@ impl Verdict {
                 Fault::Reversed { formula } => format!("{} reversed", name(formula)),
                 Fault::Order { formula } => format!("{} reordered", name(formula)),
                 Fault::ConstantFactor { factor, formula } => {
-                    format!("{} x{factor:.4}", name(formula))
+                    format!(
+                        "{} x{}",
+                        name(formula),
+                        crate::alibi::fmt_fixed(*factor, 4, 10)
+                    )
                 }
                 Fault::OtherMaxBias { bias_max } => format!("geometric, max bias {bias_max}"),
                 Fault::RankLocal {

@@ -25,6 +25,9 @@ pub enum LoadError {
         /// What to do.
         hint: String,
     },
+    /// A file or folder this user may not read ([`crate::files::permission_problem`]'s message).
+    #[error("{0}")]
+    Permission(String),
     /// A file that could not be read.
     #[error("cannot read '{file}': {err}")]
     Io {

@@ -52,11 +52,9 @@ const OTHER_POSITIONS: &[(&str, &str)] = &[
 /// Reads a JSON file of a checkpoint folder, at most `limit` bytes (an endless device or a huge
 /// file is an error, not a memory exhaustion).
 pub fn read_file(file: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
-    crate::files::read_limited(file, limit, "a checkpoint's JSON file").map_err(|msg| {
-        LoadError::Unreadable {
-            file: file.to_path_buf(),
-            msg,
-        }
+    crate::files::read_limited(file, limit, "a JSON file").map_err(|msg| LoadError::Unreadable {
+        file: file.to_path_buf(),
+        msg,
     })
 }
 
@@ -87,6 +85,11 @@ fn unsupported_model_type(kind: &str) -> String {
 /// Face `model_type` (bloom, mpt, falcon with ALiBi); anything else is refused with the reason.
 pub fn read_checkpoint_config(dir: &Path) -> Result<CheckpointConfig, LoadError> {
     let file = dir.join(CONFIG_FILE);
+    for p in [dir, file.as_path()] {
+        if let Some(msg) = crate::files::permission_problem(p) {
+            return Err(LoadError::Permission(msg));
+        }
+    }
     if !file.is_file() {
         return Err(LoadError::MissingFile {
             file,
@@ -155,6 +158,9 @@ pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
 
 /// Checks that `dir` is an existing folder.
 pub fn check_folder(dir: &Path) -> Result<(), LoadError> {
+    if let Some(msg) = crate::files::permission_problem(dir) {
+        return Err(LoadError::Permission(msg));
+    }
     if !dir.exists() {
         return Err(LoadError::Missing(dir.to_path_buf()));
     }

@@ -27,6 +27,9 @@ impl Checkpoint {
         let mut maps = Vec::with_capacity(files.len());
         let mut routing = HashMap::new();
         for (i, file) in files.iter().enumerate() {
+            if let Some(msg) = crate::files::permission_problem(file) {
+                return Err(LoadError::Permission(msg));
+            }
             // SAFETY: the file is memory-mapped read-only and we never write to it while mapped;
             // like every mmap reader we rely on no other process truncating it meanwhile.
             #[allow(unsafe_code)]
@@ -288,6 +291,9 @@ pub fn build_from_safetensors(
 ) -> Result<Transformer, LoadError> {
     let name = files.first().cloned().unwrap_or_default();
     for f in files {
+        if let Some(msg) = crate::files::permission_problem(f) {
+            return Err(LoadError::Permission(msg));
+        }
         if !f.is_file() {
             return Err(LoadError::MissingFile {
                 file: f.clone(),

@@ -7,11 +7,15 @@ use std::path::{Path, PathBuf};
 /// The end-of-text special token, inserted between documents.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
-/// The `.txt` files of `dir`, sorted by name (the data order must not depend on the file system).
-pub fn text_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The `.txt` files of `dir`, sorted by name (the data order must not depend on the file system);
+/// `flag` is the option that named the folder (`--text`, `--data`, `--valid`), for the hints.
+pub fn text_files(dir: &Path, flag: &str) -> Result<Vec<PathBuf>> {
+    if let Some(msg) = crate::files::permission_problem(dir) {
+        bail!("{flag}: {msg}");
+    }
     if !dir.is_dir() {
         bail!(
-            "data folder '{}' does not exist (hint: point --data at a folder of .txt files)",
+            "{flag} folder '{}' does not exist (hint: point {flag} at a folder of UTF-8 .txt files)",
             dir.display()
         );
     }
@@ -23,7 +27,7 @@ pub fn text_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     if files.is_empty() {
         bail!(
-            "data folder '{}' has no .txt files (hint: point --data at a folder of UTF-8 .txt files)",
+            "{flag} folder '{}' has no .txt files (hint: point {flag} at a folder of UTF-8 .txt files)",
             dir.display()
         );
     }
@@ -71,7 +75,7 @@ pub fn read_token_ids(path: &Path, vocab: usize) -> Result<Vec<u32>> {
 pub fn read_eval_text(path: &Path) -> Result<String> {
     let text = if path.is_dir() {
         let mut parts = Vec::new();
-        for f in text_files(path)? {
+        for f in text_files(path, "--text")? {
             parts.push(read_text(&f)?);
         }
         parts.join("\n\n")

@@ -56,12 +56,12 @@ fn encode_unless_stopped(
     }
 }
 
-/// Tokenizes every `.txt` file of `dir` in name order.
-pub fn load_corpus(dir: &Path, tokenizer: &Tokenizer) -> Result<Corpus> {
+/// Tokenizes every `.txt` file of `dir` in name order; `flag` is the option that named it.
+pub fn load_corpus(dir: &Path, flag: &str, tokenizer: &Tokenizer) -> Result<Corpus> {
     let eot = tokenizer.token_to_id(END_OF_TEXT);
     let mut ids = Vec::new();
     let mut files = Vec::new();
-    for path in text_files(dir)? {
+    for path in text_files(dir, flag)? {
         let text = read_text(&path)?;
         let bytes = text.len();
         let enc = encode_unless_stopped(tokenizer, text)?
@@ -82,7 +82,10 @@ pub fn load_corpus(dir: &Path, tokenizer: &Tokenizer) -> Result<Corpus> {
         });
     }
     if ids.is_empty() {
-        bail!("data folder '{}' contains only empty files", dir.display());
+        bail!(
+            "{flag} folder '{}' contains only empty files",
+            dir.display()
+        );
     }
     Ok(Corpus { ids, files })
 }

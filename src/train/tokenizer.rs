@@ -19,7 +19,7 @@ pub fn train_tokenizer(data: &Path, vocab_size: usize, out: &Path) -> Result<Tok
             "--vocab-size must be at least {MIN_VOCAB} (256 bytes + {END_OF_TEXT}); got {vocab_size}"
         );
     }
-    let files = text_files(data)?;
+    let files = text_files(data, "--data")?;
     // The output is checked before the (long) training: not one of the texts, and writable
     // where its folder already exists (a missing folder is created once training succeeded).
     let mut plan = crate::files::OutputPlan::new();

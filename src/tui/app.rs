@@ -154,6 +154,8 @@ pub struct App {
     pub truecolor: bool,
     /// Where `S`/`L` save and load slopes.
     pub slopes_file: PathBuf,
+    /// The files the TUI reads (model folders, the text): its writers never replace one.
+    pub inputs: Vec<(String, PathBuf)>,
     /// Set by Quit.
     pub quit: bool,
     /// Chart plot area columns (set by the view for mouse mapping): (x, width).
@@ -220,6 +222,7 @@ impl App {
             error: None,
             truecolor: super::palette::detect_truecolor(),
             slopes_file,
+            inputs: Vec::new(),
             quit: false,
             chart_columns: None,
             tour: None,

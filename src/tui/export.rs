@@ -29,12 +29,15 @@ pub struct Export {
     pub figure: ExportFigure,
 }
 
+/// The files [`write_export`] writes into `dir`: the figure as SVG and PNG, and its data as JSON.
+pub fn export_files(dir: &Path, export: &Export) -> [PathBuf; 3] {
+    ["svg", "png", "json"].map(|ext| dir.join(format!("{}.{ext}", export.stem)))
+}
+
 /// Writes an export's figure as `<stem>.svg` and `<stem>.png` and its data as `<stem>.json` in
 /// `dir`; returns the files written.
 pub fn write_export(dir: &Path, export: &Export) -> Result<Vec<PathBuf>, String> {
-    let svg = dir.join(format!("{}.svg", export.stem));
-    let png = dir.join(format!("{}.png", export.stem));
-    let json = dir.join(format!("{}.json", export.stem));
+    let [svg, png, json] = export_files(dir, export);
     match &export.figure {
         ExportFigure::Line(f) => {
             write(&svg, f)?;

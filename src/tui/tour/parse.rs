@@ -46,7 +46,7 @@ pub fn parse(text: &str, name: &str) -> Result<Tour, String> {
 
 /// Reads and parses a tour file.
 pub fn read(path: &std::path::Path) -> Result<(Tour, TourSource), String> {
-    let text = crate::files::read_limited_string(path, super::MAX_TOUR_BYTES, "tour file")?;
+    let text = crate::files::read_limited_string(path, super::MAX_TOUR_BYTES, "a tour file")?;
     let name = path.display().to_string();
     let tour = parse(&text, &name)?;
     let base = match path.parent() {
