@@ -248,34 +248,44 @@ fn apply(app: &mut App, effects: Vec<Effect>, jobs: &JobSender) {
                 let _ = jobs.send(job);
             }
             Effect::SetMouse(on) => set_mouse(on),
-            Effect::Export(export) => {
-                let here = Path::new(".");
-                let files = export::export_files(here, &export);
-                let outputs: Vec<(&str, &Path)> =
-                    files.iter().map(|f| ("w export", f.as_path())).collect();
-                let result = check_writes(&app.inputs, &outputs)
-                    .and_then(|()| export::write_export(here, &export));
-                app.exported(result);
-            }
-            Effect::SaveSlopes(path, slopes) => {
-                match check_writes(&app.inputs, &[("S (the slopes file)", &path)])
-                    .and_then(|()| write_slopes(&path, &slopes))
-                {
-                    Ok(()) => {
-                        app.message = format!(
-                            "saved {} to {}",
-                            crate::text::count(slopes.len(), "slope"),
-                            path.display()
-                        );
-                    }
-                    Err(e) => app.error = Some(e),
-                }
-            }
-            Effect::LoadSlopes(path) => {
-                let more = app.slopes_loaded(read_slopes(&path));
-                queue.extend(more);
+            fx @ (Effect::Export(_) | Effect::SaveSlopes(..) | Effect::LoadSlopes(_)) => {
+                queue.extend(apply_file_effect(app, fx, Path::new(".")));
             }
         }
+    }
+}
+
+/// Carries out a file effect (a `w` export into `dir`, an `S` save, an `L` load) as the main loop
+/// does, and returns the effects that follow from it; other effects are returned unchanged.
+/// Every write is checked against [`App::inputs`] first ([`check_writes`]).
+pub fn apply_file_effect(app: &mut App, fx: Effect, dir: &Path) -> Vec<Effect> {
+    match fx {
+        Effect::Export(export) => {
+            let files = export::export_files(dir, &export);
+            let outputs: Vec<(&str, &Path)> =
+                files.iter().map(|f| ("w export", f.as_path())).collect();
+            let result = check_writes(&app.inputs, &outputs)
+                .and_then(|()| export::write_export(dir, &export));
+            app.exported(result);
+            Vec::new()
+        }
+        Effect::SaveSlopes(path, slopes) => {
+            match check_writes(&app.inputs, &[("S (the slopes file)", &path)])
+                .and_then(|()| write_slopes(&path, &slopes))
+            {
+                Ok(()) => {
+                    app.message = format!(
+                        "saved {} to {}",
+                        crate::text::count(slopes.len(), "slope"),
+                        path.display()
+                    );
+                }
+                Err(e) => app.error = Some(e),
+            }
+            Vec::new()
+        }
+        Effect::LoadSlopes(path) => app.slopes_loaded(read_slopes(&path)),
+        other => vec![other],
     }
 }
 

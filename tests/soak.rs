@@ -720,3 +720,99 @@ fn empty_or_short_attention_maps_are_dropped() {
         draw(&mut term, &app);
     }
 }
+
+/// The TUI's writers in a hostile folder: random keys with many `S` and `w` presses, while the
+/// slopes file and the export names are pointed (by path or symbolic link) at the model's files
+/// and the text. Every write goes through the main loop's own effect handler; at the end no
+/// input has changed, and the writes that were allowed did happen.
+#[test]
+fn soak_writers_never_replace_an_input() {
+    use alibi_explorer::tui::apply_file_effect;
+    use alibi_explorer::tui::export::export_files;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let inputs: Vec<std::path::PathBuf> = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|n| model.join(n))
+        .chain(std::iter::once(dir.path().join("text.txt")))
+        .collect();
+    for (i, p) in inputs.iter().enumerate() {
+        std::fs::write(p, format!("input {i}")).unwrap();
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut app = build(&Setup {
+        position: Position::Alibi,
+        n_heads: 4,
+        n_layers: 2,
+        train_len: 16,
+        lmax: 128,
+        tokens: 400,
+        compare: 0,
+    });
+    app.inputs = vec![
+        ("--model".into(), model.clone()),
+        ("--text".into(), inputs[3].clone()),
+    ];
+    let _ = app.start();
+    let mut rng = Rng::new(seed());
+    let key = |c: char| KeyEvent {
+        code: KeyCode::Char(c),
+        modifiers: KeyModifiers::NONE,
+        kind: KeyEventKind::Press,
+        state: KeyEventState::NONE,
+    };
+    let (mut saved, mut exported) = (0, 0);
+    for step in 0..600 {
+        let k = match rng.below(10) {
+            0..=2 => key('S'),
+            3..=5 => key('w'),
+            _ => random_key(&mut rng),
+        };
+        // Point the slopes file somewhere: an input, a link to one, or a fresh file.
+        let target = &inputs[rng.below(inputs.len())];
+        app.slopes_file = match rng.below(3) {
+            0 => target.clone(),
+            1 => {
+                let link = out.join(format!("link-{step}.json"));
+                std::os::unix::fs::symlink(target, &link).unwrap();
+                link
+            }
+            _ => out.join(format!("slopes-{step}.json")),
+        };
+        let effects = keymap::map_key(k, app.focus, app.help)
+            .map(|a| app.update(a))
+            .unwrap_or_default();
+        for fx in effects {
+            if let Effect::Export(e) = &fx {
+                // Half the time the export's names already exist as links to inputs.
+                if rng.below(2) == 0 {
+                    for f in export_files(&out, e) {
+                        let _ = std::fs::remove_file(&f);
+                        std::os::unix::fs::symlink(&inputs[rng.below(inputs.len())], &f).unwrap();
+                    }
+                }
+            }
+            let was_save = matches!(fx, Effect::SaveSlopes(..));
+            let was_export = matches!(fx, Effect::Export(_));
+            app.error = None;
+            let _ = apply_file_effect(&mut app, fx, &out);
+            if app.error.is_none() {
+                saved += usize::from(was_save);
+                exported += usize::from(was_export);
+            }
+        }
+        app.quit = false;
+    }
+    for (i, p) in inputs.iter().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            format!("input {i}"),
+            "{}",
+            p.display()
+        );
+    }
+    assert!(saved > 10, "too few allowed saves to test: {saved}");
+    eprintln!("writers soak: {saved} saves and {exported} exports allowed");
+}
