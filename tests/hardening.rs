@@ -130,7 +130,7 @@ fn bench_refuses_numbers_that_measure_nothing() {
                 "--stats-length",
                 "0",
             ],
-            "--repeats must be at least 1",
+            "--repeats <REPEATS>': '0' is out of range: it must be from 1 to 1000",
         ),
         (
             &["--min-length", "256", "--max-length", "128"],
@@ -764,6 +764,52 @@ fn absurd_numbers_are_refused_with_the_range_named() {
             "at most 1000",
         ),
         (&["slopes", "--heads", "8", "--scale", "-2"], "at least 0"),
+        (
+            &[
+                "bench",
+                "--model",
+                "m",
+                "--text",
+                "t",
+                "--repeats",
+                "1000000000",
+            ],
+            "from 1 to 1000",
+        ),
+        (
+            &[
+                "slopes", "fit", "--model", "m", "--text", "t", "--length", "8", "--steps", "1e12",
+                "--out", "f.json",
+            ],
+            "not a whole number",
+        ),
+        (
+            &[
+                "slopes", "fit", "--model", "m", "--text", "t", "--length", "8", "--steps",
+                "5000000", "--out", "f.json",
+            ],
+            "from 1 to 1000000",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "d",
+                "--valid",
+                "d",
+                "--tokenizer",
+                "t",
+                "--position",
+                "alibi",
+                "--train-len",
+                "8",
+                "--steps",
+                "1000000000000000",
+                "--out",
+                "o",
+            ],
+            "from 1 to 100000000",
+        ),
     ] {
         fails_with(&run(args), needle);
     }
@@ -778,6 +824,14 @@ fn absurd_numbers_are_refused_with_the_range_named() {
         .unwrap_or(0);
     assert!(longest <= 8, "a number overflows its column:\n{table}");
     let f = fixture();
+    // A warm-up longer than the run is refused, and leaves nothing.
+    let out = f.root.join("w");
+    let o = f.train(
+        &out,
+        &["--train-len", "8", "--steps", "10", "--warmup", "11"],
+    );
+    fails_with(&o, "--warmup 11 is longer than the run");
+    assert!(!out.exists());
     let cfg_path = f.model.join("config.json");
     let good = std::fs::read_to_string(&cfg_path).unwrap();
     for (field, value, needle) in [
@@ -951,4 +1005,27 @@ fn copy_dir(from: &Path, to: &Path) {
         let p = entry.unwrap().path();
         std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
     }
+}
+
+/// One writer per output folder for lectures too: a `tour --export` into a folder another live
+/// process is writing (its lock) is refused, naming that process, and the folder is untouched.
+#[test]
+fn a_lecture_folder_in_use_is_refused_naming_its_writer() {
+    let f = fixture();
+    let dir = f.root.join("lecture");
+    std::fs::create_dir_all(&dir).unwrap();
+    let me = std::process::id();
+    std::fs::write(dir.join("write.lock"), format!("{me}\n")).unwrap();
+    let o = run(&[
+        "tour",
+        "--model",
+        s(&f.model),
+        "--text",
+        s(&f.text),
+        "--export",
+        s(&dir),
+    ]);
+    fails_with(&o, &me.to_string());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
 }

@@ -120,6 +120,34 @@ pub fn weight_decay(s: &str) -> Result<f64, String> {
     within(s, 0.0, 10.0, false)
 }
 
+/// A count from 1 to `max`, refused outside it with the range named.
+fn count_within(s: &str, max: usize) -> Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if (1..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' is out of range: it must be from 1 to {max}"))
+    }
+}
+
+/// Optimiser steps of `train`: 1 to 100 million (4e11 tokens at the shipped batch).
+pub fn train_steps(s: &str) -> Result<usize, String> {
+    count_within(s, 100_000_000)
+}
+
+/// Fitting steps of `slopes fit`: 1 to 1 million.
+pub fn fit_steps(s: &str) -> Result<usize, String> {
+    count_within(s, 1_000_000)
+}
+
+/// Timed repeats of `bench`: 1 to 1,000.
+pub fn repeats(s: &str) -> Result<usize, String> {
+    count_within(s, 1000)
+}
+
 /// A fraction strictly between 0 and 1.
 pub fn fraction(s: &str) -> Result<f64, String> {
     let v = finite(s)?;

@@ -106,8 +106,8 @@ pub struct BenchArgs {
     /// Longest forward length.
     #[arg(long, default_value_t = 4096)]
     pub max_length: usize,
-    /// Timed repeats per length (median reported).
-    #[arg(long, default_value_t = 3)]
+    /// Timed repeats per length (median reported; 1 to 1,000).
+    #[arg(long, default_value_t = 3, value_parser = super::common::repeats)]
     pub repeats: usize,
     /// Sweep comparison: shortest length.
     #[arg(long, default_value_t = 64)]

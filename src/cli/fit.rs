@@ -22,8 +22,8 @@ pub struct FitArgs {
     /// Several fitting lengths (a list or a doubling range): the loss is the mean over them.
     #[arg(long)]
     pub lengths: Option<String>,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 100)]
+    /// Optimiser steps (1 to 1 million).
+    #[arg(long, default_value_t = 100, value_parser = super::common::fit_steps)]
     pub steps: usize,
     /// Peak learning rate of Adam on log(slope) (cosine decay to 10%).
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = super::common::learning_rate)]

@@ -74,8 +74,8 @@ pub struct TrainArgs {
     /// Vocabulary size of the model (default: the tokenizer's).
     #[arg(long)]
     pub vocab_size: Option<usize>,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 2000)]
+    /// Optimiser steps (1 to 100 million).
+    #[arg(long, default_value_t = 2000, value_parser = super::common::train_steps)]
     pub steps: usize,
     /// Windows per step.
     #[arg(long, default_value_t = 16)]
@@ -83,9 +83,9 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = super::common::learning_rate)]
     pub lr: f64,
-    /// Warm-up steps.
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
+    /// Warm-up steps, at most --steps [default: 100].
+    #[arg(long)]
+    pub warmup: Option<usize>,
     /// Gradient clipping norm (0 disables).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::common::clip)]
     pub clip: f64,
@@ -182,6 +182,15 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         bail!("--learn-slopes only applies to --position alibi");
     }
     parse_dtype(&a.save_dtype).map_err(|e| eyre!("--save-dtype: {e}"))?;
+    if let Some(w) = a.warmup
+        && w > a.steps
+    {
+        bail!(
+            "--warmup {w} is longer than the run (--steps {}): the learning rate would never reach --lr (hint: use --warmup {} or less)",
+            a.steps,
+            a.steps
+        );
+    }
     if a.valid_every == 0 || a.checkpoint_every == 0 {
         bail!("--valid-every and --checkpoint-every must be at least 1");
     }
@@ -200,7 +209,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             eps: 1e-8,
             weight_decay: a.weight_decay,
         },
-        warmup: a.warmup,
+        warmup: a.warmup.unwrap_or(DEFAULT_WARMUP),
         clip: a.clip,
         seed: a.seed,
         valid_every: a.valid_every,
@@ -229,6 +238,10 @@ fn fraction(s: &str) -> std::result::Result<f64, String> {
         _ => Err(format!("'{s}' is not a fraction from 0 to 1")),
     }
 }
+
+/// The warm-up when `--warmup` is not given (also for runs shorter than it, as before, so their
+/// recorded schedules stay reproducible; an explicit `--warmup` longer than `--steps` is refused).
+pub const DEFAULT_WARMUP: usize = 100;
 
 /// `--repeat-span MIN..MAX`.
 fn parse_span_range(s: &str) -> std::result::Result<(usize, usize), String> {

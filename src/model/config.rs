@@ -317,7 +317,7 @@ impl Config {
         for (name, v, max) in limits {
             if v > max {
                 return Err(format!(
-                    "{name} is {v}, more than {max} (is config.json corrupt?)"
+                    "{name} is {v}, more than {max}: no model is that large"
                 ));
             }
         }
@@ -350,7 +350,7 @@ impl Config {
         }
         if self.n_heads > MAX_HEADS {
             return Err(format!(
-                "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads (is config.json corrupt?)",
+                "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads",
                 self.n_heads
             ));
         }

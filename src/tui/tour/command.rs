@@ -118,6 +118,8 @@ pub fn run(s: &TourSettings) -> Result<()> {
     .map_err(|e| eyre!(e))?;
     if let Some(dir) = &s.export {
         crate::files::check_output_dir("--export", dir).map_err(|e| eyre!(e))?;
+        // Another lecture being written there is named first (its lock makes the folder non-empty).
+        crate::files::lock::check_unlocked("--export", dir).map_err(|e| eyre!(e))?;
         super::lecture::check_fresh(dir).map_err(|e| eyre!(e))?;
         // Writing the lecture is headless work: a signal stops it (the TUI handles its own).
         crate::files::stop::flag();

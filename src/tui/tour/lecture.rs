@@ -170,6 +170,8 @@ fn write_lecture(
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| eyre!("--export: cannot create '{}': {e}", dir.display()))?;
+    // One writer per lecture folder: a second `tour --export` here is refused, naming this one.
+    let _lock = crate::files::lock::lock_folder("--export", dir).map_err(|e| eyre!(e))?;
     let (tx, rx) = channel::<Event>();
     let jobs = worker::spawn(slots, tx);
     let start = app.start();
