@@ -10,6 +10,7 @@ pub mod command;
 pub mod console;
 pub mod figures;
 pub mod kl;
+pub mod needle;
 pub mod output;
 pub mod plot;
 mod point;

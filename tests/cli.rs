@@ -951,3 +951,84 @@ fn plot_draws_training_logs_and_refuses_a_mix_of_kinds() {
         "line 2",
     );
 }
+
+/// `reach --needle`: the grid of lengths x depths with its no-fact control, in the table and the
+/// JSON, every cell scored on its samples; bad needle options refused in one line before work.
+#[test]
+fn reach_needle_grid_scores_every_cell_and_refuses_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let alibi = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("held-out.txt");
+    std::fs::write(&text, PROSE.repeat(30)).unwrap();
+    let json = dir.path().join("n.json");
+    let (m, t) = (alibi.to_str().unwrap(), text.to_str().unwrap());
+    let base = [
+        "reach",
+        "--model",
+        m,
+        "--text",
+        t,
+        "--span",
+        "8",
+        "--distances",
+        "8",
+        "--samples",
+        "2",
+    ];
+    let o = run(&[
+        &base[..],
+        &[
+            "--needle",
+            "--needle-lengths",
+            "64..128",
+            "--needle-depths",
+            "0,0.5,1",
+            "--needle-samples",
+            "3",
+        ],
+        &["--json", json.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("needle grid"), "{out}");
+    assert!(out.contains("no fact") && out.contains("q=0.5"), "{out}");
+    assert!(
+        out.contains("     128*"),
+        "past train_len 16 starred: {out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = v["models"][0]["needle"].as_array().unwrap();
+    // 2 lengths x (control + 3 depths).
+    assert_eq!(cells.len(), 8, "{cells:?}");
+    assert!(
+        cells[0]["depth"].is_null(),
+        "the control comes first: {cells:?}"
+    );
+    for c in cells {
+        assert_eq!(c["samples"], 3);
+        let nll = c["key_nll"].as_f64().unwrap();
+        assert!(nll.is_finite() && nll > 0.0, "{c}");
+        let r = c["retrieved"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{c}");
+    }
+    let reach = |extra: &[&str]| run(&[&base[..], extra].concat());
+    fails_with(
+        &reach(&["--needle", "--needle-depths", "1.5"]),
+        "outside 0..1",
+    );
+    fails_with(&reach(&["--needle-lengths", "64"]), "needs --needle");
+    fails_with(
+        &reach(&["--needle", "--needle-lengths", "8"]),
+        "cannot hold the fact",
+    );
+    fails_with(
+        &reach(&["--needle", "--needle-lengths", "100000"]),
+        "filler",
+    );
+    fails_with(
+        &reach(&["--needle", "--needle-samples", "0"]),
+        "--needle-samples 0",
+    );
+}

@@ -5,6 +5,7 @@
 //! scores (TransformerLens' definitions). Arguments, resolution, the run and its outputs live here.
 
 use super::common::{InputArgs, ModelArgs};
+use crate::eval::needle::{NeedlePoint, needle_cases, needle_test};
 use crate::eval::reach::{CopyOptions, CopyResult, CopySpec, SpanKind, copy_cases, copy_test};
 use crate::model::load::{LoadedModel, ModelSource};
 use crate::model::transformer::{is_interrupted, slopes_tensor};
@@ -61,6 +62,19 @@ pub struct ReachArgs {
     /// Write one CSV row per model and distance.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Also run the needle grid: a pass key at each depth of a filler context of each length, the
+    /// question at the end (needs the model's tokenizer).
+    #[arg(long)]
+    pub needle: bool,
+    /// Needle context lengths: a list or a doubling range (default 64..16 x train_len).
+    #[arg(long, value_name = "LENGTHS")]
+    pub needle_lengths: Option<String>,
+    /// Depths of the pass key in the filler, each from 0 (start) to 1 (just before the question).
+    #[arg(long, value_name = "Q,..", value_delimiter = ',', default_values_t = crate::eval::needle::DEFAULT_DEPTHS)]
+    pub needle_depths: Vec<f64>,
+    /// Keys (and stretches of filler) per cell of the needle grid.
+    #[arg(long, default_value_t = 5)]
+    pub needle_samples: usize,
 }
 
 /// One model's measurements.
@@ -70,6 +84,7 @@ struct Measured {
     train_len: usize,
     slopes: Option<Vec<f64>>,
     points: Vec<CopyResult>,
+    needle: Vec<NeedlePoint>,
 }
 
 /// Runs `reach`.
@@ -111,6 +126,7 @@ pub fn run(a: &ReachArgs) -> Result<()> {
         ))
         .map_err(|e| eyre!(e))?,
     };
+    let needle_lengths = needle_lengths(a, first_len)?;
     if let Some(&d) = distances.iter().find(|&&d| d < a.span) {
         bail!(
             "--distances {d} is shorter than --span {} (a distance is span + gap; hint: start the distances at {})",
@@ -164,6 +180,11 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             .as_ref()
             .map(|s| slopes_tensor(s, model.device()))
             .transpose()?;
+        // The needle grid's contexts are built (and refused) before any work.
+        let needle_cells = needle_lengths
+            .as_ref()
+            .map(|lengths| needle_cells(a, loaded, &stream.ids, lengths))
+            .transpose()?;
         let mut points = Vec::with_capacity(distances.len());
         for &d in &distances {
             let spec = CopySpec {
@@ -202,6 +223,10 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             }
             points.push(r);
         }
+        let needle = match &needle_cells {
+            Some(cells) => run_needle(loaded, tensor.as_ref(), cells, tty)?,
+            None => Vec::new(),
+        };
         if tty {
             eprint!("\r\x1b[K");
         }
@@ -219,6 +244,7 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             slopes: (cfg.position == crate::model::Position::Alibi)
                 .then(|| slopes.clone().unwrap_or_else(|| cfg.default_slopes())),
             points,
+            needle,
         });
     }
     let mut out = std::io::stdout().lock();
@@ -234,6 +260,9 @@ pub fn run(a: &ReachArgs) -> Result<()> {
         out.write_all(table(m).as_bytes())?;
         if a.heads {
             out.write_all(heads_table(m).as_bytes())?;
+        }
+        if a.needle {
+            out.write_all(needle_table(m, a.needle_samples).as_bytes())?;
         }
     }
     let report = json!({
@@ -314,6 +343,15 @@ fn model_json(m: &Measured) -> serde_json::Value {
         "position": m.position,
         "train_len": m.train_len,
         "slopes": m.slopes,
+        "needle": m.needle.iter().map(|p| json!({
+            "length": p.length,
+            "depth": p.depth,
+            "past_train_len": p.length > m.train_len,
+            "samples": p.samples,
+            "key_nll": p.key_nll.mean,
+            "key_nll_stderr": p.key_nll.stderr,
+            "retrieved": p.retrieved,
+        })).collect::<Vec<_>>(),
         "points": m.points.iter().map(|p| {
             let heads = p.heads.as_ref().map(|h| {
                 (0..h.n_layers * h.n_heads).map(|k| json!({
@@ -360,6 +398,158 @@ fn csv(measured: &[Measured]) -> String {
                 p.top1_accuracy
             ));
         }
+    }
+    s
+}
+
+/// The needle lengths `--needle` asks for (default 64..16 x the first model's train_len), with the
+/// depths and samples checked; `None` without `--needle`.
+fn needle_lengths(a: &ReachArgs, first_len: usize) -> Result<Option<Vec<usize>>> {
+    if !a.needle {
+        if a.needle_lengths.is_some() {
+            bail!("--needle-lengths needs --needle (hint: add --needle to run the needle grid)");
+        }
+        return Ok(None);
+    }
+    if a.needle_samples == 0 || a.needle_samples > 1000 {
+        bail!(
+            "--needle-samples {} is out of range (hint: use 1 to 1000)",
+            a.needle_samples
+        );
+    }
+    if let Some(q) = a
+        .needle_depths
+        .iter()
+        .find(|q| !(q.is_finite() && (0.0..=1.0).contains(*q)))
+    {
+        bail!(
+            "--needle-depths {q} is outside 0..1 (hint: 0 is the start of the filler, 1 just before the question)"
+        );
+    }
+    let spec = a
+        .needle_lengths
+        .clone()
+        .unwrap_or_else(|| format!("64..{}", (DEFAULT_REACH_FACTOR * first_len).max(64)));
+    crate::eval::parse_lengths(&spec)
+        .map(Some)
+        .map_err(|e| eyre!("--needle-lengths: {e}"))
+}
+
+/// One cell of the needle grid, its contexts built: (length, depth or `None` for the control,
+/// cases).
+type NeedleCell = (usize, Option<f64>, Vec<crate::eval::needle::NeedleCase>);
+
+/// The needle grid's cells for one model: each length's control (no fact), then each depth;
+/// every context built here, so a length or text that cannot hold them fails before any work.
+fn needle_cells(
+    a: &ReachArgs,
+    loaded: &LoadedModel,
+    filler: &[u32],
+    lengths: &[usize],
+) -> Result<Vec<NeedleCell>> {
+    let Some(tok) = loaded.tokenizer.as_ref() else {
+        bail!(
+            "--needle needs the model's tokenizer to write the pass key; '{}' has no tokenizer.json",
+            loaded.name
+        );
+    };
+    let model = &loaded.model;
+    let longest = lengths.last().copied().unwrap_or(1);
+    if let Some(max) = model.config().max_len
+        && longest > max
+    {
+        bail!(
+            "'{}' takes at most {max} tokens; --needle-lengths {longest} is longer (hint: use shorter --needle-lengths)",
+            loaded.name
+        );
+    }
+    crate::eval::command::check_memory(
+        model,
+        longest,
+        crate::eval::reach::cases_per_batch(longest + 1).min(a.needle_samples),
+        "use shorter --needle-lengths",
+    )?;
+    let encode = |s: &str| {
+        tok.encode(s, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("cannot tokenize the needle: {e}"))
+    };
+    let prompts =
+        crate::eval::needle::prompts(encode, a.needle_samples, a.seed).map_err(|e| eyre!(e))?;
+    let depths: Vec<Option<f64>> = std::iter::once(None)
+        .chain(a.needle_depths.iter().map(|&q| Some(q)))
+        .collect();
+    let mut cells = Vec::new();
+    for &n in lengths {
+        for &q in &depths {
+            let cases = needle_cases(filler, &prompts, n, q).map_err(|e| eyre!("--needle: {e}"))?;
+            cells.push((n, q, cases));
+        }
+    }
+    Ok(cells)
+}
+
+/// Scores every cell of one model's needle grid.
+fn run_needle(
+    loaded: &LoadedModel,
+    slopes: Option<&candle_core::Tensor>,
+    cells: &[NeedleCell],
+    tty: bool,
+) -> Result<Vec<NeedlePoint>> {
+    let mut points = Vec::with_capacity(cells.len());
+    for (n, q, cases) in cells {
+        let p = needle_test(&loaded.model, slopes, cases, *q, None)
+            .map_err(|e| eyre!("needle on '{}' at length {n}: {e}", loaded.name))?;
+        let note = format!(
+            "needle: {} length {n} {}: key nll {:.3}, retrieved {:.0}%",
+            loaded.name,
+            q.map_or("without the fact".to_string(), |q| format!("depth {q}")),
+            p.key_nll.mean,
+            100.0 * p.retrieved
+        );
+        if tty {
+            eprint!("\r\x1b[K{note}");
+        } else {
+            eprintln!("{note}");
+        }
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// The needle grid of one model: rows are lengths, columns depths; each cell the key's mean NLL
+/// and the share of keys retrieved exactly.
+fn needle_table(m: &Measured, samples: usize) -> String {
+    let mut depths: Vec<Option<f64>> = Vec::new();
+    for p in &m.needle {
+        if !depths.contains(&p.depth) {
+            depths.push(p.depth);
+        }
+    }
+    let mut s = format!(
+        "needle grid · key NLL (nats) / retrieved, {samples} keys a cell · depth q: 0 = start, 1 = just before the question; no fact = the control\n{:>9}",
+        "length"
+    );
+    for q in &depths {
+        let head = q.map_or("no fact".to_string(), |q| format!("q={q}"));
+        s.push_str(&format!(" {head:>13}"));
+    }
+    s.push('\n');
+    let mut lengths: Vec<usize> = m.needle.iter().map(|p| p.length).collect();
+    lengths.dedup();
+    for n in lengths {
+        let mark = if n > m.train_len { "*" } else { " " };
+        s.push_str(&format!("{n:>8}{mark}"));
+        for q in &depths {
+            match m.needle.iter().find(|p| p.length == n && p.depth == *q) {
+                Some(p) => s.push_str(&format!(
+                    " {:>13}",
+                    format!("{:.2} / {:.0}%", p.key_nll.mean, 100.0 * p.retrieved)
+                )),
+                None => s.push_str(&format!(" {:>13}", "-")),
+            }
+        }
+        s.push('\n');
     }
     s
 }

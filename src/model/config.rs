@@ -317,7 +317,7 @@ impl Config {
         for (name, v, max) in limits {
             if v > max {
                 return Err(format!(
-                    "{name} is {v}, more than {max}: no model is that large"
+                    "{name} is {v}, too large (at most {max}; no model is that large)"
                 ));
             }
         }
