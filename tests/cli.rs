@@ -1032,3 +1032,62 @@ fn reach_needle_grid_scores_every_cell_and_refuses_bad_options() {
         "--needle-samples 0",
     );
 }
+
+/// `reach --recipe` runs the first model under the recipe at each case's length (named so in the
+/// output) beside a `--compare` of the same model; a window shorter than the distance removes
+/// the first occurrence from view, so the windowed copy test sees nothing to copy.
+#[test]
+fn reach_recipe_applies_to_the_first_model_at_each_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let alibi = tiny_model(dir.path(), Position::Alibi);
+    let rotary = tiny_model(dir.path(), Position::Rotary);
+    let text = dir.path().join("held-out.txt");
+    std::fs::write(&text, PROSE.repeat(30)).unwrap();
+    let json = dir.path().join("r.json");
+    let (m, t) = (alibi.to_str().unwrap(), text.to_str().unwrap());
+    let o = run(&[
+        "reach",
+        "--model",
+        m,
+        "--compare",
+        m,
+        "--text",
+        t,
+        "--span",
+        "8",
+        "--distances",
+        "32",
+        "--samples",
+        "3",
+        "--heads",
+        "--recipe",
+        "window:4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let models = v["models"].as_array().unwrap();
+    assert!(
+        models[0]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with(" + window:4"),
+        "{v}"
+    );
+    assert!(
+        !models[1]["model"].as_str().unwrap().contains("window"),
+        "{v}"
+    );
+    // With a 4-key window no query of the second copy sees its earlier occurrence (32 back):
+    // every head's induction score is exactly 0 under the recipe.
+    for h in models[0]["points"][0]["heads"].as_array().unwrap() {
+        assert_eq!(h["induction"].as_f64().unwrap(), 0.0, "{h}");
+    }
+    let r = rotary.to_str().unwrap();
+    fails_with(
+        &run(&["reach", "--model", r, "--text", t, "--recipe", "interp:2"]),
+        "changes ALiBi slopes",
+    );
+}

@@ -8,7 +8,7 @@ use super::common::{InputArgs, ModelArgs};
 use crate::eval::needle::{NeedlePoint, needle_cases, needle_test};
 use crate::eval::reach::{CopyOptions, CopyResult, CopySpec, SpanKind, copy_cases, copy_test};
 use crate::model::load::{LoadedModel, ModelSource};
-use crate::model::transformer::{is_interrupted, slopes_tensor};
+use crate::model::transformer::is_interrupted;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde_json::json;
@@ -53,6 +53,11 @@ pub struct ReachArgs {
     /// Override the first model's ALiBi slopes: a preset name or a JSON file with a "slopes" array.
     #[arg(long)]
     pub slopes: Option<String>,
+    /// A long-context recipe for the first model (interp:F, interp:dynamic, ntk, window:W or
+    /// sinks:K+W, as `eval --recipe`), applied at each case's own length; `--compare` the same
+    /// model to see the recipe against the original.
+    #[arg(long, value_name = "NAME")]
+    pub recipe: Option<crate::alibi::recipe::Recipe>,
     /// Use only the first N tokens of the input.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
@@ -176,10 +181,14 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             crate::eval::reach::cases_per_batch(longest),
             "use smaller --distances",
         )?;
-        let tensor = slopes
-            .as_ref()
-            .map(|s| slopes_tensor(s, model.device()))
-            .transpose()?;
+        // What the first model runs with: the slope override and the recipe, at each length.
+        let modification = crate::eval::recipe::Modification {
+            slopes: slopes.clone(),
+            recipe: if i == 0 { a.recipe } else { None },
+        };
+        modification
+            .check(model, &loaded.name)
+            .map_err(|e| eyre!(e))?;
         // The needle grid's contexts are built (and refused) before any work.
         let needle_cells = needle_lengths
             .as_ref()
@@ -196,13 +205,15 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             };
             let cases = copy_cases(&stream.ids, &spec)
                 .map_err(|e| eyre!("'{}' at distance {d}: {e}", input.path().display()))?;
+            let at = modification.options_at(model, a.span + d - 1)?;
             let opts = CopyOptions {
                 heads: a.heads,
                 interrupt: Some(cancel.clone()),
                 capture_bytes: None,
+                key_mask: at.key_mask,
             };
             let started = std::time::Instant::now();
-            let r = copy_test(model, tensor.as_ref(), &cases, &opts).map_err(|e| {
+            let r = copy_test(model, at.slopes.as_ref(), &cases, &opts).map_err(|e| {
                 if is_interrupted(&e) || cancel.load(std::sync::atomic::Ordering::SeqCst) {
                     eyre!("reach: interrupted; nothing written")
                 } else {
@@ -224,7 +235,7 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             points.push(r);
         }
         let needle = match &needle_cells {
-            Some(cells) => run_needle(loaded, tensor.as_ref(), cells, tty)?,
+            Some(cells) => run_needle(loaded, &modification, cells, tty)?,
             None => Vec::new(),
         };
         if tty {
@@ -234,10 +245,16 @@ pub fn run(a: &ReachArgs) -> Result<()> {
         // apart by the path given.
         let clash = models.iter().filter(|m| m.name == loaded.name).count() > 1;
         measured.push(Measured {
-            name: if clash {
-                sources[i].path.display().to_string()
-            } else {
-                loaded.name.clone()
+            name: {
+                let name = if clash {
+                    sources[i].path.display().to_string()
+                } else {
+                    loaded.name.clone()
+                };
+                match (i, a.recipe) {
+                    (0, Some(r)) => format!("{name} + {r}"),
+                    _ => name,
+                }
             },
             position: cfg.position.to_string(),
             train_len: cfg.train_len,
@@ -492,13 +509,14 @@ fn needle_cells(
 /// Scores every cell of one model's needle grid.
 fn run_needle(
     loaded: &LoadedModel,
-    slopes: Option<&candle_core::Tensor>,
+    modification: &crate::eval::recipe::Modification,
     cells: &[NeedleCell],
     tty: bool,
 ) -> Result<Vec<NeedlePoint>> {
     let mut points = Vec::with_capacity(cells.len());
     for (n, q, cases) in cells {
-        let p = needle_test(&loaded.model, slopes, cases, *q, None)
+        let at = modification.options_at(&loaded.model, *n)?;
+        let p = needle_test(&loaded.model, &at, cases, *q)
             .map_err(|e| eyre!("needle on '{}' at length {n}: {e}", loaded.name))?;
         let note = format!(
             "needle: {} length {n} {}: key nll {:.3}, retrieved {:.0}%",

@@ -16,8 +16,6 @@ use super::reach::MeanErr;
 use crate::model::init::Rng;
 use crate::model::transformer::{ForwardOptions, Transformer};
 use candle_core::{D, DType, Result, Tensor};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// The question that ends every context (the fact is the question plus the key and a full stop).
 pub const QUESTION: &str = " The pass key is";
@@ -161,14 +159,14 @@ pub struct NeedlePoint {
     pub retrieved: f64,
 }
 
-/// Scores `cases` (one cell, all of one length) through `model`, with `slopes` replacing its own
-/// when given; batched like the copy test.
+/// Scores `cases` (one cell, all of one length) through `model` with the forward options `base`
+/// (slopes replacing the model's, a recipe's key mask; captures are ignored); batched like the
+/// copy test.
 pub fn needle_test(
     model: &Transformer,
-    slopes: Option<&Tensor>,
+    base: &ForwardOptions,
     cases: &[NeedleCase],
     depth: Option<f64>,
-    interrupt: Option<Arc<AtomicBool>>,
 ) -> Result<NeedlePoint> {
     let Some(first) = cases.first() else {
         candle_core::bail!("no needle cases");
@@ -193,9 +191,9 @@ pub fn needle_test(
         let out = model.forward_hidden(
             &Tensor::from_vec(inputs, (b, len), dev)?,
             &ForwardOptions {
-                slopes: slopes.cloned(),
-                interrupt: interrupt.clone(),
-                ..Default::default()
+                capture: Vec::new(),
+                capture_only: false,
+                ..base.clone()
             },
         )?;
         let y = Tensor::from_vec(targets, (b, len), dev)?;

@@ -287,6 +287,8 @@ pub struct CopyOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// The bytes of attention maps one forward may keep (default [`CAPTURE_BYTES`]).
     pub capture_bytes: Option<usize>,
+    /// A window or sinks recipe's key mask for every forward (`eval --recipe`'s masks).
+    pub key_mask: Option<crate::alibi::recipe::KeyMask>,
 }
 
 /// Attention maps of one forward are kept to this many bytes: past it, per-head scores capture
@@ -321,6 +323,7 @@ pub fn copy_test(
             &tokens,
             &ForwardOptions {
                 slopes: slopes.cloned(),
+                key_mask: opts.key_mask,
                 capture,
                 capture_only,
                 interrupt: opts.interrupt.clone(),

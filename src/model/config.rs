@@ -234,8 +234,9 @@ pub struct Config {
 
 /// The largest vocabulary a config may declare (2^24 ids; BLOOM has 250,880).
 pub const MAX_VOCAB: usize = 1 << 24;
-/// The largest `d_model` (2^17; BLOOM-176B has 14,336); `d_ff` may be four times this.
-pub const MAX_WIDTH: usize = 1 << 17;
+/// The largest `d_model` (2^20, as many as [`crate::alibi::MAX_HEADS`] heads of width 1; BLOOM-176B
+/// has 14,336); `d_ff` may be four times this.
+pub const MAX_WIDTH: usize = 1 << 20;
 /// The most layers (2^12; BLOOM-176B has 70).
 pub const MAX_LAYERS: usize = 1 << 12;
 /// The longest `train_len` or `max_len` (2^24 tokens: positions stay exact in f32).
@@ -304,6 +305,12 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        if self.n_heads > MAX_HEADS {
+            return Err(format!(
+                "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads",
+                self.n_heads
+            ));
+        }
         // Sizes past these are no model anyone has (BLOOM-176B: d_model 14,336, 70 layers,
         // vocabulary 250,880); a corrupt or hand-edited config is refused before any allocation.
         let limits = [
@@ -346,12 +353,6 @@ impl Config {
         {
             return Err(format!(
                 "clip_qkv must be a positive, finite number or absent (got {c})"
-            ));
-        }
-        if self.n_heads > MAX_HEADS {
-            return Err(format!(
-                "n_heads ({}) is more than {MAX_HEADS}; no model has that many heads",
-                self.n_heads
             ));
         }
         if !self.d_model.is_multiple_of(self.n_heads) {
