@@ -466,14 +466,10 @@ pub const PARAM_WIDTH: usize = 7;
 /// at most [`PARAM_WIDTH`] characters (scientific notation past that: `-1.02e6`).
 pub fn fmt_param(v: f64) -> String {
     let plain = fmt_param_plain(v);
-    if plain.chars().count() <= PARAM_WIDTH || !v.is_finite() {
+    if plain.chars().count() <= PARAM_WIDTH {
         plain
     } else {
-        (0..=2)
-            .rev()
-            .map(|digits| format!("{v:.digits$e}"))
-            .find(|s| s.chars().count() <= PARAM_WIDTH)
-            .unwrap_or_else(|| format!("{v:.0e}"))
+        crate::alibi::fmt_fixed(v, 0, PARAM_WIDTH)
     }
 }
 

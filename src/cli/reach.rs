@@ -8,7 +8,6 @@ use super::common::{InputArgs, ModelArgs};
 use crate::eval::needle::{NeedlePoint, needle_cases, needle_test};
 use crate::eval::reach::{CopyOptions, CopyResult, CopySpec, SpanKind, copy_cases, copy_test};
 use crate::model::load::{LoadedModel, ModelSource};
-use crate::model::transformer::is_interrupted;
 use clap::Args;
 use color_eyre::eyre::{Result, bail, eyre};
 use serde_json::json;
@@ -139,7 +138,6 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             a.span
         );
     }
-    let cancel = crate::eval::console::interrupt_flag();
     let tty = std::io::stderr().is_terminal();
     let mut measured = Vec::new();
     for (i, loaded) in models.iter().enumerate() {
@@ -208,18 +206,13 @@ pub fn run(a: &ReachArgs) -> Result<()> {
             let at = modification.options_at(model, a.span + d - 1)?;
             let opts = CopyOptions {
                 heads: a.heads,
-                interrupt: Some(cancel.clone()),
-                capture_bytes: None,
                 key_mask: at.key_mask,
+                ..CopyOptions::default()
             };
             let started = std::time::Instant::now();
-            let r = copy_test(model, at.slopes.as_ref(), &cases, &opts).map_err(|e| {
-                if is_interrupted(&e) || cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                    eyre!("reach: interrupted; nothing written")
-                } else {
-                    eyre!("reach on '{}' at distance {d}: {e}", loaded.name)
-                }
-            })?;
+            // A signal stops the forward; the binary reports it (see `files::stop`).
+            let r = copy_test(model, at.slopes.as_ref(), &cases, &opts)
+                .map_err(|e| eyre!("reach on '{}' at distance {d}: {e}", loaded.name))?;
             let note = format!(
                 "reach: {} distance {d}: copy gain {:.3} ± {:.3} ({:.1} s)",
                 loaded.name,

@@ -9,7 +9,7 @@
 //! previous file.
 //!
 //! Work that must finish once started (the trainer's validation of a step already taken) runs
-//! inside [`shielded`] or under a [`Shield`]: the request waits until it is done.
+//! under a [`Shield`]: the request waits until it is dropped.
 //!
 //! The TUI does not use this module: it turns the same signals into events of its own loop
 //! (`tui/event.rs`), so it can restore the terminal first.
@@ -32,7 +32,7 @@ struct State {
 static STATE: OnceLock<State> = OnceLock::new();
 
 thread_local! {
-    /// How many [`shielded`] calls this thread is inside.
+    /// How many [`Shield`]s this thread holds.
     static SHIELD: Cell<u32> = const { Cell::new(0) };
 }
 
@@ -61,7 +61,7 @@ pub fn requested() -> bool {
 }
 
 /// Whether work on this thread should stop now: a stop was requested and the thread is not
-/// inside [`shielded`].
+/// holding a [`Shield`].
 pub fn should_stop() -> bool {
     requested() && SHIELD.with(Cell::get) == 0
 }
@@ -88,12 +88,6 @@ impl Drop for Shield {
     fn drop(&mut self) {
         SHIELD.with(|s| s.set(s.get().saturating_sub(1)));
     }
-}
-
-/// Runs `f` with stop requests held off on this thread (they take effect once it returns).
-pub fn shielded<T>(f: impl FnOnce() -> T) -> T {
-    let _shield = Shield::new();
-    f()
 }
 
 /// The signal that asked to stop, if one did.
@@ -154,11 +148,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shielded_work_ignores_a_stop_until_it_returns() {
+    fn shields_nest_and_are_released_when_dropped() {
         // No handler installed in this test process: nothing is requested.
         assert!(!should_stop());
-        let inside = shielded(|| shielded(should_stop));
-        assert!(!inside);
+        {
+            let _outer = Shield::new();
+            let _inner = Shield::new();
+            assert_eq!(SHIELD.with(Cell::get), 2);
+            assert!(!should_stop());
+        }
         assert_eq!(SHIELD.with(Cell::get), 0);
     }
 
