@@ -233,6 +233,8 @@ for m in "${models[@]}"; do
       dest=assets/models/$m
       mkdir -p "$dest"
       for f in "${kept_files[@]}"; do cp "$src/$f" "$dest/"; done
+      # The copy recipe's mix-phase log, which TRAINING.md names, travels with the model.
+      if [ -f "$src/loss-mix.csv" ]; then cp "$src/loss-mix.csv" "$dest/"; else rm -f "$dest/loss-mix.csv"; fi
       echo "$m: promoted to $dest (from $src)"
       ;;
     *) echo "unknown action '$action' (start, status, stop, keep, promote)" >&2; exit 2 ;;

@@ -5,7 +5,7 @@
 //! `text --tokenizer--> tokens --model (worker)--> losses, attention --> App state --> widgets`.
 //!
 //! The modules are layers; each imports only from the layers above it in this list (a test,
-//! `tests/architecture.rs`, keeps it so and refuses import cycles between files):
+//! `tests/suite/architecture.rs`, keeps it so and refuses import cycles between files):
 //!
 //! - [`files`]: bounded reads of input files and the one writer every output goes through
 //!   (outputs checked against inputs before the work; devices and pipes written to, not replaced).

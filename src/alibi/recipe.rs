@@ -80,7 +80,7 @@ impl Recipe {
 
     /// Whether the recipe changes nothing at input length `len` for a model trained at
     /// `train_len` with `base` slopes: the slopes stay `base` and the mask keeps every key. Such a
-    /// length scores exactly as the unmodified model (tested in `tests/recipes.rs`).
+    /// length scores exactly as the unmodified model (tested in `tests/suite/recipes.rs`).
     pub fn is_identity_at(&self, base: &[f64], len: usize, train_len: usize) -> bool {
         self.slopes(base, len, train_len) == base
             && self.key_mask().is_none_or(|m| m.keeps_all(len))

@@ -6,6 +6,7 @@
 
 use super::common::{InputArgs, ModelArgs};
 use crate::eval::needle::{NeedlePoint, needle_cases, needle_test};
+use crate::eval::plot::copy_curve::CopyCurve;
 use crate::eval::reach::{CopyOptions, CopyResult, CopySpec, SpanKind, copy_cases, copy_test};
 use crate::model::load::{LoadedModel, ModelSource};
 use clap::Args;
@@ -66,6 +67,10 @@ pub struct ReachArgs {
     /// Write one CSV row per model and distance.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Draw copy gain vs distance (one curve per model, ± 1 s.e., train_len marked) to an .svg
+    /// or .png file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
     /// Also run the needle grid: a pass key at each depth of a filler context of each length, the
     /// question at the end (needs the model's tokenizer).
     #[arg(long)]
@@ -107,7 +112,10 @@ pub fn run(a: &ReachArgs) -> Result<()> {
         );
     }
     let input = a.input.input()?;
-    let outputs = [("--json", &a.json), ("--csv", &a.csv)];
+    if let Some(p) = &a.plot {
+        crate::eval::plot::check_extension(p).map_err(|e| eyre!(e))?;
+    }
+    let outputs = [("--json", &a.json), ("--csv", &a.csv), ("--plot", &a.plot)];
     let mut sources = vec![a.model.source()];
     sources.extend(a.compare.iter().map(|p| ModelSource {
         path: p.clone(),
@@ -289,6 +297,24 @@ pub fn run(a: &ReachArgs) -> Result<()> {
     }
     if let Some(p) = &a.csv {
         crate::files::write_bytes(p, csv(&measured).as_bytes()).map_err(|e| eyre!(e))?;
+    }
+    if let Some(p) = &a.plot {
+        let curves: Vec<CopyCurve> = measured
+            .iter()
+            .map(|m| CopyCurve {
+                label: m.name.clone(),
+                points: m
+                    .points
+                    .iter()
+                    .map(|r| (r.distance, r.copy_gain.mean, r.copy_gain.stderr))
+                    .collect(),
+            })
+            .collect();
+        let title = format!(
+            "Copy gain by distance ({} spans of {} tokens)",
+            a.samples, a.span
+        );
+        crate::eval::plot::copy_curve::draw(p, &title, first_len, &curves).map_err(|e| eyre!(e))?;
     }
     Ok(())
 }

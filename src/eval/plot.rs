@@ -1,6 +1,7 @@
 //! The perplexity-vs-length figure for slides and papers (plotters; SVG or PNG by extension):
 //! log-scale length axis, training length marked, the extrapolation region shaded and labelled.
 
+pub mod copy_curve;
 pub mod loss_log;
 
 use super::Point;

@@ -273,6 +273,21 @@ impl CopyScore {
     }
 }
 
+/// The attention one head puts on each pattern's key, summed over the second occurrence's
+/// scored queries: `[induction, duplicate, previous]`. `rows[j]` is the attention row (over
+/// keys `0..`) of query `second + j`, for `j` in `0..span - 1`; query `second + j` holds `s_j`, so
+/// its earlier occurrence is key `j`, the token after it key `j + 1`, and the token before the
+/// query key `second + j - 1`. Divide by the number of rows for TransformerLens' scores.
+pub fn pattern_sums(rows: &[Vec<f32>], second: usize) -> [f64; 3] {
+    let mut sums = [0f64; 3];
+    for (j, row) in rows.iter().enumerate() {
+        sums[0] += f64::from(row[j + 1]);
+        sums[1] += f64::from(row[j]);
+        sums[2] += f64::from(row[second + j - 1]);
+    }
+    sums
+}
+
 /// Cases of `len` tokens one forward of [`copy_test`] takes (the memory a caller checks).
 pub fn cases_per_batch(len: usize) -> usize {
     (BATCH_TOKENS / len.max(1)).max(1)
@@ -400,13 +415,11 @@ pub fn copy_test(
                 let out = forward(x, capture, true)?;
                 for cap in &out.captured {
                     let probs = cap.probs.to_dtype(DType::F32)?.squeeze(0)?; // (q, k)
+                    let rows = probs.narrow(0, second, span - 1)?.to_vec2::<f32>()?;
+                    let got = pattern_sums(&rows, second);
                     let slot = &mut sums[cap.layer * n_heads + cap.head];
-                    for j in 0..span - 1 {
-                        let i = second + j;
-                        let row = probs.get(i)?.to_vec1::<f32>()?;
-                        slot[0] += f64::from(row[j + 1]);
-                        slot[1] += f64::from(row[j]);
-                        slot[2] += f64::from(row[i - 1]);
+                    for (s, g) in slot.iter_mut().zip(got) {
+                        *s += g;
                     }
                 }
             }
@@ -513,5 +526,86 @@ mod tests {
         // sample sd = sqrt(14/3); s.e. = sd / 2
         assert!((m.stderr - (14.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-12);
         assert_eq!(MeanErr::of(&[2.5]).stderr, 0.0);
+    }
+
+    /// Attention rows for the second occurrence of a case, every query putting all its mass on
+    /// the key `key(j, i)` (query `i = second + j`).
+    fn one_hot_rows(
+        span: usize,
+        second: usize,
+        key: impl Fn(usize, usize) -> usize,
+    ) -> Vec<Vec<f32>> {
+        (0..span - 1)
+            .map(|j| {
+                let i = second + j;
+                let mut row = vec![0f32; i + 1];
+                row[key(j, i)] = 1.0;
+                row
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_pattern_scores_one_on_itself_and_zero_on_the_others() {
+        let (span, second) = (6, 10);
+        let q = (span - 1) as f64;
+        let score = |rows: &[Vec<f32>]| pattern_sums(rows, second).map(|s| s / q);
+        assert_eq!(
+            score(&one_hot_rows(span, second, |j, _| j + 1)),
+            [1.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            score(&one_hot_rows(span, second, |j, _| j)),
+            [0.0, 1.0, 0.0]
+        );
+        assert_eq!(
+            score(&one_hot_rows(span, second, |_, i| i - 1)),
+            [0.0, 0.0, 1.0]
+        );
+        // Attending to itself (or to the first token) avoids all three patterns.
+        assert_eq!(
+            score(&one_hot_rows(span, second, |_, i| i)),
+            [0.0, 0.0, 0.0]
+        );
+        // Half on the induction key, half on the previous token.
+        let mixed: Vec<Vec<f32>> = (0..span - 1)
+            .map(|j| {
+                let i = second + j;
+                let mut row = vec![0f32; i + 1];
+                row[j + 1] = 0.5;
+                row[i - 1] = 0.5;
+                row
+            })
+            .collect();
+        assert_eq!(score(&mixed), [0.5, 0.0, 0.5]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the span, gap, samples and seed: every case is `span, filler, span`, the
+        /// second occurrence starts `distance` tokens after the first, and the span and its
+        /// filler are a contiguous stretch of the text.
+        #[test]
+        fn the_second_occurrence_starts_distance_tokens_after_the_first(
+            span in 2usize..40,
+            gap in 0usize..80,
+            samples in 1usize..12,
+            seed in 0u64..1000,
+            len in 0usize..300,
+        ) {
+            let text: Vec<u32> = (0..(span + gap + len) as u32).collect();
+            let s = CopySpec { span, gap, samples, seed, kind: SpanKind::Text };
+            let cases = copy_cases(&text, &s).unwrap();
+            proptest::prop_assert_eq!(cases.len(), samples);
+            for c in &cases {
+                proptest::prop_assert_eq!(c.tokens.len(), s.case_len());
+                proptest::prop_assert_eq!(c.second, s.distance());
+                proptest::prop_assert_eq!(&c.tokens[..span], &c.tokens[c.second..]);
+                // The text is 0, 1, 2, ...: a contiguous stretch counts up by one.
+                let start = c.tokens[0];
+                for (k, &t) in c.tokens[..c.second].iter().enumerate() {
+                    proptest::prop_assert_eq!(t, start + k as u32);
+                }
+            }
+        }
     }
 }
