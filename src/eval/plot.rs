@@ -135,6 +135,44 @@ pub fn check_extension(path: &Path) -> Result<&'static str, String> {
     }
 }
 
+/// Shades the region past `train_len` (to `xmax`, from `ymin` to `ymax`), draws the training
+/// length's vertical line and writes `label` beside it at height `label_y`: the mark every
+/// figure against length or distance shares.
+pub(crate) fn mark_train_len<DB: DrawingBackend, CT>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    train_len: usize,
+    (xmax, ymin, ymax): (f64, f64, f64),
+    label: &str,
+    label_y: f64,
+) -> Result<(), String>
+where
+    CT: plotters::coord::CoordTranslate<From = (f64, f64)>,
+    DB::ErrorType: 'static,
+{
+    let err = |e: &dyn std::fmt::Display| format!("cannot draw the plot: {e}");
+    let tl = train_len as f64;
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(tl, ymin), (xmax, ymax)],
+            RGBColor(250, 235, 215).mix(0.6).filled(),
+        )))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(tl, ymin), (tl, ymax)],
+            BLACK.mix(0.7).stroke_width(2),
+        ))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(std::iter::once(Text::new(
+            label.to_string(),
+            (tl * 1.05, label_y),
+            ("sans-serif", 16),
+        )))
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
+
 fn render<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
@@ -186,26 +224,13 @@ where
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| err(&e))?;
-    let tl = train_len as f64;
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(tl, ymin), (xmax, ymax)],
-            RGBColor(250, 235, 215).mix(0.6).filled(),
-        )))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(tl, ymin), (tl, ymax)],
-            BLACK.mix(0.7).stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(std::iter::once(Text::new(
-            format!("train_len = {train_len}  →  extrapolation"),
-            (tl * 1.05, ymax / 1.08),
-            ("sans-serif", 16),
-        )))
-        .map_err(|e| err(&e))?;
+    mark_train_len(
+        &mut chart,
+        train_len,
+        (xmax, ymin, ymax),
+        &format!("train_len = {train_len}  →  extrapolation"),
+        ymax / 1.08,
+    )?;
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<(f64, f64)> = s

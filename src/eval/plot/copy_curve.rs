@@ -1,7 +1,7 @@
 //! `reach --plot`: copy gain against distance (log scale), one curve per model or recipe with
 //! ± 1 s.e. bars, the zero line (no copying) and the first model's training length marked.
 
-use super::{COLORS, check_extension, draw_in_memory, drawn, register_font};
+use super::{COLORS, check_extension, draw_in_memory, drawn, mark_train_len, register_font};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -90,31 +90,18 @@ where
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| err(&e))?;
-    let tl = train_len as f64;
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(tl, ymin), (xmax, ymax)],
-            RGBColor(250, 235, 215).mix(0.6).filled(),
-        )))
-        .map_err(|e| err(&e))?;
+    mark_train_len(
+        &mut chart,
+        train_len,
+        (xmax, ymin, ymax),
+        &format!("train_len = {train_len}  →  past it"),
+        ymax - (ymax - ymin) * 0.04,
+    )?;
     chart
         .draw_series(LineSeries::new(
             vec![(xmin, 0.0), (xmax, 0.0)],
             BLACK.mix(0.5).stroke_width(1),
         ))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(tl, ymin), (tl, ymax)],
-            BLACK.mix(0.7).stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(std::iter::once(Text::new(
-            format!("train_len = {train_len}  →  past it"),
-            (tl * 1.05, ymax - (ymax - ymin) * 0.04),
-            ("sans-serif", 16),
-        )))
         .map_err(|e| err(&e))?;
     for (i, c) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
