@@ -55,6 +55,8 @@ pub struct BenchSettings {
     pub stats_length: usize,
     /// Run only the attention-statistics section.
     pub only_stats: bool,
+    /// Copy curve: spans a distance of the timed copy test (0 skips).
+    pub copy_samples: usize,
     /// Run only the live-TUI section ([`live`]).
     pub live: bool,
     /// Live section: seconds to wait for one answer before giving up.
@@ -99,6 +101,12 @@ impl BenchSettings {
                     return Err("--sweep-windows must be at least 1".into());
                 }
             }
+        }
+        if self.copy_samples > 10_000 {
+            return Err(format!(
+                "--copy-samples {} is out of range (hint: use 1 to 10000, or 0 to skip the copy curve)",
+                self.copy_samples
+            ));
         }
         if self.only_stats && self.stats_length == 0 {
             return Err("--only-stats needs --stats-length of at least 1".into());
@@ -169,7 +177,11 @@ pub fn run(a: &BenchSettings) -> Result<()> {
     if a.stats_length > 0 {
         stats_section(model, &base, a.stats_length, a.repeats, &mut report)?;
     }
-    // 4. Peak memory of a long input, in a fresh process so earlier work does not count.
+    // 4. The copy curve `reach` draws.
+    if a.copy_samples > 0 && !a.only_stats {
+        copy_section(model, &base, a.copy_samples, &mut report)?;
+    }
+    // 5. Peak memory of a long input, in a fresh process so earlier work does not count.
     if a.long_length > 0 && !a.only_stats {
         let ids_file = std::env::temp_dir().join(format!("alibi-bench-{}.txt", std::process::id()));
         let long = stream_of(&base, a.long_length);
@@ -219,7 +231,7 @@ pub fn run(a: &BenchSettings) -> Result<()> {
             rss.unwrap_or_else(|| "unknown".to_string())
         )?;
     }
-    // 5. TUI frame draw time.
+    // 6. TUI frame draw time.
     let info = ModelInfo {
         name: loaded.name.clone(),
         arch: cfg.arch.name().to_string(),
@@ -484,5 +496,62 @@ fn forward_section(
         eprintln!("forward {len}: {:.0} tokens/s", len as f64 / t);
         len *= 2;
     }
+    Ok(())
+}
+
+/// Span of the timed copy test (`reach`'s default).
+const COPY_SPAN: usize = 32;
+
+/// Times `reach`'s copy curve: the copy test at doubling distances from [`COPY_SPAN`] to 16 x
+/// train_len, `samples` spans of the input a distance (no per-head scores), and reports each
+/// distance's time and gain, the time to the first point and the whole curve's.
+fn copy_section(
+    model: &Transformer,
+    base: &[u32],
+    samples: usize,
+    report: &mut String,
+) -> Result<()> {
+    use crate::eval::reach::{CopyOptions, CopySpec, SpanKind, copy_cases, copy_test};
+    let train_len = model.config().train_len;
+    let longest = (16 * train_len).max(COPY_SPAN);
+    let distances: Vec<usize> = std::iter::successors(Some(COPY_SPAN), |d| Some(d * 2))
+        .take_while(|&d| d <= longest)
+        .collect();
+    let mut rows = String::new();
+    let (mut total, mut first) = (0.0, None);
+    for &d in &distances {
+        let spec = CopySpec {
+            span: COPY_SPAN,
+            gap: d - COPY_SPAN,
+            samples,
+            seed: 1,
+            kind: SpanKind::Text,
+        };
+        let t = Instant::now();
+        let cases =
+            copy_cases(base, &spec).map_err(|e| eyre!("copy curve at distance {d}: {e}"))?;
+        let r = copy_test(model, None, &cases, &CopyOptions::default())
+            .map_err(|e| eyre!("copy curve at distance {d}: {e}"))?;
+        let secs = t.elapsed().as_secs_f64();
+        total += secs;
+        first.get_or_insert(secs);
+        writeln!(
+            rows,
+            "| {d} | {secs:.2} | {:.3} ± {:.3} |",
+            r.copy_gain.mean, r.copy_gain.stderr
+        )?;
+    }
+    writeln!(
+        report,
+        "## Copy curve
+
+`reach`'s copy test ({samples} spans of {COPY_SPAN} tokens a distance, no head scores) at {} distances to 16 x train_len ({longest}): **{total:.1} s** for the whole curve, {:.2} s for the first point.
+
+| distance | seconds | copy gain (nats) |
+|---:|---:|---:|
+{rows}",
+        distances.len(),
+        first.unwrap_or(0.0)
+    )?;
     Ok(())
 }

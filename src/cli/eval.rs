@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// Run only the attention-statistics section.
     #[arg(long)]
     pub only_stats: bool,
+    /// Copy curve: `reach`'s copy test at every distance from 32 to 16 x train_len with this many
+    /// spans a distance, timed (0 skips; the target is 32 spans in 10 s).
+    #[arg(long, default_value_t = 0)]
+    pub copy_samples: usize,
     /// Run only the live-TUI section: the TUI's worker on the model and --text, timing the first
     /// attention map, the first perplexity numbers, and the answers to a layer, head, length and
     /// slope change made while the sweep runs.
@@ -156,6 +160,7 @@ impl BenchArgs {
             long_length: self.long_length,
             stats_length: self.stats_length,
             only_stats: self.only_stats,
+            copy_samples: self.copy_samples,
             live: self.live,
             live_timeout_s: self.live_timeout,
             out: self.out.clone(),

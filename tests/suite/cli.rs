@@ -518,6 +518,54 @@ fn bench_takes_token_ids_and_skips_sections() {
 }
 
 #[test]
+fn bench_times_the_copy_curve_to_sixteen_times_train_len() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path(), Position::Alibi);
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, PROSE.repeat(30)).unwrap();
+    let out = dir.path().join("bench.md");
+    let (m, t) = (m.to_str().unwrap(), text.to_str().unwrap());
+    let o = run(&[
+        &["bench", "--model", m, "--text", t][..],
+        &BENCH_QUICK,
+        &[
+            "--sweep-max",
+            "0",
+            "--long-length",
+            "0",
+            "--copy-samples",
+            "3",
+        ],
+        &["--out", out.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(report.contains("## Copy curve"), "{report}");
+    assert!(report.contains("3 spans of 32 tokens"), "{report}");
+    // train_len 16: distances 32..256, one row each.
+    for d in [32, 64, 128, 256] {
+        assert!(
+            report.contains(&format!("\n| {d} | ")),
+            "no distance {d}: {report}"
+        );
+    }
+    assert!(!report.contains("| 512 | "), "{report}");
+    fails_with(
+        &run(&[
+            "bench",
+            "--model",
+            m,
+            "--text",
+            t,
+            "--copy-samples",
+            "20000",
+        ]),
+        "--copy-samples 20000",
+    );
+}
+
+#[test]
 fn bench_live_times_the_tui_on_a_model_and_refuses_token_ids() {
     let dir = tempfile::tempdir().unwrap();
     let m = tiny_model(dir.path(), Position::Alibi);
