@@ -499,24 +499,24 @@ fn forward_section(
     Ok(())
 }
 
-/// Span of the timed copy test (`reach`'s default).
-const COPY_SPAN: usize = 32;
-
-/// Times `reach`'s copy curve: the copy test at doubling distances from [`COPY_SPAN`] to 16 x
-/// train_len, `samples` spans of the input a distance (no per-head scores), and reports each
-/// distance's time and gain, the time to the first point and the whole curve's.
+/// Times `reach`'s copy curve: the copy test at doubling distances from the default span to
+/// 16 x train_len (`eval::reach`'s defaults), `samples` spans of the input a distance (no
+/// per-head scores), and reports each distance's time and gain, the first point's and the whole
+/// curve's.
 fn copy_section(
     model: &Transformer,
     base: &[u32],
     samples: usize,
     report: &mut String,
 ) -> Result<()> {
-    use crate::eval::reach::{CopyOptions, CopySpec, SpanKind, copy_cases, copy_test};
-    let train_len = model.config().train_len;
-    let longest = (16 * train_len).max(COPY_SPAN);
-    let distances: Vec<usize> = std::iter::successors(Some(COPY_SPAN), |d| Some(d * 2))
-        .take_while(|&d| d <= longest)
-        .collect();
+    use crate::eval::reach::{
+        CopyOptions, CopySpec, DEFAULT_REACH_FACTOR, DEFAULT_SPAN as COPY_SPAN, SpanKind,
+        copy_cases, copy_test,
+    };
+    let longest = (DEFAULT_REACH_FACTOR * model.config().train_len).max(COPY_SPAN);
+    // The same doubling range `reach --distances` reads.
+    let distances = crate::eval::parse_lengths(&format!("{COPY_SPAN}..{longest}"))
+        .map_err(|e| eyre!("copy curve: {e}"))?;
     let mut rows = String::new();
     let (mut total, mut first) = (0.0, None);
     for &d in &distances {

@@ -15,8 +15,7 @@ use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-/// Distances run to this many times the first model's training length by default.
-pub const DEFAULT_REACH_FACTOR: usize = 16;
+use crate::eval::reach::DEFAULT_REACH_FACTOR;
 
 /// Arguments of `reach`.
 #[derive(Debug, Args)]
@@ -31,7 +30,7 @@ pub struct ReachArgs {
     #[arg(long, value_name = "PATH")]
     pub compare: Vec<PathBuf>,
     /// Tokens in the repeated span.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = crate::eval::reach::DEFAULT_SPAN)]
     pub span: usize,
     /// Distances between a token and its copy (span + gap): a list (32,256) or a doubling range
     /// (default SPAN..16 x train_len).

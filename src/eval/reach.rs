@@ -23,6 +23,10 @@ use std::sync::atomic::AtomicBool;
 
 /// Cases of one forward are batched until a batch holds this many tokens.
 const BATCH_TOKENS: usize = 4096;
+/// Tokens in the repeated span unless asked otherwise (`reach --span`, `bench --copy-samples`).
+pub const DEFAULT_SPAN: usize = 32;
+/// Distances run to this many times the training length unless asked otherwise.
+pub const DEFAULT_REACH_FACTOR: usize = 16;
 /// Fewer tokens than this in a span leave nothing to score.
 pub const MIN_SPAN_TOKENS: usize = 2;
 
